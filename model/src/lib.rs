@@ -1,0 +1,12 @@
+//! FlowMesh domain model.
+//!
+//! Pure, Kubernetes-free building blocks shared by the CLI, the runtime, the
+//! worker and the operator: the FlowGraph spec, stream item types, message
+//! values and their encoding, the block catalog, validation and (later) the
+//! partitioner. Nothing here does I/O beyond parsing strings.
+
+pub mod pmt;
+pub mod types;
+
+pub use pmt::{Pmt, TypedVec};
+pub use types::{ItemType, StreamType};
