@@ -5,8 +5,15 @@
 //! values and their encoding, the block catalog, validation and (later) the
 //! partitioner. Nothing here does I/O beyond parsing strings.
 
+pub mod catalog;
+pub mod params;
 pub mod pmt;
 pub mod types;
+pub mod validate;
 
 pub use pmt::{Pmt, TypedVec};
 pub use types::{ItemType, StreamType};
+pub mod spec;
+pub use catalog::{catalog, BlockDescriptor, Catalog};
+pub use params::Params;
+pub use spec::{BlockSpec, Connection, Endpoint, FlowGraphDocument, FlowGraphSpec};

@@ -169,6 +169,9 @@ mod tests {
         assert_eq!(ItemType::Cf32.size(), 8);
         assert_eq!(ItemType::Cs8.size(), 2);
         assert_eq!(StreamType::vector(ItemType::F32, 1024).item_size(), 4096);
-        assert_eq!(StreamType::vector(ItemType::F32, 1024).to_string(), "f32x1024");
+        assert_eq!(
+            StreamType::vector(ItemType::F32, 1024).to_string(),
+            "f32x1024"
+        );
     }
 }

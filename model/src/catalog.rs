@@ -1,0 +1,567 @@
+//! The block catalog: what every block kind is — ports, parameters, rate
+//! relation, tag policy — independent of any implementation.
+//!
+//! Validation, `flowmesh blocks`, the graph renderer and the partitioner all
+//! read the catalog; the runtime's implementations are checked against it
+//! port for port by a test in the runtime crate.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use serde::Serialize;
+
+use crate::params::Params;
+use crate::{ItemType, Pmt, StreamType};
+
+mod convert;
+mod debug;
+mod dsp;
+mod flow;
+mod math;
+mod sinks;
+mod sources;
+
+/// Block categories, for listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Source,
+    Sink,
+    Flow,
+    Math,
+    Convert,
+    Filter,
+    Spectrum,
+    Debug,
+}
+
+/// Whether a block is a source and, if so, whether it can replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Not a source (has stream inputs, or produces only on messages).
+    No,
+    /// Produces the same items again when restarted from an offset (files, synthetic signals).
+    Replayable,
+    /// Produces in real time and cannot wait or replay (hardware, throttled).
+    Live,
+}
+
+/// How stream tags pass through a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TagPolicy {
+    /// Every input's tags go to every output (GNU Radio's default).
+    AllToAll,
+    /// Input i's tags go to output i.
+    OneToOne,
+    /// Tags stop here.
+    None,
+    /// The block places tags itself.
+    Custom,
+}
+
+/// The type of a parameter.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "type", content = "of")]
+pub enum ParamType {
+    Bool,
+    /// A signed integer (YAML integer).
+    Int,
+    /// A real number (YAML integer or float).
+    Float,
+    /// A complex number: a real number, or a string `"re+imj"` such as `"0.6+0.8j"`.
+    Complex,
+    String,
+    /// A filesystem path.
+    Path,
+    /// A stream item type name, restricted to the listed ones.
+    ItemType(Vec<ItemType>),
+    /// One of the listed words.
+    Enum(Vec<&'static str>),
+    /// A list of real numbers.
+    FloatList,
+    /// A list of complex numbers (each as for `Complex`).
+    ComplexList,
+    /// A list of stream items (any JSON numbers or complex literals); type
+    /// given by the block's `type` parameter.
+    Items,
+}
+
+/// Extra constraint on a numeric parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Constraint {
+    PowerOfTwo,
+}
+
+/// One parameter of a block kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParamDescriptor {
+    pub name: &'static str,
+    #[serde(flatten)]
+    pub ty: ParamType,
+    /// Default value; `None` means the parameter is required.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_pmt_opt"
+    )]
+    pub default: Option<Pmt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<Constraint>,
+    /// Can be changed while running (`set`, or a message on the `cmd` port).
+    pub settable: bool,
+    pub description: &'static str,
+}
+
+fn ser_pmt_opt<S: serde::Serializer>(v: &Option<Pmt>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(p) => p.to_json().serialize(s),
+        None => s.serialize_none(),
+    }
+}
+
+/// The item type of a stream port, possibly depending on parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "from", content = "value")]
+pub enum TypeExpr {
+    Fixed(ItemType),
+    /// The value of an item-type parameter.
+    Param(&'static str),
+    /// The real type underlying an item-type parameter (`cf32` → `f32`).
+    RealOf(&'static str),
+    /// `f32` for a real item-type parameter, `cf32` for a complex one.
+    FloatOf(&'static str),
+}
+
+/// A vector length, possibly depending on parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "from", content = "value")]
+pub enum VlenExpr {
+    Fixed(usize),
+    Param(&'static str),
+}
+
+/// What a port carries.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortKind {
+    Stream { item: TypeExpr, vlen: VlenExpr },
+    Message,
+}
+
+/// One port (or a numbered family of ports) of a block kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortDescriptor {
+    pub name: &'static str,
+    pub kind: PortKind,
+    /// May be left unconnected.
+    pub optional: bool,
+    /// When set, the port is a family `name0..nameN-1`, N being this parameter's value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<&'static str>,
+    pub description: &'static str,
+}
+
+/// A product of parameters and constants.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RateExpr {
+    pub constant: u64,
+    pub params: Vec<&'static str>,
+}
+
+impl RateExpr {
+    pub fn one() -> Self {
+        RateExpr {
+            constant: 1,
+            params: vec![],
+        }
+    }
+    pub fn param(p: &'static str) -> Self {
+        RateExpr {
+            constant: 1,
+            params: vec![p],
+        }
+    }
+    pub fn eval(&self, params: &Params) -> Option<u64> {
+        let mut v = self.constant;
+        for p in &self.params {
+            v = v.checked_mul(params.get(p)?.as_u64()?)?;
+        }
+        Some(v)
+    }
+}
+
+/// Output items per input item: `interp / decim`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rate {
+    pub interp: RateExpr,
+    pub decim: RateExpr,
+}
+
+impl Rate {
+    pub fn sync() -> Self {
+        Rate {
+            interp: RateExpr::one(),
+            decim: RateExpr::one(),
+        }
+    }
+    pub fn decim(p: &'static str) -> Self {
+        Rate {
+            interp: RateExpr::one(),
+            decim: RateExpr::param(p),
+        }
+    }
+    /// `(interp, decim)` for the given parameters.
+    pub fn eval(&self, params: &Params) -> Option<(u64, u64)> {
+        Some((self.interp.eval(params)?, self.decim.eval(params)?))
+    }
+}
+
+/// A custom check over a block's (coerced) parameters: returns
+/// `(parameter, message, hint)` for each problem.
+pub type ParamCheck = fn(&Params) -> Vec<(String, String, String)>;
+
+/// Everything FlowMesh knows about a block kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockDescriptor {
+    pub kind: &'static str,
+    pub category: Category,
+    pub description: &'static str,
+    pub params: Vec<ParamDescriptor>,
+    pub inputs: Vec<PortDescriptor>,
+    pub outputs: Vec<PortDescriptor>,
+    pub source: SourceKind,
+    pub rate: Rate,
+    pub tag_policy: TagPolicy,
+    /// The parameter that sets the sample rate of a source's output, or that
+    /// must agree with the input rate of a non-source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_param: Option<&'static str>,
+    #[serde(skip)]
+    pub check: Option<ParamCheck>,
+}
+
+/// A concrete port of a block instance.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ResolvedPort {
+    pub name: String,
+    pub kind: ResolvedKind,
+    pub optional: bool,
+}
+
+/// A concrete port type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolvedKind {
+    Stream(StreamType),
+    Message,
+}
+
+impl std::fmt::Display for ResolvedKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResolvedKind::Stream(t) => write!(f, "{t}"),
+            ResolvedKind::Message => f.write_str("message"),
+        }
+    }
+}
+
+/// Builder helpers used by the catalog entries.
+impl ParamDescriptor {
+    pub fn new(name: &'static str, ty: ParamType, description: &'static str) -> Self {
+        ParamDescriptor {
+            name,
+            ty,
+            default: None,
+            unit: None,
+            min: None,
+            max: None,
+            constraint: None,
+            settable: false,
+            description,
+        }
+    }
+    pub fn default(mut self, v: impl Into<Pmt>) -> Self {
+        self.default = Some(v.into());
+        self
+    }
+    /// Optional with no default: absent means "not set" (a `Null` value).
+    pub fn optional(mut self) -> Self {
+        self.default = Some(Pmt::Null);
+        self
+    }
+    pub fn unit(mut self, u: &'static str) -> Self {
+        self.unit = Some(u);
+        self
+    }
+    pub fn min(mut self, v: f64) -> Self {
+        self.min = Some(v);
+        self
+    }
+    pub fn max(mut self, v: f64) -> Self {
+        self.max = Some(v);
+        self
+    }
+    pub fn settable(mut self) -> Self {
+        self.settable = true;
+        self
+    }
+    pub fn power_of_two(mut self) -> Self {
+        self.constraint = Some(Constraint::PowerOfTwo);
+        self
+    }
+    /// The `type` parameter restricted to the given item types (default: the first).
+    pub fn item_type(types: &[ItemType]) -> Self {
+        ParamDescriptor::new(
+            "type",
+            ParamType::ItemType(types.to_vec()),
+            "stream item type",
+        )
+        .default(types[0].name())
+    }
+    /// The `vlen` parameter (vector length of stream items, default 1).
+    pub fn vlen() -> Self {
+        ParamDescriptor::new("vlen", ParamType::Int, "vector length of each item")
+            .default(1i64)
+            .min(1.0)
+            .max(1048576.0)
+    }
+}
+
+impl PortDescriptor {
+    /// A stream port typed by the `type` and `vlen` parameters.
+    pub fn typed(name: &'static str, description: &'static str) -> Self {
+        Self::stream(
+            name,
+            TypeExpr::Param("type"),
+            VlenExpr::Param("vlen"),
+            description,
+        )
+    }
+    /// A scalar stream port typed by the `type` parameter.
+    pub fn scalar(name: &'static str, description: &'static str) -> Self {
+        Self::stream(
+            name,
+            TypeExpr::Param("type"),
+            VlenExpr::Fixed(1),
+            description,
+        )
+    }
+    pub fn stream(
+        name: &'static str,
+        item: TypeExpr,
+        vlen: VlenExpr,
+        description: &'static str,
+    ) -> Self {
+        PortDescriptor {
+            name,
+            kind: PortKind::Stream { item, vlen },
+            optional: false,
+            count: None,
+            description,
+        }
+    }
+    pub fn fixed(name: &'static str, item: ItemType, description: &'static str) -> Self {
+        Self::stream(name, TypeExpr::Fixed(item), VlenExpr::Fixed(1), description)
+    }
+    pub fn message(name: &'static str, description: &'static str) -> Self {
+        PortDescriptor {
+            name,
+            kind: PortKind::Message,
+            optional: true,
+            count: None,
+            description,
+        }
+    }
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
+    }
+    pub fn counted(mut self, param: &'static str) -> Self {
+        self.count = Some(param);
+        self
+    }
+}
+
+impl BlockDescriptor {
+    pub fn new(kind: &'static str, category: Category, description: &'static str) -> Self {
+        BlockDescriptor {
+            kind,
+            category,
+            description,
+            params: vec![],
+            inputs: vec![],
+            outputs: vec![],
+            source: SourceKind::No,
+            rate: Rate::sync(),
+            tag_policy: TagPolicy::AllToAll,
+            rate_param: None,
+            check: None,
+        }
+    }
+    pub fn param(mut self, p: ParamDescriptor) -> Self {
+        self.params.push(p);
+        self
+    }
+    pub fn input(mut self, p: PortDescriptor) -> Self {
+        self.inputs.push(p);
+        self
+    }
+    pub fn output(mut self, p: PortDescriptor) -> Self {
+        self.outputs.push(p);
+        self
+    }
+    pub fn source(mut self, k: SourceKind) -> Self {
+        self.source = k;
+        self
+    }
+    pub fn rate(mut self, r: Rate) -> Self {
+        self.rate = r;
+        self
+    }
+    pub fn tags(mut self, t: TagPolicy) -> Self {
+        self.tag_policy = t;
+        self
+    }
+    pub fn rate_param(mut self, p: &'static str) -> Self {
+        self.rate_param = Some(p);
+        self
+    }
+    pub fn check(mut self, c: ParamCheck) -> Self {
+        self.check = Some(c);
+        self
+    }
+    /// Adds the `cmd` message input every block with settable parameters has.
+    fn with_cmd_port(mut self) -> Self {
+        if self.params.iter().any(|p| p.settable) && !self.inputs.iter().any(|p| p.name == "cmd") {
+            self.inputs.push(PortDescriptor::message(
+                "cmd",
+                "set parameters: a map {name: value}, applied at the next item",
+            ));
+        }
+        self
+    }
+
+    pub fn param_descriptor(&self, name: &str) -> Option<&ParamDescriptor> {
+        self.params.iter().find(|p| p.name == name)
+    }
+
+    /// Concrete ports for the given (coerced, defaulted) parameters.
+    pub fn resolve_ports(&self, params: &Params) -> (Vec<ResolvedPort>, Vec<ResolvedPort>) {
+        let resolve = |ports: &[PortDescriptor]| {
+            let mut out = vec![];
+            for p in ports {
+                let kind = match p.kind {
+                    PortKind::Message => ResolvedKind::Message,
+                    PortKind::Stream { item, vlen } => {
+                        let item = match item {
+                            TypeExpr::Fixed(t) => t,
+                            TypeExpr::Param(n) => params.item_type(n).unwrap_or(ItemType::F32),
+                            TypeExpr::RealOf(n) => {
+                                params.item_type(n).unwrap_or(ItemType::F32).real()
+                            }
+                            TypeExpr::FloatOf(n) => {
+                                if params.item_type(n).is_some_and(ItemType::is_complex) {
+                                    ItemType::Cf32
+                                } else {
+                                    ItemType::F32
+                                }
+                            }
+                        };
+                        let vlen = match vlen {
+                            VlenExpr::Fixed(v) => v,
+                            VlenExpr::Param(n) => params
+                                .get(n)
+                                .and_then(Pmt::as_u64)
+                                .map(|v| v.max(1) as usize)
+                                .unwrap_or(1),
+                        };
+                        ResolvedKind::Stream(StreamType { item, vlen })
+                    }
+                };
+                match p.count {
+                    None => out.push(ResolvedPort {
+                        name: p.name.to_string(),
+                        kind,
+                        optional: p.optional,
+                    }),
+                    Some(c) => {
+                        let n = params.get(c).and_then(Pmt::as_u64).unwrap_or(0);
+                        for i in 0..n {
+                            out.push(ResolvedPort {
+                                name: format!("{}{i}", p.name),
+                                kind,
+                                optional: p.optional,
+                            });
+                        }
+                    }
+                }
+            }
+            out
+        };
+        (resolve(&self.inputs), resolve(&self.outputs))
+    }
+}
+
+/// All block kinds, by name.
+#[derive(Debug)]
+pub struct Catalog {
+    blocks: BTreeMap<&'static str, BlockDescriptor>,
+}
+
+impl Catalog {
+    pub fn get(&self, kind: &str) -> Option<&BlockDescriptor> {
+        self.blocks.get(kind)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &BlockDescriptor> {
+        self.blocks.values()
+    }
+    pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.blocks.keys().copied()
+    }
+    /// The known kind nearest to `kind`, for "did you mean" hints.
+    pub fn nearest(&self, kind: &str) -> Option<&'static str> {
+        nearest(kind, self.kinds())
+    }
+}
+
+/// The candidate closest to `word` by edit distance, if reasonably close.
+pub fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 2).max(2))
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// The catalog of every block kind FlowMesh implements.
+pub fn catalog() -> &'static Catalog {
+    static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
+        let mut blocks = BTreeMap::new();
+        let all = [
+            sources::all(),
+            sinks::all(),
+            flow::all(),
+            math::all(),
+            convert::all(),
+            dsp::all(),
+            debug::all(),
+        ];
+        for d in all.into_iter().flatten() {
+            let d = d.with_cmd_port();
+            assert!(
+                blocks.insert(d.kind, d).is_none(),
+                "duplicate block kind in catalog"
+            );
+        }
+        Catalog { blocks }
+    });
+    &CATALOG
+}

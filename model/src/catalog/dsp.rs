@@ -1,0 +1,191 @@
+//! Catalog entries: filters and spectrum blocks.
+
+use super::*;
+use ItemType::*;
+
+fn windows() -> ParamType {
+    ParamType::Enum(vec![
+        "hamming",
+        "hann",
+        "blackman",
+        "blackman_harris",
+        "rectangular",
+    ])
+}
+
+fn taps_check(p: &Params) -> Vec<(String, String, String)> {
+    let mut out = vec![];
+    if let Some(Pmt::Vector(v)) = p.get("taps") {
+        if v.is_empty() {
+            out.push((
+                "taps".into(),
+                "must not be empty".into(),
+                "give at least one tap".into(),
+            ));
+        }
+        let t = p.item_type("type").unwrap_or(Cf32);
+        if !t.is_complex() && matches!(v, crate::TypedVec::Cf64(c) if c.iter().any(|c| c.im != 0.0))
+        {
+            out.push((
+                "taps".into(),
+                format!("are complex but the stream type {t} is real"),
+                "use real taps, or type: cf32".into(),
+            ));
+        }
+    }
+    out
+}
+
+fn lowpass_check(p: &Params) -> Vec<(String, String, String)> {
+    let (Some(fs), Some(fc)) = (p.f64("samp_rate"), p.f64("cutoff")) else {
+        return vec![];
+    };
+    if fc >= fs / 2.0 {
+        return vec![(
+            "cutoff".into(),
+            format!(
+                "must be below half the sample rate ({}), got {fc}",
+                fs / 2.0
+            ),
+            "lower the cutoff or raise samp_rate".into(),
+        )];
+    }
+    vec![]
+}
+
+fn resampler_check(p: &Params) -> Vec<(String, String, String)> {
+    taps_check(p)
+}
+
+pub(super) fn all() -> Vec<BlockDescriptor> {
+    let decimation = || {
+        ParamDescriptor::new(
+            "decimation",
+            ParamType::Int,
+            "keep one output per `decimation` inputs",
+        )
+        .default(1i64)
+        .min(1.0)
+        .max(65536.0)
+    };
+    let samp_rate = || {
+        ParamDescriptor::new("samp_rate", ParamType::Float, "input sample rate")
+            .unit("Hz")
+            .min(0.0)
+    };
+    let fft_size = || {
+        ParamDescriptor::new("fft_size", ParamType::Int, "FFT length (bins)")
+            .default(1024i64)
+            .min(2.0)
+            .max(1048576.0)
+            .power_of_two()
+    };
+    vec![
+        BlockDescriptor::new(
+            "fir_filter",
+            Category::Filter,
+            "FIR filter with real or complex taps and decimation: y[i] = Σ_k taps[k]·x[i·D + k − (len−1)] \
+             (GNU Radio's fir_filter_xxx, including its initial zero history).",
+        )
+        .param(ParamDescriptor::item_type(&[Cf32, F32]))
+        .param(ParamDescriptor::new("taps", ParamType::ComplexList, "filter taps (real numbers or complex literals)").settable())
+        .param(decimation())
+        .input(PortDescriptor::scalar("in", "samples"))
+        .output(PortDescriptor::scalar("out", "filtered samples"))
+        .rate(Rate::decim("decimation"))
+        .check(taps_check),
+        BlockDescriptor::new(
+            "low_pass_filter",
+            Category::Filter,
+            "Windowed-sinc low-pass FIR designed like GNU Radio's firdes.low_pass (Hamming window by default), with decimation.",
+        )
+        .param(ParamDescriptor::item_type(&[Cf32, F32]))
+        .param(samp_rate())
+        .param(ParamDescriptor::new("cutoff", ParamType::Float, "cutoff frequency (−6 dB)").unit("Hz").min(0.0).settable())
+        .param(ParamDescriptor::new("transition", ParamType::Float, "transition width").unit("Hz").min(1e-9).settable())
+        .param(ParamDescriptor::new("window", windows(), "design window").default("hamming"))
+        .param(ParamDescriptor::new("gain", ParamType::Float, "passband gain").default(1.0))
+        .param(decimation())
+        .input(PortDescriptor::scalar("in", "samples"))
+        .output(PortDescriptor::scalar("out", "filtered samples"))
+        .rate(Rate::decim("decimation"))
+        .rate_param("samp_rate")
+        .check(lowpass_check),
+        BlockDescriptor::new(
+            "freq_xlating_fir",
+            Category::Filter,
+            "Shifts `center_freq` down to 0 Hz, filters and decimates (GNU Radio's freq_xlating_fir_filter_ccc: \
+             the taps are rotated to center_freq and the output is mixed by exp(−j2π·center_freq·D·n/fs)).",
+        )
+        .param(ParamDescriptor::new("taps", ParamType::ComplexList, "low-pass prototype taps"))
+        .param(ParamDescriptor::new("center_freq", ParamType::Float, "frequency moved to 0 Hz").unit("Hz").default(0.0).settable())
+        .param(samp_rate())
+        .param(decimation())
+        .input(PortDescriptor::fixed("in", Cf32, "samples"))
+        .output(PortDescriptor::fixed("out", Cf32, "shifted, filtered samples"))
+        .rate(Rate::decim("decimation"))
+        .rate_param("samp_rate")
+        .check(taps_check),
+        BlockDescriptor::new(
+            "rational_resampler",
+            Category::Filter,
+            "Polyphase resampler by interpolation/decimation (GNU Radio's rational_resampler). Without taps, \
+             designs a Kaiser low-pass with fractional bandwidth `fractional_bw` as GNU Radio does.",
+        )
+        .param(ParamDescriptor::item_type(&[Cf32, F32]))
+        .param(ParamDescriptor::new("interpolation", ParamType::Int, "interpolation factor").default(1i64).min(1.0).max(65536.0))
+        .param(decimation())
+        .param(ParamDescriptor::new("taps", ParamType::ComplexList, "prototype filter taps (default: designed)").optional())
+        .param(ParamDescriptor::new("fractional_bw", ParamType::Float, "passband as a fraction of the output Nyquist band").default(0.4).min(0.01).max(0.5))
+        .input(PortDescriptor::scalar("in", "samples"))
+        .output(PortDescriptor::scalar("out", "resampled samples"))
+        .rate(Rate {
+            interp: RateExpr::param("interpolation"),
+            decim: RateExpr::param("decimation"),
+        })
+        .check(resampler_check),
+        BlockDescriptor::new(
+            "fft",
+            Category::Spectrum,
+            "Windowed FFT of consecutive blocks of `fft_size` samples, one vector item per block.",
+        )
+        .param(ParamDescriptor::item_type(&[Cf32, F32]))
+        .param(fft_size())
+        .param(ParamDescriptor::new("window", windows(), "window applied before the FFT").default("blackman_harris"))
+        .param(ParamDescriptor::new("shift", ParamType::Bool, "put 0 Hz in the middle bin").default(true))
+        .input(PortDescriptor::scalar("in", "samples"))
+        .output(PortDescriptor::stream("out", TypeExpr::Fixed(Cf32), VlenExpr::Param("fft_size"), "spectra"))
+        .rate(Rate::decim("fft_size")),
+        BlockDescriptor::new(
+            "psd",
+            Category::Spectrum,
+            "Averaged power spectrum in dB: `average` windowed FFTs averaged in linear power, scaled so a \
+             full-scale complex tone on a bin centre reads 0 dB; 0 Hz in the middle bin.",
+        )
+        .param(fft_size())
+        .param(ParamDescriptor::new("average", ParamType::Int, "FFTs averaged per output").default(16i64).min(1.0).max(65536.0))
+        .param(ParamDescriptor::new("window", windows(), "window applied before each FFT").default("blackman_harris"))
+        .input(PortDescriptor::fixed("in", Cf32, "samples"))
+        .output(PortDescriptor::stream("out", TypeExpr::Fixed(F32), VlenExpr::Param("fft_size"), "power spectra in dB"))
+        .rate(Rate {
+            interp: RateExpr::one(),
+            decim: RateExpr { constant: 1, params: vec!["fft_size", "average"] },
+        }),
+        BlockDescriptor::new(
+            "threshold_detector",
+            Category::Spectrum,
+            "Finds carriers in dB power spectra: runs of bins more than `threshold` dB above the noise floor \
+             (the median bin). Posts a message when a carrier appears ({event: start, center_freq, bandwidth, \
+             power_db, snr_db, offset}) and when it disappears ({event: end, …}); offset is the input sample \
+             offset of the spectrum's first sample.",
+        )
+        .param(ParamDescriptor::new("fft_size", ParamType::Int, "bins per spectrum").default(1024i64).min(2.0).max(1048576.0))
+        .param(ParamDescriptor::new("threshold", ParamType::Float, "detection threshold above the noise floor").unit("dB").default(6.0).min(0.0).settable())
+        .param(ParamDescriptor::new("samp_rate", ParamType::Float, "sample rate of the analysed signal").unit("Hz").min(0.0))
+        .param(ParamDescriptor::new("center_freq", ParamType::Float, "RF frequency of the middle bin").unit("Hz").default(0.0))
+        .param(ParamDescriptor::new("spectrum_samples", ParamType::Int, "input samples per spectrum (fft_size × average of the psd)").default(0i64).min(0.0))
+        .input(PortDescriptor::stream("in", TypeExpr::Fixed(F32), VlenExpr::Param("fft_size"), "power spectra in dB"))
+        .output(PortDescriptor::message("detections", "carrier start/end events"))
+        .tags(TagPolicy::None),
+    ]
+}

@@ -1,0 +1,43 @@
+//! Catalog entries: flow control.
+
+use super::*;
+
+pub(super) fn all() -> Vec<BlockDescriptor> {
+    vec![
+        BlockDescriptor::new(
+            "throttle",
+            Category::Flow,
+            "Limits the item rate to `rate` items per second, sleeping between bursts (no busy wait). \
+             Its output is live: it runs in real time.",
+        )
+        .param(ParamDescriptor::item_type(&ItemType::ALL))
+        .param(ParamDescriptor::vlen())
+        .param(ParamDescriptor::new("rate", ParamType::Float, "items per second").unit("items/s").min(1e-3).settable())
+        .input(PortDescriptor::typed("in", "items"))
+        .output(PortDescriptor::typed("out", "the same items, paced"))
+        .source(SourceKind::Live)
+        .rate_param("rate"),
+        BlockDescriptor::new(
+            "head",
+            Category::Flow,
+            "Passes the first `n` items, then ends its stream (and so ends the chain upstream of it).",
+        )
+        .param(ParamDescriptor::item_type(&ItemType::ALL))
+        .param(ParamDescriptor::vlen())
+        .param(ParamDescriptor::new("n", ParamType::Int, "items to pass").min(0.0))
+        .input(PortDescriptor::typed("in", "items"))
+        .output(PortDescriptor::typed("out", "the first n items")),
+        BlockDescriptor::new(
+            "tagger",
+            Category::Flow,
+            "Passes items unchanged and adds a tag every `period` items (at offsets 0, period, 2·period, …) \
+             whose value is the tag's offset.",
+        )
+        .param(ParamDescriptor::item_type(&ItemType::ALL))
+        .param(ParamDescriptor::vlen())
+        .param(ParamDescriptor::new("period", ParamType::Int, "items between tags").default(1024i64).min(1.0))
+        .param(ParamDescriptor::new("key", ParamType::String, "tag key").default("tick"))
+        .input(PortDescriptor::typed("in", "items"))
+        .output(PortDescriptor::typed("out", "the same items, tagged")),
+    ]
+}

@@ -1,0 +1,44 @@
+//! Catalog entries: sinks.
+
+use super::*;
+
+pub(super) fn all() -> Vec<BlockDescriptor> {
+    vec![
+        BlockDescriptor::new("null_sink", Category::Sink, "Consumes and discards items.")
+            .param(ParamDescriptor::item_type(&ItemType::ALL))
+            .param(ParamDescriptor::vlen())
+            .input(PortDescriptor::typed("in", "items to discard"))
+            .tags(TagPolicy::None),
+        BlockDescriptor::new(
+            "vector_sink",
+            Category::Sink,
+            "Keeps every item and tag in memory (for tests and small captures); read through the graph handle.",
+        )
+        .param(ParamDescriptor::item_type(&ItemType::ALL))
+        .param(ParamDescriptor::vlen())
+        .param(ParamDescriptor::new("limit", ParamType::Int, "keep at most this many items, 0 for all").default(0i64).min(0.0))
+        .input(PortDescriptor::typed("in", "items to keep"))
+        .tags(TagPolicy::None),
+        BlockDescriptor::new(
+            "file_sink",
+            Category::Sink,
+            "Writes items to a file: raw interleaved samples, or SigMF (`path` is the .sigmf-data file; \
+             the .sigmf-meta beside it records type, sample rate and the stream tags as annotations).",
+        )
+        .param(ParamDescriptor::item_type(&ItemType::ALL))
+        .param(ParamDescriptor::vlen())
+        .param(ParamDescriptor::new("path", ParamType::Path, "file to write (created or truncated)"))
+        .param(ParamDescriptor::new("format", ParamType::Enum(vec!["raw", "sigmf"]), "file format").default("raw"))
+        .param(ParamDescriptor::new("samp_rate", ParamType::Float, "sample rate recorded in SigMF metadata").unit("Hz").optional())
+        .input(PortDescriptor::typed("in", "items to write"))
+        .tags(TagPolicy::None)
+        .rate_param("samp_rate"),
+        BlockDescriptor::new(
+            "jsonl_sink",
+            Category::Sink,
+            "Writes each message as one JSON line to a file, or to standard output when `path` is `-`.",
+        )
+        .param(ParamDescriptor::new("path", ParamType::Path, "output file, `-` for standard output").default("-"))
+        .input(PortDescriptor::message("in", "messages to write").optional()),
+    ]
+}

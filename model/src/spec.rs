@@ -1,0 +1,248 @@
+//! The FlowGraph document: one schema for `flowmesh run` files and for the
+//! Kubernetes resource's `spec`.
+//!
+//! ```yaml
+//! apiVersion: flowmesh.dev/v1alpha1
+//! kind: FlowGraph
+//! metadata: {name: tone}
+//! spec:
+//!   blocks:
+//!     src:  {kind: signal_source, params: {type: cf32, samp_rate: 1e6, frequency: 1e3}}
+//!     head: {kind: head, params: {type: cf32, n: 1000000}}
+//!     sink: {kind: null_sink, params: {type: cf32}}
+//!   connections:
+//!     - [src.out, head.in]
+//!     - [head.out, sink.in]
+//! ```
+//!
+//! Parsing goes YAML → `serde_json::Value` → (structural checks in
+//! [`crate::validate`]) → these typed structs, so that every problem in a file
+//! is reported at once with its path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group and version of FlowGraph documents.
+pub const API_VERSION: &str = "flowmesh.dev/v1alpha1";
+/// The kind of FlowGraph documents.
+pub const KIND: &str = "FlowGraph";
+
+/// A whole FlowGraph file as written by users.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowGraphDocument {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: FlowGraphSpec,
+}
+
+/// The subset of Kubernetes object metadata a file may carry.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The graph: blocks by name, stream and message connections, and segments
+/// (placement and scaling groups, used by the partitioner and operator).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FlowGraphSpec {
+    /// Blocks keyed by name. Names are DNS-label-like: `[a-z0-9_-]`, starting with a letter.
+    pub blocks: BTreeMap<String, BlockSpec>,
+    /// `[from, to]` pairs written `block.port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connections: Vec<Connection>,
+    /// Placement and scaling groups; a block names its segment in `segment`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub segments: BTreeMap<String, SegmentSpec>,
+    /// Runtime settings (scheduler, buffer sizes). Defaults suit most graphs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeSpec>,
+}
+
+/// One block instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BlockSpec {
+    /// Block kind from the catalog (`flowmesh blocks` lists them).
+    pub kind: String,
+    /// Parameters; their names, types and ranges depend on the kind.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "free_form_params")]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// The segment this block runs in (the default segment when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
+}
+
+fn free_form_params(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "Block parameters; see `flowmesh blocks KIND`.",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// A placement and scaling group.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SegmentSpec {
+    /// Number of replicas (segments that can be replicated only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    /// Host or node this segment should run on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// Scheduler choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchedulerKind {
+    /// A fixed pool of worker threads (one per core); each runs a contiguous
+    /// run of blocks in topological order. The default.
+    #[default]
+    Pool,
+    /// One OS thread per block.
+    ThreadPerBlock,
+}
+
+/// Runtime tuning.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuntimeSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<SchedulerKind>,
+    /// Worker threads for the pool scheduler (default: available cores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    /// Stream buffer size in bytes (rounded up to whole pages and items).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_bytes: Option<u64>,
+}
+
+/// A connection `[from, to]`, each end written `block.port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Connection(pub [String; 2]);
+
+impl JsonSchema for Connection {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Connection".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "array",
+            "description": "[from, to], each written block.port",
+            "items": {"type": "string"},
+            "minItems": 2,
+            "maxItems": 2
+        })
+    }
+}
+
+impl Connection {
+    pub fn new(from: impl Into<String>, to: impl Into<String>) -> Self {
+        Connection([from.into(), to.into()])
+    }
+    pub fn from(&self) -> &str {
+        &self.0[0]
+    }
+    pub fn to(&self) -> &str {
+        &self.0[1]
+    }
+}
+
+/// One end of a connection: `block.port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub block: String,
+    pub port: String,
+}
+
+impl Endpoint {
+    /// Parses `block.port`; the port is everything after the first dot.
+    pub fn parse(s: &str) -> Option<Endpoint> {
+        let (block, port) = s.split_once('.')?;
+        if block.is_empty() || port.is_empty() {
+            return None;
+        }
+        Some(Endpoint {
+            block: block.to_string(),
+            port: port.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.block, self.port)
+    }
+}
+
+/// Errors turning text into a document (syntax only; semantic problems are
+/// [`crate::validate::Problem`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not valid YAML: {0}")]
+    Yaml(String),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Parses YAML text into a generic JSON value (first step of loading a file).
+pub fn parse_yaml_value(text: &str) -> Result<serde_json::Value, Error> {
+    serde_saphyr::from_str::<serde_json::Value>(text).map_err(|e| Error::Yaml(e.to_string()))
+}
+
+impl FlowGraphDocument {
+    /// Serializes to YAML (used for partition output and round trips).
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).expect("a FlowGraph document always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_parse() {
+        let e = Endpoint::parse("psd.out").unwrap();
+        assert_eq!((e.block.as_str(), e.port.as_str()), ("psd", "out"));
+        assert!(Endpoint::parse("psd").is_none());
+        assert!(Endpoint::parse(".out").is_none());
+        assert!(Endpoint::parse("psd.").is_none());
+    }
+
+    #[test]
+    fn document_round_trips_through_yaml() {
+        let text = r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {name: t}
+spec:
+  blocks:
+    src: {kind: null_source, params: {type: f32}}
+    sink: {kind: null_sink, params: {type: f32}, segment: b}
+  connections:
+    - [src.out, sink.in]
+"#;
+        let v = parse_yaml_value(text).unwrap();
+        let doc: FlowGraphDocument = serde_json::from_value(v).unwrap();
+        assert_eq!(doc.spec.connections[0].to(), "sink.in");
+        let again: FlowGraphDocument =
+            serde_json::from_value(parse_yaml_value(&doc.to_yaml()).unwrap()).unwrap();
+        assert_eq!(doc, again);
+    }
+}

@@ -1,0 +1,151 @@
+//! Flow control: head, throttle, tagger.
+
+use std::time::{Duration, Instant};
+
+use flowmesh_model::{Params, Pmt};
+
+use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
+use crate::io::WorkIo;
+use crate::tag::Tag;
+
+use super::stream_type;
+
+/// `head`: passes the first `n` items, then ends. Input `in`, output `out`.
+pub struct Head {
+    remaining: u64,
+    item_size: usize,
+}
+
+impl Block for Head {
+    fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
+        let n = (io.input_items(0).min(io.output_items(0)) as u64).min(self.remaining) as usize;
+        if n > 0 {
+            let b = n * self.item_size;
+            io.output_bytes(0)[..b].copy_from_slice(&io.input_bytes(0)[..b]);
+            io.consume(0, n);
+            io.produce(0, n);
+            self.remaining -= n as u64;
+        }
+        Ok(if self.remaining == 0 { Work::Done } else { Work::Ok })
+    }
+}
+
+pub fn head(p: &Params) -> Result<BuiltBlock, String> {
+    let st = stream_type(p);
+    Ok(BuiltBlock::new(Head {
+        remaining: p.u64("n").unwrap_or(0),
+        item_size: st.item_size(),
+    })
+    .input("in", st)
+    .output("out", st))
+}
+
+/// `throttle`: at most `rate` items per second on average. It passes items in
+/// bursts of about a millisecond and sleeps in between (no busy wait).
+pub struct Throttle {
+    rate: f64,
+    item_size: usize,
+    start: Option<Instant>,
+    passed: u64,
+}
+
+impl Throttle {
+    fn min_burst(&self) -> u64 {
+        ((self.rate * 0.001) as u64).max(1)
+    }
+}
+
+impl Block for Throttle {
+    fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
+        let now = Instant::now();
+        let start = *self.start.get_or_insert(now);
+        let n = io.input_items(0).min(io.output_items(0)) as u64;
+        if n == 0 {
+            return Ok(Work::Ok);
+        }
+        let allowed = (now.duration_since(start).as_secs_f64() * self.rate) as u64;
+        let k = allowed.saturating_sub(self.passed).min(n);
+        if k < self.min_burst().min(n) {
+            let target = self.passed + self.min_burst().min(n);
+            let at = start + Duration::from_secs_f64(target as f64 / self.rate);
+            return Ok(Work::SleepUntil(at));
+        }
+        let b = k as usize * self.item_size;
+        io.output_bytes(0)[..b].copy_from_slice(&io.input_bytes(0)[..b]);
+        io.consume(0, k as usize);
+        io.produce(0, k as usize);
+        self.passed += k;
+        Ok(Work::Ok)
+    }
+    fn set(&mut self, name: &str, value: &Pmt) -> Result<()> {
+        match name {
+            "rate" => {
+                self.rate = value.as_f64().ok_or_else(|| BlockError::BadValue {
+                    name: name.into(),
+                    message: "expected a number".into(),
+                })?;
+                // Restart the pacing clock at the new rate.
+                self.start = None;
+                self.passed = 0;
+                Ok(())
+            }
+            _ => Err(BlockError::NotSettable(name.into())),
+        }
+    }
+    fn get(&self, name: &str) -> Option<Pmt> {
+        (name == "rate").then_some(Pmt::F64(self.rate))
+    }
+}
+
+pub fn throttle(p: &Params) -> Result<BuiltBlock, String> {
+    let st = stream_type(p);
+    Ok(BuiltBlock::new(Throttle {
+        rate: p.f64("rate").unwrap_or(1.0),
+        item_size: st.item_size(),
+        start: None,
+        passed: 0,
+    })
+    .input("in", st)
+    .output("out", st)
+    .settable()
+    .live())
+}
+
+/// `tagger`: passes items and tags every `period`-th offset with its offset.
+pub struct Tagger {
+    period: u64,
+    key: String,
+    item_size: usize,
+}
+
+impl Block for Tagger {
+    fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
+        let n = io.input_items(0).min(io.output_items(0));
+        if n == 0 {
+            return Ok(Work::Ok);
+        }
+        let b = n * self.item_size;
+        io.output_bytes(0)[..b].copy_from_slice(&io.input_bytes(0)[..b]);
+        let start = io.nitems_written(0);
+        let end = start + n as u64;
+        let mut o = start.div_ceil(self.period) * self.period;
+        while o < end {
+            io.add_tag(0, Tag::new(o, &self.key, Pmt::I64(o as i64)));
+            o += self.period;
+        }
+        io.consume(0, n);
+        io.produce(0, n);
+        Ok(Work::Ok)
+    }
+}
+
+pub fn tagger(p: &Params) -> Result<BuiltBlock, String> {
+    let st = stream_type(p);
+    Ok(BuiltBlock::new(Tagger {
+        period: p.u64("period").unwrap_or(1024).max(1),
+        key: p.str("key").unwrap_or("tick").to_string(),
+        item_size: st.item_size(),
+    })
+    .input("in", st)
+    .output("out", st))
+}

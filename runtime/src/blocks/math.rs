@@ -1,0 +1,198 @@
+//! Arithmetic: multiply/add by a constant, add/multiply streams.
+//! Integer types wrap on overflow.
+
+use flowmesh_model::{Params, Pmt};
+use num_complex::{Complex, Complex64};
+
+use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
+use crate::io::{Item, WorkIo};
+
+use super::{stream_type, FromComplex};
+
+/// Item types with addition and multiplication.
+pub trait Arith: Item + FromComplex {
+    fn add(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+}
+macro_rules! arith_float {
+    ($($t:ty),*) => {$(
+        impl Arith for $t {
+            #[inline(always)] fn add(self, o: Self) -> Self { self + o }
+            #[inline(always)] fn mul(self, o: Self) -> Self { self * o }
+        }
+    )*};
+}
+macro_rules! arith_int {
+    ($($t:ty),*) => {$(
+        impl Arith for $t {
+            #[inline(always)] fn add(self, o: Self) -> Self { self.wrapping_add(o) }
+            #[inline(always)] fn mul(self, o: Self) -> Self { self.wrapping_mul(o) }
+        }
+    )*};
+}
+arith_float!(f32, f64, Complex<f32>, Complex<f64>);
+arith_int!(i8, i16, i32, u8, u16, u32, u64);
+impl Arith for Complex<i8> {
+    fn add(self, o: Self) -> Self {
+        Complex::new(self.re.wrapping_add(o.re), self.im.wrapping_add(o.im))
+    }
+    fn mul(self, o: Self) -> Self {
+        Complex::new(
+            self.re.wrapping_mul(o.re).wrapping_sub(self.im.wrapping_mul(o.im)),
+            self.re.wrapping_mul(o.im).wrapping_add(self.im.wrapping_mul(o.re)),
+        )
+    }
+}
+impl Arith for Complex<i16> {
+    fn add(self, o: Self) -> Self {
+        Complex::new(self.re.wrapping_add(o.re), self.im.wrapping_add(o.im))
+    }
+    fn mul(self, o: Self) -> Self {
+        Complex::new(
+            self.re.wrapping_mul(o.re).wrapping_sub(self.im.wrapping_mul(o.im)),
+            self.re.wrapping_mul(o.im).wrapping_add(self.im.wrapping_mul(o.re)),
+        )
+    }
+}
+
+/// `multiply_const` / `add_const`: one input `in`, one output `out`;
+/// `constant` is settable.
+pub struct ConstOp<T: Arith> {
+    k: T,
+    k64: Complex64,
+    multiply: bool,
+}
+
+impl<T: Arith> Block for ConstOp<T> {
+    fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
+        let n = io.input_items(0).min(io.output_items(0));
+        if n == 0 {
+            return Ok(Work::Ok);
+        }
+        let inp = io.input::<T>(0);
+        let out = io.output::<T>(0);
+        let s = n * (inp.len() / io.input_items(0));
+        let k = self.k;
+        if self.multiply {
+            for (o, i) in out[..s].iter_mut().zip(&inp[..s]) {
+                *o = i.mul(k);
+            }
+        } else {
+            for (o, i) in out[..s].iter_mut().zip(&inp[..s]) {
+                *o = i.add(k);
+            }
+        }
+        io.consume(0, n);
+        io.produce(0, n);
+        Ok(Work::Ok)
+    }
+    fn set(&mut self, name: &str, value: &Pmt) -> Result<()> {
+        if name != "constant" {
+            return Err(BlockError::NotSettable(name.into()));
+        }
+        let c = value.as_complex().ok_or_else(|| BlockError::BadValue {
+            name: name.into(),
+            message: "expected a number".into(),
+        })?;
+        self.k = T::from_c64(c);
+        self.k64 = c;
+        Ok(())
+    }
+    fn get(&self, name: &str) -> Option<Pmt> {
+        (name == "constant").then_some(Pmt::Complex(self.k64))
+    }
+}
+
+fn const_op<T: Arith>(p: &Params, multiply: bool) -> Result<BuiltBlock, String> {
+    let st = stream_type(p);
+    let k64 = p
+        .complex("constant")
+        .unwrap_or(Complex64::new(if multiply { 1.0 } else { 0.0 }, 0.0));
+    Ok(BuiltBlock::new(ConstOp::<T> {
+        k: T::from_c64(k64),
+        k64,
+        multiply,
+    })
+    .input("in", st)
+    .output("out", st)
+    .settable())
+}
+
+fn multiply_const_t<T: Arith>(p: &Params) -> Result<BuiltBlock, String> {
+    const_op::<T>(p, true)
+}
+fn add_const_t<T: Arith>(p: &Params) -> Result<BuiltBlock, String> {
+    const_op::<T>(p, false)
+}
+
+pub fn multiply_const(p: &Params) -> Result<BuiltBlock, String> {
+    crate::dispatch_item!(stream_type(p).item, multiply_const_t(p))
+}
+
+pub fn add_const(p: &Params) -> Result<BuiltBlock, String> {
+    crate::dispatch_item!(stream_type(p).item, add_const_t(p))
+}
+
+/// `add` / `multiply`: inputs `in0..inN-1`, output `out`.
+pub struct StreamOp<T: Arith> {
+    multiply: bool,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Arith> Block for StreamOp<T> {
+    fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
+        let mut n = io.output_items(0);
+        for i in 0..io.num_inputs() {
+            n = n.min(io.input_items(i));
+        }
+        if n == 0 {
+            return Ok(Work::Ok);
+        }
+        let out = io.output::<T>(0);
+        let s = n * (out.len() / io.output_items(0));
+        out[..s].copy_from_slice(&io.input::<T>(0)[..s]);
+        for i in 1..io.num_inputs() {
+            let inp = &io.input::<T>(i)[..s];
+            if self.multiply {
+                for (o, x) in out[..s].iter_mut().zip(inp) {
+                    *o = o.mul(*x);
+                }
+            } else {
+                for (o, x) in out[..s].iter_mut().zip(inp) {
+                    *o = o.add(*x);
+                }
+            }
+        }
+        for i in 0..io.num_inputs() {
+            io.consume(i, n);
+        }
+        io.produce(0, n);
+        Ok(Work::Ok)
+    }
+}
+
+fn stream_op<T: Arith>(p: &Params, multiply: bool) -> Result<BuiltBlock, String> {
+    let st = stream_type(p);
+    let mut b = BuiltBlock::new(StreamOp::<T> {
+        multiply,
+        _t: std::marker::PhantomData,
+    });
+    for i in 0..p.u64("num_inputs").unwrap_or(2) {
+        b = b.input(&format!("in{i}"), st);
+    }
+    Ok(b.output("out", st))
+}
+fn add_t<T: Arith>(p: &Params) -> Result<BuiltBlock, String> {
+    stream_op::<T>(p, false)
+}
+fn multiply_t<T: Arith>(p: &Params) -> Result<BuiltBlock, String> {
+    stream_op::<T>(p, true)
+}
+
+pub fn add(p: &Params) -> Result<BuiltBlock, String> {
+    crate::dispatch_item!(stream_type(p).item, add_t(p))
+}
+
+pub fn multiply(p: &Params) -> Result<BuiltBlock, String> {
+    crate::dispatch_item!(stream_type(p).item, multiply_t(p))
+}

@@ -1,0 +1,519 @@
+//! Lock-free circular stream buffers, double-mapped so that every readable or
+//! writable region is one contiguous slice.
+//!
+//! The memory comes from `memfd_create` (no filesystem needed, so workers can
+//! run with a read-only root) and is mapped twice, back to back: byte `i` and
+//! byte `i + size` are the same memory, so a region that wraps the end of the
+//! ring is still contiguous in the address space.
+//!
+//! One writer, any number of readers; readers share the items without copies.
+//! Positions are absolute item counts (`u64`, never wrapping in practice).
+//! The writer publishes with a `Release` store of its position; readers publish
+//! their positions the same way; each side reads the other's with `Acquire`.
+//! Stream tags are queued per reader under a mutex that the hot path only
+//! touches when a tag is pending.
+//!
+//! This module and [`crate::io`] are the only places with `unsafe` code.
+
+use std::collections::VecDeque;
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::signal::Signal;
+use crate::tag::Tag;
+
+/// A region of `size` bytes mapped twice in a row.
+pub struct DoubleMapped {
+    base: NonNull<u8>,
+    size: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; access is
+// coordinated by the buffer protocol above.
+unsafe impl Send for DoubleMapped {}
+// SAFETY: as above; shared access is only through the buffer protocol, which
+// never gives a writer and a reader overlapping regions.
+unsafe impl Sync for DoubleMapped {}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+impl DoubleMapped {
+    /// Maps at least `min_bytes`, rounded up to a multiple of both the page
+    /// size and `item_size` (so items never straddle the seam).
+    pub fn new(min_bytes: usize, item_size: usize) -> io::Result<Self> {
+        let page = page_size();
+        let unit = page / gcd(page, item_size) * item_size; // lcm(page, item_size)
+        let size = min_bytes.max(1).div_ceil(unit) * unit;
+        // SAFETY: FFI calls with valid arguments; every return value is checked,
+        // and on any failure the partial mapping and the fd are released.
+        unsafe {
+            let fd = libc::memfd_create(c"flowmesh-buffer".as_ptr(), libc::MFD_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let fail = |fd: i32, base: *mut libc::c_void| {
+                let e = io::Error::last_os_error();
+                if !base.is_null() && base != libc::MAP_FAILED {
+                    libc::munmap(base, 2 * size);
+                }
+                libc::close(fd);
+                Err(e)
+            };
+            if libc::ftruncate(fd, size as libc::off_t) != 0 {
+                return fail(fd, std::ptr::null_mut());
+            }
+            // Reserve 2*size of address space, then map the file twice into it.
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                2 * size,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if base == libc::MAP_FAILED {
+                return fail(fd, base);
+            }
+            for half in 0..2 {
+                let addr = (base as *mut u8).add(half * size) as *mut libc::c_void;
+                let p = libc::mmap(
+                    addr,
+                    size,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    fd,
+                    0,
+                );
+                if p == libc::MAP_FAILED || p != addr {
+                    return fail(fd, base);
+                }
+            }
+            libc::close(fd);
+            Ok(DoubleMapped {
+                base: NonNull::new(base as *mut u8).expect("mmap returned a non-null address"),
+                size,
+            })
+        }
+    }
+
+    /// Size of one copy in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Pointer to byte `offset % size`; valid for `size` bytes from there.
+    #[inline]
+    pub fn ptr_at(&self, offset: usize) -> *mut u8 {
+        // SAFETY: offset % size < size and the mapping is 2*size long, so the
+        // pointer and the `size` bytes after it are inside the mapping.
+        unsafe { self.base.as_ptr().add(offset % self.size) }
+    }
+}
+
+impl Drop for DoubleMapped {
+    fn drop(&mut self) {
+        // SAFETY: base/2*size is exactly the reservation made in `new`.
+        unsafe {
+            libc::munmap(self.base.as_ptr() as *mut libc::c_void, 2 * self.size);
+        }
+    }
+}
+
+/// An `AtomicU64` alone on its cache line, so the writer's and readers'
+/// positions do not false-share.
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded(AtomicU64);
+
+struct ReaderSlot {
+    read: Padded,
+    done: AtomicBool,
+    pending_tags: AtomicUsize,
+    tags: Mutex<VecDeque<Tag>>,
+    signal: Arc<Signal>,
+}
+
+/// State shared by the writer and the readers of one buffer.
+pub struct Shared {
+    map: DoubleMapped,
+    item_size: usize,
+    capacity: usize,
+    write: Padded,
+    writer_done: AtomicBool,
+    writer_signal: Arc<Signal>,
+    readers: Box<[ReaderSlot]>,
+}
+
+impl Shared {
+    /// Capacity in items.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// Items written so far.
+    pub fn written(&self) -> u64 {
+        self.write.0.load(Ordering::Acquire)
+    }
+    /// Items consumed so far by reader `i`.
+    pub fn read(&self, i: usize) -> u64 {
+        self.readers[i].read.0.load(Ordering::Acquire)
+    }
+    pub fn num_readers(&self) -> usize {
+        self.readers.len()
+    }
+}
+
+/// Creates a buffer of at least `min_bytes` for items of `item_size` bytes,
+/// with one reader per entry of `reader_signals`. The signals are the threads
+/// to wake when data arrives (readers) or space frees (writer).
+pub fn channel(
+    min_bytes: usize,
+    item_size: usize,
+    writer_signal: Arc<Signal>,
+    reader_signals: Vec<Arc<Signal>>,
+) -> io::Result<(Writer, Vec<Reader>)> {
+    let map = DoubleMapped::new(min_bytes, item_size)?;
+    let capacity = map.size() / item_size;
+    let readers: Box<[ReaderSlot]> = reader_signals
+        .into_iter()
+        .map(|signal| ReaderSlot {
+            read: Padded::default(),
+            done: AtomicBool::new(false),
+            pending_tags: AtomicUsize::new(0),
+            tags: Mutex::new(VecDeque::new()),
+            signal,
+        })
+        .collect();
+    let n = readers.len();
+    let shared = Arc::new(Shared {
+        map,
+        item_size,
+        capacity,
+        write: Padded::default(),
+        writer_done: AtomicBool::new(false),
+        writer_signal,
+        readers,
+    });
+    let writer = Writer {
+        shared: shared.clone(),
+        write: 0,
+        min_read: 0,
+    };
+    let readers = (0..n)
+        .map(|idx| Reader {
+            shared: shared.clone(),
+            idx,
+            read: 0,
+            write: 0,
+            tags: Vec::new(),
+        })
+        .collect();
+    Ok((writer, readers))
+}
+
+/// The producing end of a buffer.
+pub struct Writer {
+    shared: Arc<Shared>,
+    write: u64,
+    min_read: u64,
+}
+
+impl Writer {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+    /// Items written so far (absolute offset of the next item).
+    #[inline]
+    pub fn position(&self) -> u64 {
+        self.write
+    }
+    pub fn item_size(&self) -> usize {
+        self.shared.item_size
+    }
+
+    /// Free space in items. Readers that are done do not hold space.
+    #[inline]
+    pub fn space(&mut self) -> usize {
+        let cap = self.shared.capacity as u64;
+        if self.write - self.min_read >= cap {
+            self.refresh();
+        }
+        let free = cap - (self.write - self.min_read);
+        if free < cap / 2 {
+            // Cheap enough, and keeps chunks large.
+            self.refresh();
+            return (cap - (self.write - self.min_read)) as usize;
+        }
+        free as usize
+    }
+
+    fn refresh(&mut self) {
+        let mut min = self.write;
+        for r in self.shared.readers.iter() {
+            if r.done.load(Ordering::Acquire) {
+                continue;
+            }
+            min = min.min(r.read.0.load(Ordering::Acquire));
+        }
+        self.min_read = min;
+    }
+
+    /// True when every reader is done (or there are none): nothing written
+    /// from now on will be read.
+    pub fn all_readers_done(&self) -> bool {
+        self.shared
+            .readers
+            .iter()
+            .all(|r| r.done.load(Ordering::Acquire))
+    }
+
+    /// The writable region: `space()` items as bytes.
+    ///
+    /// # Safety
+    /// The caller must not create a second live slice of the same region
+    /// (call once per work call) and must not keep it past `produce`.
+    #[inline]
+    pub unsafe fn slice_mut<'a>(&self, items: usize) -> &'a mut [u8] {
+        let off = (self.write as usize % self.shared.capacity) * self.shared.item_size;
+        // SAFETY: `items <= space()` (caller contract), so the region lies in
+        // free space no reader reads; double mapping makes it contiguous.
+        std::slice::from_raw_parts_mut(self.shared.map.ptr_at(off), items * self.shared.item_size)
+    }
+
+    /// Queues a tag for every reader. Must precede the `produce` that
+    /// publishes the tagged item.
+    pub fn add_tag(&self, tag: Tag) {
+        for r in self.shared.readers.iter() {
+            if r.done.load(Ordering::Relaxed) {
+                continue;
+            }
+            r.tags.lock().unwrap_or_else(|e| e.into_inner()).push_back(tag.clone());
+            r.pending_tags.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Publishes `n` items and wakes the readers.
+    #[inline]
+    pub fn produce(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.write += n as u64;
+        self.shared.write.0.store(self.write, Ordering::Release);
+        for r in self.shared.readers.iter() {
+            r.signal.notify();
+        }
+    }
+
+    /// Marks the stream ended: readers finish once they have read everything.
+    pub fn finish(&self) {
+        self.shared.writer_done.store(true, Ordering::Release);
+        for r in self.shared.readers.iter() {
+            r.signal.notify();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// A consuming end of a buffer.
+pub struct Reader {
+    shared: Arc<Shared>,
+    idx: usize,
+    read: u64,
+    write: u64,
+    tags: Vec<Tag>,
+}
+
+impl Reader {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+    /// Items consumed so far (absolute offset of the next item to read).
+    #[inline]
+    pub fn position(&self) -> u64 {
+        self.read
+    }
+    /// This reader's index among the buffer's readers.
+    pub fn index(&self) -> usize {
+        self.idx
+    }
+    pub fn item_size(&self) -> usize {
+        self.shared.item_size
+    }
+
+    /// Items available to read (refreshes the writer's position).
+    #[inline]
+    pub fn available(&mut self) -> usize {
+        self.write = self.shared.write.0.load(Ordering::Acquire);
+        if self.shared.readers[self.idx].pending_tags.load(Ordering::Acquire) > 0 {
+            self.pull_tags();
+        }
+        (self.write - self.read) as usize
+    }
+
+    fn pull_tags(&mut self) {
+        let slot = &self.shared.readers[self.idx];
+        let mut q = slot.tags.lock().unwrap_or_else(|e| e.into_inner());
+        let n = q.len();
+        self.tags.extend(q.drain(..));
+        slot.pending_tags.fetch_sub(n, Ordering::AcqRel);
+        drop(q);
+        self.tags.sort_by_key(|t| t.offset);
+    }
+
+    /// True when the writer has finished and everything it wrote was read.
+    /// (Check after `available()` returned 0.)
+    pub fn finished(&mut self) -> bool {
+        if !self.shared.writer_done.load(Ordering::Acquire) {
+            return false;
+        }
+        self.available() == 0
+    }
+
+    /// True when the writer has finished (more items may still be unread).
+    pub fn writer_done(&self) -> bool {
+        self.shared.writer_done.load(Ordering::Acquire)
+    }
+
+    /// The readable region: `items` (≤ last `available()`) items as bytes.
+    #[inline]
+    pub fn slice<'a>(&self, items: usize) -> &'a [u8] {
+        let items = items.min((self.write - self.read) as usize);
+        let off = (self.read as usize % self.shared.capacity) * self.shared.item_size;
+        // SAFETY: [read, write) was published by the writer (Acquire load in
+        // `available`) and the writer never writes there until we consume it.
+        // The slice's lifetime is bounded by the work call in `io`.
+        unsafe { std::slice::from_raw_parts(self.shared.map.ptr_at(off), items * self.shared.item_size) }
+    }
+
+    /// Tags on items not yet consumed, sorted by offset (may include tags
+    /// beyond the available items).
+    pub fn tags(&self) -> &[Tag] {
+        &self.tags
+    }
+
+    /// Consumes `n` items, frees their space and wakes the writer.
+    #[inline]
+    pub fn consume(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.read += n as u64;
+        debug_assert!(self.read <= self.write);
+        self.shared.readers[self.idx].read.0.store(self.read, Ordering::Release);
+        if !self.tags.is_empty() {
+            let read = self.read;
+            self.tags.retain(|t| t.offset >= read);
+        }
+        self.shared.writer_signal.notify();
+    }
+
+    /// Marks this reader done: the writer stops waiting for it.
+    pub fn finish(&self) {
+        self.shared.readers[self.idx].done.store(true, Ordering::Release);
+        self.shared.writer_signal.notify();
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Pmt;
+
+    fn sig() -> Arc<Signal> {
+        Arc::new(Signal::new())
+    }
+
+    #[test]
+    fn double_mapping_aliases() {
+        let m = DoubleMapped::new(1, 8).unwrap();
+        assert_eq!(m.size() % 4096, 0);
+        // SAFETY: test-only direct access inside the mapping.
+        unsafe {
+            *m.ptr_at(0) = 42;
+            assert_eq!(*m.ptr_at(0).add(m.size()), 42);
+        }
+    }
+
+    #[test]
+    fn item_size_not_dividing_page() {
+        let m = DoubleMapped::new(10000, 4000).unwrap();
+        assert_eq!(m.size() % 4000, 0);
+        assert_eq!(m.size() % 4096, 0);
+    }
+
+    #[test]
+    fn wrap_is_contiguous_and_fanout_shares() {
+        let (mut w, mut rs) = channel(4096, 4, sig(), vec![sig(), sig()]).unwrap();
+        let cap = w.space();
+        assert_eq!(cap, 1024);
+        let mut next = 0u32;
+        let mut expect = [0u32; 2];
+        for round in 0..10 {
+            let n = w.space().min(700);
+            // SAFETY: n <= space, one slice per round.
+            let s: &mut [u32] = bytemuck::cast_slice_mut(unsafe { w.slice_mut(n) });
+            for x in s.iter_mut() {
+                *x = next;
+                next += 1;
+            }
+            w.add_tag(Tag::new(w.position(), "round", Pmt::I64(round)));
+            w.produce(n);
+            for (i, r) in rs.iter_mut().enumerate() {
+                let a = r.available();
+                assert_eq!(r.tags().first().map(|t| t.offset), Some(r.position()));
+                let s: &[u32] = bytemuck::cast_slice(r.slice(a));
+                for x in s {
+                    assert_eq!(*x, expect[i]);
+                    expect[i] += 1;
+                }
+                r.consume(a);
+                assert!(r.tags().is_empty());
+            }
+        }
+        w.finish();
+        assert!(rs[0].finished());
+    }
+
+    #[test]
+    fn slow_reader_holds_space_until_done() {
+        let (mut w, mut rs) = channel(4096, 4, sig(), vec![sig(), sig()]).unwrap();
+        w.produce(1024);
+        assert_eq!(w.space(), 0);
+        let a = rs[0].available();
+        rs[0].consume(a);
+        assert_eq!(w.space(), 0, "reader 1 still holds the space");
+        rs[1].finish();
+        assert_eq!(w.space(), 1024);
+        rs[0].finish();
+        assert!(w.all_readers_done());
+    }
+}

@@ -1,0 +1,841 @@
+//! The scheduler: runs a [`Graph`] on a set of worker threads.
+//!
+//! Each worker owns a contiguous run of blocks in topological order and calls
+//! them in turn while any makes progress; with nothing to do it parks until a
+//! neighbouring block on another thread produces, consumes or sends a message
+//! (no spinning). The pool scheduler uses one worker per core; the
+//! thread-per-block scheduler gives every block its own worker. Both are the
+//! same code; `bench/` measures them (docs/benchmarks.md).
+//!
+//! End of stream: a block finishes when it says so, when all readers of all
+//! its outputs are done, or when it cannot progress and one of its inputs has
+//! ended. Finishing ends its outputs (readers drain, then finish), releases its
+//! inputs (so upstream learns nobody reads) and sends end of stream along its
+//! message outputs.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flowmesh_model::catalog::{BlockDescriptor, ResolvedKind, TagPolicy};
+use flowmesh_model::spec::SchedulerKind;
+use flowmesh_model::{params, Pmt};
+
+use crate::block::{Block, BlockError, Work};
+use crate::buffer::{self, Shared};
+use crate::graph::Graph;
+use crate::io::{InputPort, OutputPort, Poster, WorkIo};
+use crate::message::{Inbox, InboxItem, MsgOutPort};
+use crate::signal::{park, Signal};
+use crate::tag::{keys, map_offset, Tag};
+
+/// Errors of a run.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("block `{block}` failed: {message}")]
+    Block { block: String, message: String },
+    #[error("block `{block}` panicked: {message}")]
+    Panic { block: String, message: String },
+    #[error("could not allocate the buffer of {block}.{port}: {message}")]
+    Buffer {
+        block: String,
+        port: String,
+        message: String,
+    },
+    #[error("no block named `{0}`")]
+    NoSuchBlock(String),
+    #[error("block `{block}`: {message}")]
+    Param { block: String, message: String },
+    #[error("the graph has finished")]
+    Finished,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+struct Node {
+    name: String,
+    block: Box<dyn Block>,
+    inputs: Vec<InputPort>,
+    outputs: Vec<OutputPort>,
+    msg_out: Vec<MsgOutPort>,
+    inbox: Arc<Inbox>,
+    /// Per message input: connected senders, and how many have ended.
+    msg_senders: Vec<usize>,
+    msg_eos: Vec<usize>,
+    cmd_port: Option<usize>,
+    tag_policy: TagPolicy,
+    rate: (u64, u64),
+    live: bool,
+    descriptor: Option<&'static BlockDescriptor>,
+    started: bool,
+    finished: bool,
+    sleep_until: Option<Instant>,
+}
+
+/// Live counters of one block, readable while the graph runs.
+#[derive(Clone)]
+pub struct BlockStats {
+    pub name: String,
+    inputs: Vec<(Arc<Shared>, usize)>,
+    outputs: Vec<Arc<Shared>>,
+}
+
+impl BlockStats {
+    /// Items consumed on the first stream input (0 for sources).
+    pub fn items_in(&self) -> u64 {
+        self.inputs.first().map(|(s, i)| s.read(*i)).unwrap_or(0)
+    }
+    /// Items produced on the first stream output (0 for sinks).
+    pub fn items_out(&self) -> u64 {
+        self.outputs.first().map(|s| s.written()).unwrap_or(0)
+    }
+}
+
+struct Ctx {
+    stop: AtomicBool,
+    abort: AtomicBool,
+    error: Mutex<Option<Error>>,
+    signals: Vec<Arc<Signal>>,
+}
+
+impl Ctx {
+    fn fail(&self, e: Error) {
+        let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        self.abort.store(true, Ordering::Release);
+        for s in &self.signals {
+            s.notify();
+        }
+    }
+}
+
+/// A handle to a running graph: set and get parameters, stop, read counters.
+/// Cheap to clone and usable from any thread.
+#[derive(Clone)]
+pub struct Handle {
+    ctx: Arc<Ctx>,
+    inboxes: Arc<Vec<(String, Arc<Inbox>)>>,
+    stats: Arc<Vec<BlockStats>>,
+}
+
+impl Handle {
+    fn inbox(&self, block: &str) -> Result<&Arc<Inbox>> {
+        self.inboxes
+            .iter()
+            .find(|(n, _)| n == block)
+            .map(|(_, i)| i)
+            .ok_or_else(|| Error::NoSuchBlock(block.to_string()))
+    }
+
+    /// Sets a parameter of a running block. Returns the item offset (on the
+    /// block's first output, or first input for sinks) from which the new
+    /// value applies; a `param` tag marks that offset on every output.
+    pub fn set(&self, block: &str, name: &str, value: impl Into<Pmt>) -> Result<u64> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.inbox(block)?.push(InboxItem::Set {
+            name: name.to_string(),
+            value: value.into(),
+            reply: tx,
+        });
+        match rx.recv() {
+            Ok(r) => r.map_err(|message| Error::Param {
+                block: block.to_string(),
+                message,
+            }),
+            Err(_) => Err(Error::Finished),
+        }
+    }
+
+    /// Reads a parameter of a running block.
+    pub fn get(&self, block: &str, name: &str) -> Result<Pmt> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.inbox(block)?.push(InboxItem::Get {
+            name: name.to_string(),
+            reply: tx,
+        });
+        match rx.recv() {
+            Ok(r) => r.map_err(|message| Error::Param {
+                block: block.to_string(),
+                message,
+            }),
+            Err(_) => Err(Error::Finished),
+        }
+    }
+
+    /// Asks the graph to stop: sources and live blocks end, the rest drains.
+    pub fn stop(&self) {
+        self.ctx.stop.store(true, Ordering::Release);
+        for s in &self.ctx.signals {
+            s.notify();
+        }
+    }
+
+    /// Per-block counters.
+    pub fn stats(&self) -> &[BlockStats] {
+        &self.stats
+    }
+}
+
+/// A started graph.
+pub struct Running {
+    handle: Handle,
+    workers: Vec<std::thread::JoinHandle<Vec<Node>>>,
+    started: Instant,
+}
+
+/// What a finished run leaves: timing, counters, and the blocks themselves
+/// (for reading collected data with [`Report::get`]).
+pub struct Report {
+    pub elapsed: Duration,
+    pub stats: Vec<BlockStats>,
+    nodes: Vec<Node>,
+}
+
+impl Report {
+    /// Reads a parameter or collected value (`vector_sink`'s `data`) of a
+    /// finished block.
+    pub fn get(&self, block: &str, name: &str) -> Option<Pmt> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == block)
+            .and_then(|n| n.block.get(name))
+    }
+}
+
+impl Running {
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// True once every worker has ended.
+    pub fn is_finished(&self) -> bool {
+        self.workers.iter().all(|w| w.is_finished())
+    }
+
+    /// Waits for the graph to end.
+    pub fn wait(self) -> Result<Report> {
+        let mut nodes = vec![];
+        let mut panicked = None;
+        for w in self.workers {
+            match w.join() {
+                Ok(n) => nodes.extend(n),
+                Err(p) => panicked = Some(panic_message(&*p)),
+            }
+        }
+        let elapsed = self.started.elapsed();
+        if let Some(e) = self
+            .handle
+            .ctx
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            return Err(e);
+        }
+        if let Some(message) = panicked {
+            return Err(Error::Panic {
+                block: "(scheduler)".into(),
+                message,
+            });
+        }
+        Ok(Report {
+            elapsed,
+            stats: self.handle.stats.to_vec(),
+            nodes,
+        })
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".to_string()
+    }
+}
+
+/// Runs a graph to completion.
+pub fn run(graph: Graph) -> Result<Report> {
+    start(graph)?.wait()
+}
+
+/// Assigns nodes (in topological order) to `workers` contiguous groups of
+/// about equal estimated cost.
+fn assign(graph: &Graph, workers: usize) -> Vec<Vec<usize>> {
+    let order = graph.topological_order();
+    if workers <= 1 {
+        return vec![order];
+    }
+    // Cost estimate: bytes touched per item. Sources write, sinks read,
+    // everything else reads and writes.
+    let cost = |i: usize| -> f64 {
+        let b = &graph.nodes[i].built;
+        let ins = b.inputs.iter().filter(|p| matches!(p.kind, ResolvedKind::Stream(_))).count();
+        let outs = b.outputs.iter().filter(|p| matches!(p.kind, ResolvedKind::Stream(_))).count();
+        0.25 + ins as f64 * 0.5 + outs as f64
+    };
+    let total: f64 = order.iter().map(|&i| cost(i)).sum();
+    let mut groups: Vec<Vec<usize>> = vec![vec![]];
+    let mut acc = 0.0;
+    let mut done = 0.0;
+    for (k, &i) in order.iter().enumerate() {
+        let remaining_groups = workers - groups.len();
+        let target = (total - done) / (remaining_groups + 1) as f64;
+        let c = cost(i);
+        let left = order.len() - k;
+        if !groups.last().unwrap().is_empty()
+            && remaining_groups > 0
+            && (left <= remaining_groups || (acc + c - target) > (target - acc))
+        {
+            done += acc;
+            acc = 0.0;
+            groups.push(vec![]);
+        }
+        acc += c;
+        groups.last_mut().unwrap().push(i);
+    }
+    groups
+}
+
+/// Starts a graph on its worker threads and returns at once.
+pub fn start(graph: Graph) -> Result<Running> {
+    let threads = match graph.config.scheduler {
+        SchedulerKind::ThreadPerBlock => graph.nodes.len().max(1),
+        SchedulerKind::Pool => {
+            let t = if graph.config.threads > 0 {
+                graph.config.threads
+            } else {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            };
+            t.clamp(1, graph.nodes.len().max(1))
+        }
+    };
+    let groups = match graph.config.scheduler {
+        SchedulerKind::ThreadPerBlock => graph.topological_order().into_iter().map(|i| vec![i]).collect(),
+        SchedulerKind::Pool => assign(&graph, threads),
+    };
+    let signals: Vec<Arc<Signal>> = groups.iter().map(|_| Arc::new(Signal::new())).collect();
+    let mut worker_of = vec![0usize; graph.nodes.len()];
+    for (w, g) in groups.iter().enumerate() {
+        for &i in g {
+            worker_of[i] = w;
+        }
+    }
+    let sig = |node: usize| signals[worker_of[node]].clone();
+
+    let n = graph.nodes.len();
+    let inboxes: Vec<Arc<Inbox>> = (0..n).map(|i| Arc::new(Inbox::new(sig(i)))).collect();
+    let mut inputs: Vec<Vec<Option<InputPort>>> = vec![];
+    let mut outputs: Vec<Vec<Option<OutputPort>>> = vec![];
+    let mut msg_outs: Vec<Vec<MsgOutPort>> = vec![];
+    // Port index maps: position among all ports -> index among stream or message ports.
+    let mut in_index: Vec<Vec<usize>> = vec![];
+    let mut out_index: Vec<Vec<usize>> = vec![];
+    let mut msg_senders: Vec<Vec<usize>> = vec![];
+    for node in &graph.nodes {
+        let (mut s, mut m) = (0, 0);
+        let mut idx = vec![];
+        for p in &node.built.inputs {
+            match p.kind {
+                ResolvedKind::Stream(_) => {
+                    idx.push(s);
+                    s += 1
+                }
+                ResolvedKind::Message => {
+                    idx.push(m);
+                    m += 1
+                }
+            }
+        }
+        inputs.push((0..s).map(|_| None).collect());
+        msg_senders.push(vec![0; m]);
+        in_index.push(idx);
+        let (mut s, mut m) = (0, 0);
+        let mut idx = vec![];
+        for p in &node.built.outputs {
+            match p.kind {
+                ResolvedKind::Stream(_) => {
+                    idx.push(s);
+                    s += 1
+                }
+                ResolvedKind::Message => {
+                    idx.push(m);
+                    m += 1
+                }
+            }
+        }
+        outputs.push((0..s).map(|_| None).collect());
+        msg_outs.push((0..m).map(|_| MsgOutPort::default()).collect());
+        out_index.push(idx);
+    }
+
+    // Stream buffers: one per connected or unconnected output port.
+    for (ni, node) in graph.nodes.iter().enumerate() {
+        for (pi, port) in node.built.outputs.iter().enumerate() {
+            let ResolvedKind::Stream(st) = port.kind else {
+                continue;
+            };
+            let readers: Vec<_> = graph
+                .stream_edges
+                .iter()
+                .filter(|e| e.from == (ni, pi))
+                .collect();
+            let bytes = graph.config.buffer_bytes.max(st.item_size() * 8);
+            let (w, rs) = buffer::channel(
+                bytes,
+                st.item_size(),
+                sig(ni),
+                readers.iter().map(|e| sig(e.to.0)).collect(),
+            )
+            .map_err(|e| Error::Buffer {
+                block: node.name.clone(),
+                port: port.name.clone(),
+                message: e.to_string(),
+            })?;
+            outputs[ni][out_index[ni][pi]] = Some(OutputPort::new(w, st));
+            for (e, r) in readers.iter().zip(rs) {
+                let (tn, tp) = e.to;
+                inputs[tn][in_index[tn][tp]] = Some(InputPort::new(r, st));
+            }
+        }
+    }
+    for e in &graph.message_edges {
+        let (fn_, fp) = e.from;
+        let (tn, tp) = e.to;
+        let m = in_index[tn][tp];
+        msg_outs[fn_][out_index[fn_][fp]]
+            .subscribers
+            .push((inboxes[tn].clone(), m));
+        msg_senders[tn][m] += 1;
+    }
+
+    let mut stats = vec![];
+    let mut nodes: Vec<Option<Node>> = vec![];
+    let mut names = vec![];
+    for (ni, ((((gnode, ins), outs), mo), senders)) in graph
+        .nodes
+        .into_iter()
+        .zip(inputs)
+        .zip(outputs)
+        .zip(msg_outs)
+        .zip(msg_senders)
+        .enumerate()
+    {
+        // Unconnected stream inputs are rejected by validation; a graph built
+        // in code gets an ended empty stream there.
+        let ins: Vec<InputPort> = ins
+            .into_iter()
+            .enumerate()
+            .map(|(k, p)| {
+                p.unwrap_or_else(|| {
+                    let st = gnode
+                        .built
+                        .inputs
+                        .iter()
+                        .filter_map(|p| match p.kind {
+                            ResolvedKind::Stream(s) => Some(s),
+                            _ => None,
+                        })
+                        .nth(k)
+                        .expect("stream input exists");
+                    let (w, mut rs) = buffer::channel(4096, st.item_size(), sig(ni), vec![sig(ni)])
+                        .expect("small buffer");
+                    w.finish();
+                    InputPort::new(rs.remove(0), st)
+                })
+            })
+            .collect();
+        let outs: Vec<OutputPort> = outs.into_iter().map(|p| p.expect("output buffer")).collect();
+        stats.push(BlockStats {
+            name: gnode.name.clone(),
+            inputs: ins
+                .iter()
+                .map(|p| (p.reader.shared().clone(), reader_index(p)))
+                .collect(),
+            outputs: outs.iter().map(|p| p.writer.shared().clone()).collect(),
+        });
+        let cmd_port = gnode
+            .built
+            .inputs
+            .iter()
+            .position(|p| p.name == "cmd" && p.kind == ResolvedKind::Message)
+            .map(|p| in_index[ni][p]);
+        names.push((gnode.name.clone(), inboxes[ni].clone()));
+        nodes.push(Some(Node {
+            name: gnode.name,
+            block: gnode.built.block,
+            inputs: ins,
+            outputs: outs,
+            msg_eos: vec![0; senders.len()],
+            msg_senders: senders,
+            msg_out: mo,
+            inbox: inboxes[ni].clone(),
+            cmd_port,
+            tag_policy: gnode.built.tag_policy,
+            rate: gnode.built.rate,
+            live: gnode.built.live,
+            descriptor: gnode.descriptor,
+            started: false,
+            finished: false,
+            sleep_until: None,
+        }));
+    }
+
+    let ctx = Arc::new(Ctx {
+        stop: AtomicBool::new(false),
+        abort: AtomicBool::new(false),
+        error: Mutex::new(None),
+        signals: signals.clone(),
+    });
+    let handle = Handle {
+        ctx: ctx.clone(),
+        inboxes: Arc::new(names),
+        stats: Arc::new(stats),
+    };
+    let started = Instant::now();
+    let mut workers = vec![];
+    for (w, group) in groups.into_iter().enumerate() {
+        let my: Vec<Node> = group
+            .iter()
+            .map(|&i| nodes[i].take().expect("node assigned once"))
+            .collect();
+        let ctx = ctx.clone();
+        let signal = signals[w].clone();
+        let name = format!("fm-{}", my.first().map(|n| n.name.as_str()).unwrap_or("idle"));
+        let h = std::thread::Builder::new()
+            .name(name.chars().take(15).collect())
+            .spawn(move || worker(my, signal, ctx))
+            .map_err(|e| Error::Block {
+                block: "(scheduler)".into(),
+                message: format!("cannot start a worker thread: {e}"),
+            })?;
+        workers.push(h);
+    }
+    Ok(Running {
+        handle,
+        workers,
+        started,
+    })
+}
+
+fn reader_index(p: &InputPort) -> usize {
+    p.reader.index()
+}
+
+fn worker(mut nodes: Vec<Node>, signal: Arc<Signal>, ctx: Arc<Ctx>) -> Vec<Node> {
+    signal.bind_current();
+    loop {
+        if ctx.abort.load(Ordering::Acquire) {
+            break;
+        }
+        let mut progress = false;
+        let mut deadline: Option<Instant> = None;
+        let mut all_done = true;
+        for node in nodes.iter_mut() {
+            match step(node, &ctx) {
+                Ok(p) => progress |= p,
+                Err(e) => {
+                    ctx.fail(e);
+                    break;
+                }
+            }
+            if !node.finished {
+                all_done = false;
+                if let Some(t) = node.sleep_until {
+                    deadline = Some(deadline.map_or(t, |d: Instant| d.min(t)));
+                }
+            }
+        }
+        if all_done || ctx.abort.load(Ordering::Acquire) {
+            break;
+        }
+        if !progress {
+            park(deadline);
+        }
+    }
+    // Reply to pending set/get requests so no caller hangs.
+    for node in nodes.iter_mut() {
+        drain_inbox_after_end(node);
+    }
+    nodes
+}
+
+fn drain_inbox_after_end(node: &mut Node) {
+    while let Some(item) = node.inbox.pop() {
+        match item {
+            InboxItem::Set { reply, .. } => {
+                let _ = reply.send(Err("the block has finished".into()));
+            }
+            InboxItem::Get { name, reply } => {
+                let _ = reply.send(node.block.get(&name).ok_or_else(|| format!("no parameter `{name}`")));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn guarded<T>(name: &str, f: impl FnOnce() -> Result<T, BlockError>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Error::Block {
+            block: name.to_string(),
+            message: e.to_string(),
+        }),
+        Err(p) => Err(Error::Panic {
+            block: name.to_string(),
+            message: panic_message(&*p),
+        }),
+    }
+}
+
+/// Applies a parameter change; returns the offset where it takes effect.
+fn apply_set(node: &mut Node, name: &str, value: &Pmt) -> Result<u64, String> {
+    let value = match node.descriptor {
+        Some(d) => {
+            let pd = d
+                .param_descriptor(name)
+                .ok_or_else(|| format!("no parameter `{name}` (see `flowmesh blocks {}`)", d.kind))?;
+            if !pd.settable {
+                return Err(format!("parameter `{name}` cannot be changed while running"));
+            }
+            params::coerce_pmt(pd, value).map_err(|m| format!("parameter `{name}`: {m}"))?
+        }
+        None => value.clone(),
+    };
+    let offset = node
+        .outputs
+        .first()
+        .map(|o| o.writer.position())
+        .or_else(|| node.inputs.first().map(|i| i.reader.position()))
+        .unwrap_or(0);
+    let n = node.name.clone();
+    guarded(&n, || node.block.set(name, &value)).map_err(|e| match e {
+        Error::Block { message, .. } | Error::Panic { message, .. } => message,
+        other => other.to_string(),
+    })?;
+    let tag = Tag::new(offset, keys::PARAM, Pmt::map([(name, value)]));
+    for o in &node.outputs {
+        o.writer.add_tag(Tag {
+            offset: o.writer.position(),
+            ..tag.clone()
+        });
+    }
+    Ok(offset)
+}
+
+fn handle_inbox(node: &mut Node) -> Result<bool> {
+    let mut any = false;
+    while let Some(item) = node.inbox.pop() {
+        any = true;
+        match item {
+            InboxItem::Set { name, value, reply } => {
+                let r = if node.finished {
+                    Err("the block has finished".to_string())
+                } else {
+                    apply_set(node, &name, &value)
+                };
+                let _ = reply.send(r);
+            }
+            InboxItem::Get { name, reply } => {
+                let _ = reply.send(
+                    node.block
+                        .get(&name)
+                        .ok_or_else(|| format!("no parameter `{name}`")),
+                );
+            }
+            InboxItem::Eos { port } => node.msg_eos[port] += 1,
+            InboxItem::Msg { port, msg } => {
+                if node.finished {
+                    continue;
+                }
+                if Some(port) == node.cmd_port {
+                    // {name: value, ...} or [name, value] (GNU Radio's pair).
+                    let pairs: Vec<(String, Pmt)> = match msg {
+                        Pmt::Map(m) => m.into_iter().collect(),
+                        Pmt::List(l) if l.len() == 2 && l[0].as_str().is_some() => {
+                            vec![(l[0].as_str().unwrap().to_string(), l[1].clone())]
+                        }
+                        other => {
+                            tracing::warn!(block = %node.name, "ignoring cmd message {other}: expected a map {{name: value}}");
+                            vec![]
+                        }
+                    };
+                    for (k, v) in pairs {
+                        if let Err(e) = apply_set(node, &k, &v) {
+                            tracing::warn!(block = %node.name, "cmd message: {e}");
+                        }
+                    }
+                    continue;
+                }
+                let name = node.name.clone();
+                let mut poster = Poster {
+                    msg_out: &mut node.msg_out,
+                };
+                let block = &mut node.block;
+                guarded(&name, || block.message(port, msg, &mut poster))?;
+            }
+        }
+    }
+    Ok(any)
+}
+
+fn finish(node: &mut Node) -> Result<()> {
+    if node.finished {
+        return Ok(());
+    }
+    node.finished = true;
+    let name = node.name.clone();
+    let r = if node.started {
+        guarded(&name, || node.block.stop())
+    } else {
+        Ok(())
+    };
+    for o in &node.outputs {
+        o.writer.finish();
+    }
+    for i in &node.inputs {
+        i.reader.finish();
+    }
+    for m in &node.msg_out {
+        m.finish();
+    }
+    r
+}
+
+/// One visit of the scheduler to a block. Returns whether anything moved.
+fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
+    let mut progress = false;
+    if node.inbox.pending() {
+        progress |= handle_inbox(node)?;
+    }
+    if node.finished {
+        return Ok(progress);
+    }
+    if !node.started {
+        node.started = true;
+        let name = node.name.clone();
+        guarded(&name, || node.block.start())?;
+    }
+    let is_source = node.inputs.is_empty();
+    if ctx.stop.load(Ordering::Relaxed) && (is_source || node.live) {
+        finish(node)?;
+        return Ok(true);
+    }
+    // Message-driven blocks end when every sender has ended.
+    if is_source
+        && !node.msg_senders.is_empty()
+        && node.msg_senders.iter().any(|&s| s > 0)
+        && node
+            .msg_senders
+            .iter()
+            .zip(&node.msg_eos)
+            .all(|(s, e)| e >= s)
+        && node.outputs.is_empty()
+    {
+        finish(node)?;
+        return Ok(true);
+    }
+    if let Some(t) = node.sleep_until {
+        if Instant::now() < t {
+            return Ok(progress);
+        }
+        node.sleep_until = None;
+    }
+    for i in node.inputs.iter_mut() {
+        i.refresh();
+    }
+    let mut outputs_dead = !node.outputs.is_empty();
+    let mut all_space = true;
+    for o in node.outputs.iter_mut() {
+        let s = o.refresh();
+        all_space &= s > 0;
+        outputs_dead &= o.writer.all_readers_done();
+    }
+    if outputs_dead {
+        finish(node)?;
+        return Ok(true);
+    }
+
+    let name = node.name.clone();
+    let mut io = WorkIo {
+        inputs: &mut node.inputs,
+        outputs: &mut node.outputs,
+        msg_out: &mut node.msg_out,
+        posted: 0,
+    };
+    let block = &mut node.block;
+    let result = guarded(&name, || block.work(&mut io))?;
+    let posted = io.posted;
+
+    // Tags: propagate what was consumed, then publish outputs, then inputs.
+    let mut moved = posted > 0;
+    if node.tag_policy == TagPolicy::AllToAll || node.tag_policy == TagPolicy::OneToOne {
+        let (interp, decim) = node.rate;
+        for (i, inp) in node.inputs.iter().enumerate() {
+            if inp.consumed == 0 || inp.reader.tags().is_empty() {
+                continue;
+            }
+            let lo = inp.reader.position();
+            let hi = lo + inp.consumed as u64;
+            for t in inp.reader.tags().iter().filter(|t| t.offset >= lo && t.offset < hi) {
+                let mapped = Tag {
+                    offset: map_offset(t.offset, interp, decim),
+                    ..t.clone()
+                };
+                match node.tag_policy {
+                    TagPolicy::AllToAll => {
+                        for o in node.outputs.iter_mut() {
+                            o.tags.push(mapped.clone());
+                        }
+                    }
+                    _ => {
+                        if let Some(o) = node.outputs.get_mut(i) {
+                            o.tags.push(mapped.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for o in node.outputs.iter_mut() {
+        for t in o.tags.drain(..) {
+            o.writer.add_tag(t);
+        }
+        if o.produced > 0 {
+            moved = true;
+            o.writer.produce(o.produced);
+            o.produced = 0;
+        }
+    }
+    let mut input_ended = false;
+    for i in node.inputs.iter_mut() {
+        if i.consumed > 0 {
+            moved = true;
+            i.reader.consume(i.consumed);
+            i.consumed = 0;
+        }
+        input_ended |= i.writer_done;
+    }
+    progress |= moved;
+    match result {
+        Work::Done => finish(node)?,
+        Work::SleepUntil(t) => node.sleep_until = Some(t),
+        Work::Ok => {
+            if !moved && input_ended && all_space {
+                // It could not move although every output has room, and an
+                // input will never get more: this block is done.
+                finish(node)?;
+                progress = true;
+            }
+        }
+    }
+    Ok(progress)
+}
