@@ -38,7 +38,12 @@ impl Report {
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }
-    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) {
+    pub fn push(
+        &mut self,
+        path: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
         self.problems.push(Problem {
             path: path.into(),
             message: message.into(),
@@ -84,7 +89,11 @@ pub fn validate_spec(spec: &FlowGraphSpec) -> Report {
     let mut report = Report::default();
     for (name, b) in &spec.blocks {
         let Some(desc) = crate::catalog().get(&b.kind) else {
-            report.push(format!("spec.blocks.{name}.kind"), format!("unknown block kind `{}`", b.kind), "");
+            report.push(
+                format!("spec.blocks.{name}.kind"),
+                format!("unknown block kind `{}`", b.kind),
+                "",
+            );
             continue;
         };
         let (_, problems) = crate::params::resolve(desc, &b.params);

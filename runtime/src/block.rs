@@ -115,22 +115,26 @@ impl BuiltBlock {
     }
     /// A stream input.
     pub fn input(mut self, name: &str, t: StreamType) -> Self {
-        self.inputs.push(Self::port(name, ResolvedKind::Stream(t), false));
+        self.inputs
+            .push(Self::port(name, ResolvedKind::Stream(t), false));
         self
     }
     /// A stream output.
     pub fn output(mut self, name: &str, t: StreamType) -> Self {
-        self.outputs.push(Self::port(name, ResolvedKind::Stream(t), false));
+        self.outputs
+            .push(Self::port(name, ResolvedKind::Stream(t), false));
         self
     }
     /// A message input (optional to connect).
     pub fn message_input(mut self, name: &str) -> Self {
-        self.inputs.push(Self::port(name, ResolvedKind::Message, true));
+        self.inputs
+            .push(Self::port(name, ResolvedKind::Message, true));
         self
     }
     /// A message output (optional to connect).
     pub fn message_output(mut self, name: &str) -> Self {
-        self.outputs.push(Self::port(name, ResolvedKind::Message, true));
+        self.outputs
+            .push(Self::port(name, ResolvedKind::Message, true));
         self
     }
     /// Declares settable parameters: adds the `cmd` message input.

@@ -304,7 +304,10 @@ impl Writer {
             if r.done.load(Ordering::Relaxed) {
                 continue;
             }
-            r.tags.lock().unwrap_or_else(|e| e.into_inner()).push_back(tag.clone());
+            r.tags
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(tag.clone());
             r.pending_tags.fetch_add(1, Ordering::Release);
         }
     }
@@ -367,7 +370,11 @@ impl Reader {
     #[inline]
     pub fn available(&mut self) -> usize {
         self.write = self.shared.write.0.load(Ordering::Acquire);
-        if self.shared.readers[self.idx].pending_tags.load(Ordering::Acquire) > 0 {
+        if self.shared.readers[self.idx]
+            .pending_tags
+            .load(Ordering::Acquire)
+            > 0
+        {
             self.pull_tags();
         }
         (self.write - self.read) as usize
@@ -405,7 +412,9 @@ impl Reader {
         // SAFETY: [read, write) was published by the writer (Acquire load in
         // `available`) and the writer never writes there until we consume it.
         // The slice's lifetime is bounded by the work call in `io`.
-        unsafe { std::slice::from_raw_parts(self.shared.map.ptr_at(off), items * self.shared.item_size) }
+        unsafe {
+            std::slice::from_raw_parts(self.shared.map.ptr_at(off), items * self.shared.item_size)
+        }
     }
 
     /// Tags on items not yet consumed, sorted by offset (may include tags
@@ -422,7 +431,10 @@ impl Reader {
         }
         self.read += n as u64;
         debug_assert!(self.read <= self.write);
-        self.shared.readers[self.idx].read.0.store(self.read, Ordering::Release);
+        self.shared.readers[self.idx]
+            .read
+            .0
+            .store(self.read, Ordering::Release);
         if !self.tags.is_empty() {
             let read = self.read;
             self.tags.retain(|t| t.offset >= read);
@@ -432,7 +444,9 @@ impl Reader {
 
     /// Marks this reader done: the writer stops waiting for it.
     pub fn finish(&self) {
-        self.shared.readers[self.idx].done.store(true, Ordering::Release);
+        self.shared.readers[self.idx]
+            .done
+            .store(true, Ordering::Release);
         self.shared.writer_signal.notify();
     }
 }

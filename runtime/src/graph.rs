@@ -182,17 +182,14 @@ impl Graph {
         } else {
             &self.nodes[n].built.inputs
         };
-        let p = ports
-            .iter()
-            .position(|p| p.name == e.port)
-            .ok_or_else(|| {
-                format!(
-                    "block `{}` has no {} port `{}`",
-                    e.block,
-                    if output { "output" } else { "input" },
-                    e.port
-                )
-            })?;
+        let p = ports.iter().position(|p| p.name == e.port).ok_or_else(|| {
+            format!(
+                "block `{}` has no {} port `{}`",
+                e.block,
+                if output { "output" } else { "input" },
+                e.port
+            )
+        })?;
         Ok((n, p))
     }
 

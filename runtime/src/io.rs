@@ -182,14 +182,20 @@ impl<'a> WorkIo<'a> {
     #[inline]
     pub fn consume(&mut self, i: usize, n: usize) {
         let p = &mut self.inputs[i];
-        assert!(p.consumed + n <= p.avail, "input {i}: consumed more than available");
+        assert!(
+            p.consumed + n <= p.avail,
+            "input {i}: consumed more than available"
+        );
         p.consumed += n;
     }
     /// Marks `n` more items of output `j` produced.
     #[inline]
     pub fn produce(&mut self, j: usize, n: usize) {
         let p = &mut self.outputs[j];
-        assert!(p.produced + n <= p.space, "output {j}: produced more than its space");
+        assert!(
+            p.produced + n <= p.space,
+            "output {j}: produced more than its space"
+        );
         p.produced += n;
     }
     /// Absolute offset of the next unconsumed item of input `i`.

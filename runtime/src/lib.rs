@@ -10,7 +10,9 @@
 pub mod block;
 pub mod blocks;
 pub mod buffer;
+pub mod dsp;
 pub mod graph;
+pub mod harness;
 pub mod io;
 pub mod message;
 pub mod scheduler;

@@ -276,8 +276,16 @@ fn assign(graph: &Graph, workers: usize) -> Vec<Vec<usize>> {
     // everything else reads and writes.
     let cost = |i: usize| -> f64 {
         let b = &graph.nodes[i].built;
-        let ins = b.inputs.iter().filter(|p| matches!(p.kind, ResolvedKind::Stream(_))).count();
-        let outs = b.outputs.iter().filter(|p| matches!(p.kind, ResolvedKind::Stream(_))).count();
+        let ins = b
+            .inputs
+            .iter()
+            .filter(|p| matches!(p.kind, ResolvedKind::Stream(_)))
+            .count();
+        let outs = b
+            .outputs
+            .iter()
+            .filter(|p| matches!(p.kind, ResolvedKind::Stream(_)))
+            .count();
         0.25 + ins as f64 * 0.5 + outs as f64
     };
     let total: f64 = order.iter().map(|&i| cost(i)).sum();
@@ -319,7 +327,11 @@ pub fn start(graph: Graph) -> Result<Running> {
         }
     };
     let groups = match graph.config.scheduler {
-        SchedulerKind::ThreadPerBlock => graph.topological_order().into_iter().map(|i| vec![i]).collect(),
+        SchedulerKind::ThreadPerBlock => graph
+            .topological_order()
+            .into_iter()
+            .map(|i| vec![i])
+            .collect(),
         SchedulerKind::Pool => assign(&graph, threads),
     };
     let signals: Vec<Arc<Signal>> = groups.iter().map(|_| Arc::new(Signal::new())).collect();
@@ -453,7 +465,10 @@ pub fn start(graph: Graph) -> Result<Running> {
                 })
             })
             .collect();
-        let outs: Vec<OutputPort> = outs.into_iter().map(|p| p.expect("output buffer")).collect();
+        let outs: Vec<OutputPort> = outs
+            .into_iter()
+            .map(|p| p.expect("output buffer"))
+            .collect();
         stats.push(BlockStats {
             name: gnode.name.clone(),
             inputs: ins
@@ -509,7 +524,10 @@ pub fn start(graph: Graph) -> Result<Running> {
             .collect();
         let ctx = ctx.clone();
         let signal = signals[w].clone();
-        let name = format!("fm-{}", my.first().map(|n| n.name.as_str()).unwrap_or("idle"));
+        let name = format!(
+            "fm-{}",
+            my.first().map(|n| n.name.as_str()).unwrap_or("idle")
+        );
         let h = std::thread::Builder::new()
             .name(name.chars().take(15).collect())
             .spawn(move || worker(my, signal, ctx))
@@ -575,7 +593,11 @@ fn drain_inbox_after_end(node: &mut Node) {
                 let _ = reply.send(Err("the block has finished".into()));
             }
             InboxItem::Get { name, reply } => {
-                let _ = reply.send(node.block.get(&name).ok_or_else(|| format!("no parameter `{name}`")));
+                let _ = reply.send(
+                    node.block
+                        .get(&name)
+                        .ok_or_else(|| format!("no parameter `{name}`")),
+                );
             }
             _ => {}
         }
@@ -600,11 +622,13 @@ fn guarded<T>(name: &str, f: impl FnOnce() -> Result<T, BlockError>) -> Result<T
 fn apply_set(node: &mut Node, name: &str, value: &Pmt) -> Result<u64, String> {
     let value = match node.descriptor {
         Some(d) => {
-            let pd = d
-                .param_descriptor(name)
-                .ok_or_else(|| format!("no parameter `{name}` (see `flowmesh blocks {}`)", d.kind))?;
+            let pd = d.param_descriptor(name).ok_or_else(|| {
+                format!("no parameter `{name}` (see `flowmesh blocks {}`)", d.kind)
+            })?;
             if !pd.settable {
-                return Err(format!("parameter `{name}` cannot be changed while running"));
+                return Err(format!(
+                    "parameter `{name}` cannot be changed while running"
+                ));
             }
             params::coerce_pmt(pd, value).map_err(|m| format!("parameter `{name}`: {m}"))?
         }
@@ -785,7 +809,12 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
             }
             let lo = inp.reader.position();
             let hi = lo + inp.consumed as u64;
-            for t in inp.reader.tags().iter().filter(|t| t.offset >= lo && t.offset < hi) {
+            for t in inp
+                .reader
+                .tags()
+                .iter()
+                .filter(|t| t.offset >= lo && t.offset < hi)
+            {
                 let mapped = Tag {
                     offset: map_offset(t.offset, interp, decim),
                     ..t.clone()

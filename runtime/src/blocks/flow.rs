@@ -26,7 +26,11 @@ impl Block for Head {
             io.produce(0, n);
             self.remaining -= n as u64;
         }
-        Ok(if self.remaining == 0 { Work::Done } else { Work::Ok })
+        Ok(if self.remaining == 0 {
+            Work::Done
+        } else {
+            Work::Ok
+        })
     }
 }
 

@@ -38,8 +38,12 @@ impl Arith for Complex<i8> {
     }
     fn mul(self, o: Self) -> Self {
         Complex::new(
-            self.re.wrapping_mul(o.re).wrapping_sub(self.im.wrapping_mul(o.im)),
-            self.re.wrapping_mul(o.im).wrapping_add(self.im.wrapping_mul(o.re)),
+            self.re
+                .wrapping_mul(o.re)
+                .wrapping_sub(self.im.wrapping_mul(o.im)),
+            self.re
+                .wrapping_mul(o.im)
+                .wrapping_add(self.im.wrapping_mul(o.re)),
         )
     }
 }
@@ -49,8 +53,12 @@ impl Arith for Complex<i16> {
     }
     fn mul(self, o: Self) -> Self {
         Complex::new(
-            self.re.wrapping_mul(o.re).wrapping_sub(self.im.wrapping_mul(o.im)),
-            self.re.wrapping_mul(o.im).wrapping_add(self.im.wrapping_mul(o.re)),
+            self.re
+                .wrapping_mul(o.re)
+                .wrapping_sub(self.im.wrapping_mul(o.im)),
+            self.re
+                .wrapping_mul(o.im)
+                .wrapping_add(self.im.wrapping_mul(o.re)),
         )
     }
 }

@@ -9,10 +9,16 @@ use num_complex::{Complex, Complex64};
 
 use crate::block::BuiltBlock;
 
+pub mod convert;
+pub mod debug;
+pub mod file;
+pub mod filter;
 pub mod flow;
 pub mod math;
+pub mod signal;
 pub mod sinks;
 pub mod sources;
+pub mod spectrum;
 
 /// Builds block `kind` from coerced parameters. The error is a sentence for
 /// the user (it is reported with the block's name).
@@ -30,6 +36,29 @@ pub fn build(kind: &str, p: &Params) -> Result<BuiltBlock, String> {
         "add_const" => math::add_const(p)?,
         "add" => math::add(p)?,
         "multiply" => math::multiply(p)?,
+        "signal_source" => signal::signal_source(p)?,
+        "noise_source" => signal::noise_source(p)?,
+        "file_source" => file::file_source(p)?,
+        "file_sink" => file::file_sink(p)?,
+        "convert" => convert::convert(p)?,
+        "complex_to_real" => convert::complex_to_real(p)?,
+        "complex_to_imag" => convert::complex_to_imag(p)?,
+        "complex_to_mag" => convert::complex_to_mag(p)?,
+        "complex_to_mag_squared" => convert::complex_to_mag_squared(p)?,
+        "complex_to_arg" => convert::complex_to_arg(p)?,
+        "to_db" => convert::to_db(p)?,
+        "fir_filter" => filter::fir_filter(p)?,
+        "low_pass_filter" => filter::low_pass_filter(p)?,
+        "freq_xlating_fir" => filter::freq_xlating_fir(p)?,
+        "rational_resampler" => filter::rational_resampler(p)?,
+        "fft" => spectrum::fft(p)?,
+        "psd" => spectrum::psd(p)?,
+        "threshold_detector" => spectrum::threshold_detector(p)?,
+        "tag_debug" => debug::tag_debug(p)?,
+        "message_debug" => debug::message_debug(p)?,
+        "rate_probe" => debug::rate_probe(p)?,
+        "jsonl_sink" => debug::jsonl_sink(p)?,
+        "message_strobe" => debug::message_strobe(p)?,
         _ => return Err(format!("block kind `{kind}` has no implementation")),
     };
     Ok(b)
@@ -49,6 +78,29 @@ pub const KINDS: &[&str] = &[
     "add_const",
     "add",
     "multiply",
+    "signal_source",
+    "noise_source",
+    "file_source",
+    "file_sink",
+    "convert",
+    "complex_to_real",
+    "complex_to_imag",
+    "complex_to_mag",
+    "complex_to_mag_squared",
+    "complex_to_arg",
+    "to_db",
+    "fir_filter",
+    "low_pass_filter",
+    "freq_xlating_fir",
+    "rational_resampler",
+    "fft",
+    "psd",
+    "threshold_detector",
+    "tag_debug",
+    "message_debug",
+    "rate_probe",
+    "jsonl_sink",
+    "message_strobe",
 ];
 
 /// The `type`/`vlen` stream type of a block.

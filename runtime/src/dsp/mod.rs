@@ -1,0 +1,3 @@
+//! DSP helpers shared by blocks: windows and filter design.
+
+pub mod window;
