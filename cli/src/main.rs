@@ -1,50 +1,126 @@
-//! The `flowmesh` command.
+//! The `flowmesh` command: run, validate and inspect FlowGraph files.
 
-use std::path::PathBuf;
+mod blocks_cmd;
+mod run_cmd;
 
-use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use flowmesh_model::validate::{validate_text, Report};
+use flowmesh_model::FlowGraphDocument;
 
 #[derive(Parser)]
-#[command(
-    name = "flowmesh",
-    version,
-    about = "Run, validate and inspect FlowMesh flowgraphs"
-)]
+#[command(name = "flowmesh", version, about = "Run, validate and inspect FlowMesh flowgraphs")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
-#[derive(Subcommand)]
-enum Cmd {
-    /// Run a FlowGraph file on the local runtime.
-    Run { file: PathBuf },
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Dot,
+    Mermaid,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Run { file } => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let (doc, report) = flowmesh_model::validate::validate_text(&text);
-            if !report.is_ok() {
-                bail!("{} is invalid:\n{report}", file.display());
-            }
-            let doc = doc.unwrap();
-            let g = flowmesh_runtime::Graph::from_spec(&doc.spec)?;
-            let r = flowmesh_runtime::run(g)?;
-            for s in &r.stats {
-                println!(
-                    "{:>10} in {:>14} out {:>14}",
-                    s.name,
-                    s.items_in(),
-                    s.items_out()
-                );
-            }
-            println!("elapsed {:.3} s", r.elapsed.as_secs_f64());
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a FlowGraph file on the local runtime (no cluster needed).
+    Run {
+        file: PathBuf,
+        /// No live progress display.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check a FlowGraph file and report every problem with its path.
+    Validate { file: PathBuf },
+    /// List block kinds, or show one with its ports and parameters.
+    Blocks {
+        kind: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the graph as Graphviz dot or Mermaid.
+    Graph {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+    },
+}
+
+/// Reads and validates a file; on problems prints them all and fails.
+pub(crate) fn load(file: &Path) -> Result<FlowGraphDocument> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let (doc, report) = validate_text(&text);
+    match doc {
+        Some(doc) if report.is_ok() => Ok(doc),
+        _ => Err(invalid(file, &report)),
+    }
+}
+
+fn invalid(file: &Path, report: &Report) -> anyhow::Error {
+    let n = report.problems.len();
+    let mut s = format!(
+        "{} is invalid ({n} problem{}); nothing was started:\n",
+        file.display(),
+        if n == 1 { "" } else { "s" }
+    );
+    for p in &report.problems {
+        s.push_str(&format!("  {}: {}\n", p.path, p.message));
+        if !p.hint.is_empty() {
+            s.push_str(&format!("      hint: {}\n", p.hint));
         }
     }
-    Ok(())
+    anyhow::anyhow!(s.trim_end().to_string())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOWMESH_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // Panics inside blocks are reported as run errors naming the block; keep
+    // the default hook's backtrace noise for panics elsewhere only.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_worker = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("fm-"));
+        if !in_worker || std::env::var_os("RUST_BACKTRACE").is_some() {
+            default_hook(info);
+        }
+    }));
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Run { file, quiet } => run_cmd::run(&file, quiet),
+        Cmd::Validate { file } => load(&file).map(|doc| {
+            println!(
+                "{}: valid ({} blocks, {} connections)",
+                file.display(),
+                doc.spec.blocks.len(),
+                doc.spec.connections.len()
+            );
+        }),
+        Cmd::Blocks { kind, json } => blocks_cmd::blocks(kind.as_deref(), json),
+        Cmd::Graph { file, format } => load(&file).map(|doc| {
+            let s = match format {
+                GraphFormat::Dot => flowmesh_model::render::to_dot(&doc.spec),
+                GraphFormat::Mermaid => flowmesh_model::render::to_mermaid(&doc.spec),
+            };
+            print!("{s}");
+        }),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -50,12 +50,17 @@ pub struct Config {
     pub scheduler: SchedulerKind,
     /// Worker threads for the pool scheduler (0: available cores).
     pub threads: usize,
-    /// Stream buffer size in bytes.
+    /// Stream buffer size in bytes for edges within one worker thread.
     pub buffer_bytes: usize,
+    /// Minimum buffer size for edges between worker threads, which must
+    /// absorb the other thread's wake-up latency.
+    pub cross_thread_bytes: usize,
 }
 
 /// Default stream buffer size (chosen by `bench/`; see docs/benchmarks.md).
 pub const DEFAULT_BUFFER_BYTES: usize = 64 * 1024;
+/// Default minimum size of buffers between threads.
+pub const DEFAULT_CROSS_THREAD_BYTES: usize = 1024 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -63,6 +68,7 @@ impl Default for Config {
             scheduler: SchedulerKind::Pool,
             threads: 0,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
+            cross_thread_bytes: DEFAULT_CROSS_THREAD_BYTES,
         }
     }
 }

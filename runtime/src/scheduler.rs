@@ -400,7 +400,15 @@ pub fn start(graph: Graph) -> Result<Running> {
                 .iter()
                 .filter(|e| e.from == (ni, pi))
                 .collect();
-            let bytes = graph.config.buffer_bytes.max(st.item_size() * 8);
+            // Edges between threads get room for the wake-up latency of the
+            // other thread; edges within a thread stay small and cache-hot.
+            let cross = readers.iter().any(|e| worker_of[e.to.0] != worker_of[ni]);
+            let base = if cross {
+                graph.config.buffer_bytes.max(graph.config.cross_thread_bytes)
+            } else {
+                graph.config.buffer_bytes
+            };
+            let bytes = base.max(st.item_size() * 8);
             let (w, rs) = buffer::channel(
                 bytes,
                 st.item_size(),

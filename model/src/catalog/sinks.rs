@@ -4,9 +4,14 @@ use super::*;
 
 pub(super) fn all() -> Vec<BlockDescriptor> {
     vec![
-        BlockDescriptor::new("null_sink", Category::Sink, "Consumes and discards items.")
+        BlockDescriptor::new(
+            "null_sink",
+            Category::Sink,
+            "Consumes and discards items. With `expect`, the run fails unless exactly that many items arrived.",
+        )
             .param(ParamDescriptor::item_type(&ItemType::ALL))
             .param(ParamDescriptor::vlen())
+            .param(ParamDescriptor::new("expect", ParamType::Int, "fail the run unless exactly this many items arrive").optional().min(0.0))
             .input(PortDescriptor::typed("in", "items to discard"))
             .tags(TagPolicy::None),
         BlockDescriptor::new(

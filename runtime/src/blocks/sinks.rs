@@ -3,25 +3,45 @@
 use flowmesh_model::catalog::TagPolicy;
 use flowmesh_model::{ItemType, Params, Pmt, TypedVec};
 
-use crate::block::{Block, BuiltBlock, Result, Work};
+use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
 use crate::io::WorkIo;
 use crate::tag::Tag;
 
 use super::stream_type;
 
-/// `null_sink`: consumes everything. Input `in`.
-pub struct NullSink;
+/// `null_sink`: consumes everything. Input `in`; parameter `expect`: the
+/// exact item count the run must deliver (checked when the stream ends).
+pub struct NullSink {
+    expect: Option<u64>,
+    seen: u64,
+}
 
 impl Block for NullSink {
     fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
         let n = io.input_items(0);
         io.consume(0, n);
+        self.seen += n as u64;
         Ok(Work::Ok)
+    }
+    fn stop(&mut self) -> Result<()> {
+        match self.expect {
+            Some(e) if e != self.seen => Err(BlockError::Failed(format!(
+                "expected {e} items, received {}",
+                self.seen
+            ))),
+            _ => Ok(()),
+        }
+    }
+    fn get(&self, name: &str) -> Option<Pmt> {
+        (name == "items").then_some(Pmt::I64(self.seen as i64))
     }
 }
 
 pub fn null_sink(p: &Params) -> Result<BuiltBlock, String> {
-    Ok(BuiltBlock::new(NullSink)
+    Ok(BuiltBlock::new(NullSink {
+        expect: p.u64("expect"),
+        seen: 0,
+    })
         .input("in", stream_type(p))
         .tag_policy(TagPolicy::None))
 }

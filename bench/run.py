@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""FlowMesh benchmarks, each beside its peer from the same run.
+
+Usage: python3 bench/run.py [chain] [memory] [cpu] [--runs 5]
+  chain   bench/chain-{f32,cf32}.yaml vs ../shared/peers/gnuradio/gr_chain.py, alternating runs;
+          plus the same graph with constants 0.999 (f32) and 0.6+0.8j (cf32), and the SPSC ring
+          ceiling from ../shared/peers/limits/spsc_bw.c.
+  memory  peak resident memory of `flowmesh run examples/spectrum-survey.yaml`.
+  cpu     CPU use of bench/tone-throttled.yaml (tone -> filter -> file, throttled to 1 Msps, 10 s)
+          and the throttle's achieved rate.
+The figure for FlowMesh is items / wall time of the whole `flowmesh run` process.
+Prints Markdown table rows for docs/benchmarks.md.
+"""
+import os, re, resource, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEERS = os.path.join(os.path.dirname(ROOT), "shared", "peers")
+FM = os.path.join(ROOT, "target", "release", "flowmesh")
+GR_PY = "/usr/bin/python3"  # Debian's python3 carries the gnuradio bindings
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def stats(xs):
+    return f"{min(xs):.0f} / {statistics.median(xs):.0f} / {max(xs):.0f}"
+
+
+def fm_run(path, n):
+    t0 = time.perf_counter()
+    sh([FM, "run", "-q", path])
+    return n / (time.perf_counter() - t0) / 1e6
+
+
+def gr_run(typ, n):
+    out = sh([GR_PY, os.path.join(PEERS, "gnuradio", "gr_chain.py"), "--type", typ,
+              "--source", "null", "--stages", "4", "--n", str(n), "--repeat", "1"]).stdout
+    return float(re.search(r"Msps min/med/max = ([\d.]+)/", out).group(1))
+
+
+def variant(path, old, new):
+    text = open(path).read().replace(old, new)
+    f = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+    f.write(text)
+    f.close()
+    return f.name
+
+
+def chain(runs):
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", "/tmp/fm_spsc_bw",
+                    os.path.join(PEERS, "limits", "spsc_bw.c")], check=True)
+    ring = [float(re.search(r": ([\d.]+) GB/s", sh(["/tmp/fm_spsc_bw", "16", "256", "16"]).stdout).group(1))
+            for _ in range(3)]
+    ring_gbs = statistics.median(ring)
+    print(f"SPSC ring ceiling (spsc_bw 16 256 16, median of 3): {ring_gbs:.2f} GB/s")
+    print("| graph | N | FlowMesh Msps min/med/max | GNU Radio Msps min/med/max | ratio (medians) | FlowMesh GB/s per edge / ring ceiling |")
+    print("|---|---|---|---|---|---|")
+    for typ, gtyp, n, size, const, other in [
+        ("f32", "f", 1_000_000_000, 4, "constant: 1.0}", "constant: 0.999}"),
+        ("cf32", "c", 500_000_000, 8, 'constant: "1.0+0j"}', 'constant: "0.6+0.8j"}'),
+    ]:
+        path = os.path.join(ROOT, "bench", f"chain-{typ}.yaml")
+        alt = variant(path, const, other)
+        fm, gr, fm_alt = [], [], []
+        for _ in range(runs):
+            fm.append(fm_run(path, n))
+            gr.append(gr_run(gtyp, n))
+            fm_alt.append(fm_run(alt, n))
+        os.unlink(alt)
+        med = statistics.median(fm)
+        frac = med * 1e6 * size / 1e9 / ring_gbs
+        print(f"| chain-{typ} (x1.0) | {n:.0e} | {stats(fm)} | {stats(gr)} | {med / statistics.median(gr):.2f}x | {med * size / 1e3:.2f} GB/s = {frac:.0%} |")
+        print(f"| chain-{typ} ({other.split(': ')[1].rstrip('}')}) | {n:.0e} | {stats(fm_alt)} | (same GR runs) | {statistics.median(fm_alt) / statistics.median(gr):.2f}x | {statistics.median(fm_alt) / med - 1:+.1%} vs x1.0 |")
+
+
+def child_usage(cmd):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{p.stderr}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return p, wall, cpu, after.ru_maxrss
+
+
+def memory():
+    p, wall, cpu, maxrss = child_usage([FM, "run", os.path.join(ROOT, "examples", "spectrum-survey.yaml")])
+    hwm = re.search(r"peak memory ([\d.]+) MB", p.stderr)
+    print(f"spectrum-survey: VmHWM {hwm.group(1) if hwm else '?'} MB (rusage maxrss {maxrss / 1024:.1f} MB), "
+          f"wall {wall:.2f} s, {len(p.stdout.splitlines())} detection lines")
+
+
+def cpu():
+    p, wall, cpu_s, _ = child_usage([FM, "run", "-q", os.path.join(ROOT, "bench", "tone-throttled.yaml")])
+    print(f"tone-throttled (1 Msps, 1e7 items): wall {wall:.3f} s -> {1e7 / wall / 1e6:.4f} Msps "
+          f"(throttle error {1e7 / wall / 1e6 - 1:+.2%}), CPU {cpu_s:.3f} s = {cpu_s / wall:.1%} of one core")
+
+
+def main():
+    args = sys.argv[1:]
+    runs = 5
+    if "--runs" in args:
+        i = args.index("--runs")
+        runs = int(args[i + 1])
+        del args[i:i + 2]
+    what = args or ["chain", "memory", "cpu"]
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "flowmesh"], cwd=ROOT, check=True)
+    print(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {os.uname().sysname} {os.uname().release} nproc={os.cpu_count()}")
+    for w in what:
+        {"chain": lambda: chain(runs), "memory": memory, "cpu": cpu}[w]()
+
+
+if __name__ == "__main__":
+    main()

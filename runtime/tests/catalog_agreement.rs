@@ -1,0 +1,99 @@
+//! The catalog and the implementations agree: every catalog kind is
+//! implemented and every implementation is in the catalog, and for each kind
+//! (under every item type it accepts) the built block has exactly the ports
+//! the catalog declares, in order, with the same types.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use flowmesh_model::catalog::ParamType;
+use flowmesh_model::{catalog, params};
+use flowmesh_runtime::blocks::{build, KINDS};
+use serde_json::{json, Value};
+
+/// Plausible values for required parameters, by name.
+fn required_value(kind: &str, name: &str, dir: &std::path::Path) -> Value {
+    match name {
+        "samp_rate" => json!(1e6),
+        "rate" => json!(1e3),
+        "n" => json!(10),
+        "taps" => json!([0.5, 0.25]),
+        "cutoff" => json!(1e5),
+        "transition" => json!(5e4),
+        "data" => json!([1, 2, 3, 4]),
+        "from" => json!("i16"),
+        "path" => {
+            let p = dir.join(format!("{kind}.dat"));
+            std::fs::write(&p, vec![0u8; 4096]).unwrap();
+            json!(p.to_str().unwrap())
+        }
+        other => panic!("catalog_agreement: add a test value for required parameter `{other}` of `{kind}`"),
+    }
+}
+
+#[test]
+fn every_kind_is_implemented_and_every_implementation_is_catalogued() {
+    let cat: BTreeSet<&str> = catalog().kinds().collect();
+    let imp: BTreeSet<&str> = KINDS.iter().copied().collect();
+    let missing: Vec<_> = cat.difference(&imp).collect();
+    let extra: Vec<_> = imp.difference(&cat).collect();
+    assert!(missing.is_empty(), "catalogued but not implemented: {missing:?}");
+    assert!(extra.is_empty(), "implemented but not catalogued: {extra:?}");
+}
+
+#[test]
+fn ports_agree_for_every_kind_and_item_type() {
+    let dir = std::env::temp_dir().join(format!("fm-catalog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut checked = 0;
+    let mut failures = vec![];
+    for desc in catalog().iter() {
+        let mut base: BTreeMap<String, Value> = BTreeMap::new();
+        for p in &desc.params {
+            if p.default.is_none() {
+                base.insert(p.name.to_string(), required_value(desc.kind, p.name, &dir));
+            }
+        }
+        // Every item type the `type` parameter accepts, and a vector length.
+        let mut variants = vec![base.clone()];
+        if let Some(pd) = desc.param_descriptor("type") {
+            if let ParamType::ItemType(types) = &pd.ty {
+                variants = types
+                    .iter()
+                    .map(|t| {
+                        let mut v = base.clone();
+                        v.insert("type".into(), json!(t.name()));
+                        if t.is_complex() && v.contains_key("data") {
+                            v.insert("data".into(), json!(["1+1j", 2, 3, 4]));
+                        }
+                        v
+                    })
+                    .collect();
+            }
+        }
+        if desc.param_descriptor("vlen").is_some() {
+            let mut v = variants[0].clone();
+            v.insert("vlen".into(), json!(4));
+            variants.push(v);
+        }
+        for given in variants {
+            let (p, problems) = params::resolve(desc, &given);
+            assert!(problems.is_empty(), "{}: {problems:?}", desc.kind);
+            let (want_in, want_out) = desc.resolve_ports(&p);
+            match build(desc.kind, &p) {
+                Ok(b) => {
+                    if b.inputs != want_in || b.outputs != want_out {
+                        failures.push(format!(
+                            "{} {:?}: catalog in {:?} out {:?}, implementation in {:?} out {:?}",
+                            desc.kind, given, want_in, want_out, b.inputs, b.outputs
+                        ));
+                    }
+                    checked += 1;
+                }
+                Err(e) => failures.push(format!("{} {:?}: cannot build: {e}", desc.kind, given)),
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(checked > 50, "only {checked} variants checked");
+}
