@@ -761,16 +761,16 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
         finish(node)?;
         return Ok(true);
     }
-    // Message-driven blocks end when every sender has ended.
+    // Message-driven blocks (no streams at all, only message inputs) end when
+    // every sender has ended, or at once when nothing is connected to them.
     if is_source
+        && node.outputs.is_empty()
         && !node.msg_senders.is_empty()
-        && node.msg_senders.iter().any(|&s| s > 0)
         && node
             .msg_senders
             .iter()
             .zip(&node.msg_eos)
             .all(|(s, e)| e >= s)
-        && node.outputs.is_empty()
     {
         finish(node)?;
         return Ok(true);

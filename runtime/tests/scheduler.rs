@@ -331,3 +331,27 @@ fn tags_added_by_a_source_reach_the_sink_once() {
     assert_eq!(offs, vec![Pmt::I64(0), Pmt::I64(3000), Pmt::I64(6000), Pmt::I64(9000)]);
     let _ = Tag::new(0, "x", Pmt::Null);
 }
+
+#[test]
+fn an_unconnected_message_sink_does_not_keep_the_graph_alive() {
+    let got = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let mut g = Graph::new();
+    g.add_block("src", "counter_source", &params(json!({"n": 10}))).unwrap();
+    g.add_block("sink", "null_sink", &params(json!({"type": "u64", "expect": 10}))).unwrap();
+    g.add_built("lonely", BuiltBlock::new(Keep { got }).message_input("in").message_output("out"))
+        .unwrap();
+    g.connect("src.out", "sink.in").unwrap();
+    let t = Instant::now();
+    run(g).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn null_sink_expect_checks_the_item_count() {
+    let mut g = Graph::new();
+    g.add_block("src", "counter_source", &params(json!({"n": 10}))).unwrap();
+    g.add_block("sink", "null_sink", &params(json!({"type": "u64", "expect": 11}))).unwrap();
+    g.connect("src.out", "sink.in").unwrap();
+    let e = run(g).err().unwrap().to_string();
+    assert_eq!(e, "block `sink` failed: expected 11 items, received 10");
+}
