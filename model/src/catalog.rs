@@ -18,6 +18,7 @@ mod debug;
 mod dsp;
 mod flow;
 mod math;
+mod network;
 mod sinks;
 mod sources;
 
@@ -553,6 +554,7 @@ pub fn catalog() -> &'static Catalog {
             convert::all(),
             dsp::all(),
             debug::all(),
+            network::all(),
         ];
         for d in all.into_iter().flatten() {
             let d = d.with_cmd_port();

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod params;
+pub mod partition;
 pub mod pmt;
 pub mod types;
 pub mod validate;

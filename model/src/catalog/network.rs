@@ -1,0 +1,72 @@
+//! Catalog entries: network edges between segments, inserted by the
+//! partitioner (users rarely write them by hand), and the stream checker
+//! used by the network tests.
+
+use super::*;
+use ItemType::*;
+
+pub(super) fn all() -> Vec<BlockDescriptor> {
+    let edge = || {
+        ParamDescriptor::new(
+            "edge",
+            ParamType::String,
+            "edge id, `block.port>segment` (derived from names by the partitioner)",
+        )
+    };
+    vec![
+        BlockDescriptor::new(
+            "net_sink",
+            Category::Sink,
+            "Producing end of a network edge: serves its input to the consumer that connects for `edge`, \
+             keeping unacknowledged items (up to `retention_bytes`) so a reconnecting consumer resumes \
+             without loss. See docs/protocol.md.",
+        )
+        .param(ParamDescriptor::item_type(&ItemType::ALL))
+        .param(ParamDescriptor::vlen())
+        .param(edge())
+        .param(ParamDescriptor::new("retention_bytes", ParamType::Int, "unacknowledged data kept for resume").unit("bytes").default(16i64 << 20).min(65536.0))
+        .param(ParamDescriptor::new("crc", ParamType::Bool, "protect data frames with CRC32C").default(true))
+        .param(ParamDescriptor::new("flush_us", ParamType::Int, "longest time a partial batch waits before it is sent").unit("µs").default(1000i64).min(0.0).max(1e6))
+        .input(PortDescriptor::typed("in", "items to send"))
+        .tags(TagPolicy::Custom),
+        BlockDescriptor::new(
+            "net_source",
+            Category::Source,
+            "Consuming end of a network edge: connects to the segment `from` for `edge` (retrying with \
+             backoff), resumes from its next offset after a fault, and marks any loss with one `gap` tag.",
+        )
+        .param(ParamDescriptor::item_type(&ItemType::ALL))
+        .param(ParamDescriptor::vlen())
+        .param(edge())
+        .param(ParamDescriptor::new("from", ParamType::String, "segment that produces the edge"))
+        .param(ParamDescriptor::new("samp_rate", ParamType::Float, "sample rate of the edge (for validation)").unit("Hz").optional())
+        .output(PortDescriptor::typed("out", "received items"))
+        .source(SourceKind::Replayable)
+        .tags(TagPolicy::Custom)
+        .rate_param("samp_rate"),
+        BlockDescriptor::new(
+            "net_message_sink",
+            Category::Sink,
+            "Producing end of a message edge: sends messages in order with sequence numbers, retried until acknowledged.",
+        )
+        .param(edge())
+        .input(PortDescriptor::message("in", "messages to send")),
+        BlockDescriptor::new(
+            "net_message_source",
+            Category::Source,
+            "Consuming end of a message edge: delivers each message once, in order.",
+        )
+        .param(edge())
+        .param(ParamDescriptor::new("from", ParamType::String, "segment that produces the edge"))
+        .output(PortDescriptor::message("out", "received messages")),
+        BlockDescriptor::new(
+            "stream_checker",
+            Category::Debug,
+            "Test fixture for counter streams: fails the run on any jump, repeat or reordering of the u64 \
+             counter that a `gap` tag does not cover; counts items and lost items.",
+        )
+        .param(ParamDescriptor::new("expect", ParamType::Int, "fail unless delivered + lost equals this at the end").optional().min(0.0))
+        .input(PortDescriptor::fixed("in", U64, "counter items"))
+        .tags(TagPolicy::None),
+    ]
+}

@@ -1,0 +1,393 @@
+//! The partitioner: cuts a FlowGraph into one sub-graph per segment.
+//!
+//! Blocks carry a `segment` (blocks without one go to [`DEFAULT_SEGMENT`]).
+//! Every stream connection that crosses segments becomes a `net_sink` in the
+//! producing segment and a `net_source` in the consuming one; there is one
+//! network edge per (output port, consuming segment), and fan-out to several
+//! blocks of that segment happens locally there. Message connections become
+//! `net_message_sink` / `net_message_source` pairs the same way.
+//!
+//! Edge ids and the generated block names derive from names only, and
+//! blocks and connections are sorted, so the result is the same, byte for
+//! byte, whatever the order of blocks and connections in the file. The
+//! operator and every worker compute it independently and agree.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+
+use crate::catalog::ResolvedKind;
+use crate::spec::{BlockSpec, Connection, Endpoint, FlowGraphSpec, SegmentSpec};
+use crate::{catalog, params, StreamType};
+
+/// The segment of blocks that name none.
+pub const DEFAULT_SEGMENT: &str = "default";
+
+/// Prefix of generated block names; user block names may not start with it.
+pub const GENERATED_PREFIX: &str = "fm-";
+
+/// Errors partitioning a spec (validate first: these only catch what
+/// validation would also report).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("connection {0}: not block.port, or no such block")]
+    Endpoint(String),
+    #[error("block `{block}`: cannot resolve its ports ({message})")]
+    Ports { block: String, message: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What an edge carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EdgeKind {
+    Stream(StreamTypeKey),
+    Message,
+}
+
+/// [`StreamType`] with an order, for sorting edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamTypeKey {
+    pub item: crate::ItemType,
+    pub vlen: usize,
+}
+
+impl From<StreamTypeKey> for StreamType {
+    fn from(k: StreamTypeKey) -> Self {
+        StreamType {
+            item: k.item,
+            vlen: k.vlen,
+        }
+    }
+}
+
+/// One network edge between two segments.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NetEdge {
+    /// `block.port>segment`: the producing port and the consuming segment.
+    pub id: String,
+    pub kind: EdgeKind,
+    pub from_segment: String,
+    pub to_segment: String,
+    /// Generated block names: the sink in `from_segment`, the source in `to_segment`.
+    pub sink_block: String,
+    pub source_block: String,
+}
+
+/// The partition of a spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partition {
+    /// One sub-spec per segment, by segment name.
+    pub segments: BTreeMap<String, FlowGraphSpec>,
+    /// Every network edge, sorted by id.
+    pub edges: Vec<NetEdge>,
+}
+
+/// FNV-1a, 64 bits: a stable, platform-independent hash for generated names.
+fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn generated_name(role: &str, ep: &Endpoint, id: &str) -> String {
+    format!(
+        "{GENERATED_PREFIX}{role}-{}-{}-{:08x}",
+        ep.block,
+        ep.port,
+        fnv1a(id) as u32
+    )
+}
+
+/// The segment a block belongs to.
+pub fn segment_of(b: &BlockSpec) -> &str {
+    b.segment.as_deref().unwrap_or(DEFAULT_SEGMENT)
+}
+
+fn port_kind(spec: &FlowGraphSpec, ep: &Endpoint) -> Result<ResolvedKind> {
+    let b = spec
+        .blocks
+        .get(&ep.block)
+        .ok_or_else(|| Error::Endpoint(ep.to_string()))?;
+    let desc = catalog().get(&b.kind).ok_or_else(|| Error::Ports {
+        block: ep.block.clone(),
+        message: format!("unknown kind {}", b.kind),
+    })?;
+    let (p, _) = params::resolve(desc, &b.params);
+    let (_, outs) = desc.resolve_ports(&p);
+    outs.iter()
+        .find(|o| o.name == ep.port)
+        .map(|o| o.kind)
+        .ok_or_else(|| Error::Endpoint(ep.to_string()))
+}
+
+/// Cuts `spec` into per-segment sub-specs joined by network edges.
+pub fn partition(spec: &FlowGraphSpec) -> Result<Partition> {
+    let mut segments: BTreeMap<String, FlowGraphSpec> = BTreeMap::new();
+    for (name, b) in &spec.blocks {
+        let seg = segment_of(b).to_string();
+        let sub = segments
+            .entry(seg.clone())
+            .or_insert_with(|| FlowGraphSpec {
+                blocks: BTreeMap::new(),
+                connections: vec![],
+                segments: spec
+                    .segments
+                    .get(&seg)
+                    .map(|s| BTreeMap::from([(seg.clone(), s.clone())]))
+                    .unwrap_or_else(|| BTreeMap::from([(seg.clone(), SegmentSpec::default())])),
+                runtime: spec.runtime.clone(),
+            });
+        sub.blocks.insert(name.clone(), b.clone());
+    }
+
+    // Sorted, de-duplicated connections make the output order-independent.
+    let conns: BTreeSet<&Connection> = spec.connections.iter().collect();
+    let mut edges: BTreeMap<String, NetEdge> = BTreeMap::new();
+    for c in conns {
+        let from = Endpoint::parse(c.from()).ok_or_else(|| Error::Endpoint(c.from().into()))?;
+        let to = Endpoint::parse(c.to()).ok_or_else(|| Error::Endpoint(c.to().into()))?;
+        let fb = spec
+            .blocks
+            .get(&from.block)
+            .ok_or_else(|| Error::Endpoint(c.from().into()))?;
+        let tb = spec
+            .blocks
+            .get(&to.block)
+            .ok_or_else(|| Error::Endpoint(c.to().into()))?;
+        let (fs, ts) = (segment_of(fb).to_string(), segment_of(tb).to_string());
+        if fs == ts {
+            segments
+                .get_mut(&fs)
+                .expect("segment exists")
+                .connections
+                .push(c.clone());
+            continue;
+        }
+        let id = format!("{from}>{ts}");
+        let kind = match port_kind(spec, &from)? {
+            ResolvedKind::Stream(st) => EdgeKind::Stream(StreamTypeKey {
+                item: st.item,
+                vlen: st.vlen,
+            }),
+            ResolvedKind::Message => EdgeKind::Message,
+        };
+        let edge = edges.entry(id.clone()).or_insert_with(|| NetEdge {
+            sink_block: generated_name("tx", &from, &id),
+            source_block: generated_name("rx", &from, &id),
+            id: id.clone(),
+            kind,
+            from_segment: fs.clone(),
+            to_segment: ts.clone(),
+        });
+        let rx = edge.source_block.clone();
+        segments
+            .get_mut(&ts)
+            .expect("segment exists")
+            .connections
+            .push(Connection::new(format!("{rx}.out"), c.to()));
+    }
+
+    for e in edges.values() {
+        let (sink_kind, source_kind, mut sink_params, mut source_params) = match e.kind {
+            EdgeKind::Stream(st) => {
+                let t = json!({"type": st.item.name(), "vlen": st.vlen});
+                ("net_sink", "net_source", t.clone(), t)
+            }
+            EdgeKind::Message => (
+                "net_message_sink",
+                "net_message_source",
+                json!({}),
+                json!({}),
+            ),
+        };
+        sink_params["edge"] = json!(e.id);
+        source_params["edge"] = json!(e.id);
+        source_params["from"] = json!(e.from_segment);
+        let (from, _) = e.id.split_once('>').expect("edge id has >");
+        let to_map = |v: serde_json::Value| -> BTreeMap<String, serde_json::Value> {
+            serde_json::from_value(v).expect("params are a map")
+        };
+        let producer = segments.get_mut(&e.from_segment).expect("segment exists");
+        producer.blocks.insert(
+            e.sink_block.clone(),
+            BlockSpec {
+                kind: sink_kind.into(),
+                params: to_map(sink_params),
+                segment: Some(e.from_segment.clone()),
+            },
+        );
+        producer
+            .connections
+            .push(Connection::new(from, format!("{}.in", e.sink_block)));
+        segments
+            .get_mut(&e.to_segment)
+            .expect("segment exists")
+            .blocks
+            .insert(
+                e.source_block.clone(),
+                BlockSpec {
+                    kind: source_kind.into(),
+                    params: to_map(source_params),
+                    segment: Some(e.to_segment.clone()),
+                },
+            );
+    }
+    for sub in segments.values_mut() {
+        sub.connections.sort();
+        sub.connections.dedup();
+    }
+    Ok(Partition {
+        segments,
+        edges: edges.into_values().collect(),
+    })
+}
+
+/// Serializes a sub-spec to the string a worker rebuilds it from.
+pub fn to_string(spec: &FlowGraphSpec) -> String {
+    serde_json::to_string(spec).expect("a spec always serializes")
+}
+
+/// Rebuilds a sub-spec from [`to_string`]'s output.
+pub fn from_str(s: &str) -> Result<FlowGraphSpec, serde_json::Error> {
+    serde_json::from_str(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse_yaml_value;
+    use crate::FlowGraphDocument;
+    use proptest::prelude::*;
+
+    const THREE: &str = r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {name: three}
+spec:
+  blocks:
+    src:  {kind: counter_source, params: {n: 1000}, segment: edge}
+    mul:  {kind: multiply_const, params: {type: u64, constant: 2}, segment: dsp}
+    add:  {kind: add_const, params: {type: u64, constant: 1}, segment: dsp}
+    s1:   {kind: vector_sink, params: {type: u64}, segment: store}
+    s2:   {kind: null_sink, params: {type: u64}}
+    strobe: {kind: message_strobe, params: {count: 3}, segment: edge}
+    dbg:  {kind: message_debug, segment: store}
+  connections:
+    - [src.out, mul.in]
+    - [src.out, add.in]
+    - [mul.out, s1.in]
+    - [add.out, s2.in]
+    - [strobe.out, dbg.in]
+"#;
+
+    fn spec(text: &str) -> FlowGraphSpec {
+        serde_json::from_value::<FlowGraphDocument>(parse_yaml_value(text).unwrap())
+            .unwrap()
+            .spec
+    }
+
+    #[test]
+    fn crossings_become_one_edge_per_port_and_segment() {
+        let p = partition(&spec(THREE)).unwrap();
+        assert_eq!(
+            p.segments.keys().collect::<Vec<_>>(),
+            vec!["default", "dsp", "edge", "store"]
+        );
+        let ids: Vec<&str> = p.edges.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec![
+                "add.out>default",
+                "mul.out>store",
+                "src.out>dsp",
+                "strobe.out>store"
+            ]
+        );
+        // src.out feeds two blocks of `dsp`: one edge, fanned out there.
+        let dsp = &p.segments["dsp"];
+        let rx = &p.edges[2].source_block;
+        let fan: Vec<_> = dsp
+            .connections
+            .iter()
+            .filter(|c| c.from() == format!("{rx}.out"))
+            .map(|c| c.to().to_string())
+            .collect();
+        assert_eq!(fan, vec!["add.in", "mul.in"]);
+        assert_eq!(dsp.blocks[rx].kind, "net_source");
+        assert_eq!(dsp.blocks[rx].params["from"], json!("edge"));
+        assert_eq!(dsp.blocks[rx].params["type"], json!("u64"));
+        let edge = &p.segments["edge"];
+        assert_eq!(edge.blocks[&p.edges[2].sink_block].kind, "net_sink");
+        assert_eq!(p.edges[3].kind, EdgeKind::Message);
+        assert_eq!(
+            p.segments["store"].blocks[&p.edges[3].source_block].kind,
+            "net_message_source"
+        );
+        // Every sub-spec validates on its own.
+        for (name, sub) in &p.segments {
+            let r = crate::validate::validate_spec(sub);
+            assert!(r.is_ok(), "segment {name}:\n{r}");
+        }
+    }
+
+    #[test]
+    fn no_segments_means_one_unchanged_graph() {
+        let mut s = spec(THREE);
+        for b in s.blocks.values_mut() {
+            b.segment = None;
+        }
+        let p = partition(&s).unwrap();
+        assert!(p.edges.is_empty());
+        let mut expect = s.connections.clone();
+        expect.sort();
+        assert_eq!(p.segments["default"].connections, expect);
+        assert_eq!(p.segments["default"].blocks, s.blocks);
+    }
+
+    fn shuffled(s: &FlowGraphSpec, seed: u64) -> FlowGraphSpec {
+        // Rebuild from text with connections rotated/reversed and blocks
+        // emitted in another order: the file order must not matter.
+        let mut c = s.connections.clone();
+        let k = (seed as usize) % c.len().max(1);
+        c.rotate_left(k);
+        if seed % 2 == 1 {
+            c.reverse();
+        }
+        let mut names: Vec<_> = s.blocks.keys().cloned().collect();
+        let len = names.len();
+        names.rotate_left((seed as usize) % len);
+        let mut yaml = String::from("blocks:\n");
+        for n in &names {
+            yaml.push_str(&format!(
+                "  {n}: {}\n",
+                serde_json::to_string(&s.blocks[n]).unwrap()
+            ));
+        }
+        yaml.push_str("connections:\n");
+        for x in &c {
+            yaml.push_str(&format!("  - [{}, {}]\n", x.from(), x.to()));
+        }
+        serde_json::from_value(parse_yaml_value(&yaml).unwrap()).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn deterministic_order_independent_and_round_trips(seed in 0u64..1000) {
+            let base = spec(THREE);
+            let a = partition(&base).unwrap();
+            let b = partition(&shuffled(&base, seed)).unwrap();
+            prop_assert_eq!(&a, &b);
+            for (name, sub) in &a.segments {
+                let s1 = to_string(sub);
+                prop_assert_eq!(&s1, &to_string(&b.segments[name]));
+                let back = from_str(&s1).unwrap();
+                prop_assert_eq!(&back, sub);
+                prop_assert_eq!(to_string(&back), s1);
+            }
+        }
+    }
+}
