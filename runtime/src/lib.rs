@@ -15,6 +15,7 @@ pub mod graph;
 pub mod harness;
 pub mod io;
 pub mod message;
+pub mod net;
 pub mod scheduler;
 pub mod signal;
 pub mod tag;

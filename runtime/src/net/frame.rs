@@ -1,0 +1,653 @@
+//! The network edge wire format (protocol version 1; docs/protocol.md).
+//!
+//! A connection starts with an 8-byte preamble from each side — magic
+//! `FMSH`, the protocol version (u16 LE), two zero bytes — and then carries
+//! frames. Every frame is a 24-byte header followed by `len` body bytes:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 1 | frame type ([`FrameType`]) |
+//! | 1 | 1 | flags (bit 0: body starts with tags) |
+//! | 2 | 2 | reserved, zero |
+//! | 4 | 4 | body length, ≤ [`MAX_BODY`] |
+//! | 8 | 8 | `a`: first item offset (DATA, GAP, ACK, EOS), sequence number (MSG, MSG_ACK) |
+//! | 16 | 4 | `b`: item count (DATA, GAP), cause (GAP), reason (CLOSE) |
+//! | 20 | 4 | CRC32C of the body (DATA and MSG when CRC is on, else 0) |
+//!
+//! All integers are little-endian. Handshake bodies and message bodies are
+//! canonical CBOR ([`flowmesh_model::pmt::cbor`]).
+
+use std::collections::BTreeMap;
+
+use flowmesh_model::pmt::cbor;
+use flowmesh_model::{ItemType, Pmt};
+
+/// Protocol version spoken by this build.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Connection preamble magic.
+pub const MAGIC: [u8; 4] = *b"FMSH";
+/// Header size in bytes.
+pub const HEADER_LEN: usize = 24;
+/// Largest body accepted.
+pub const MAX_BODY: u32 = 64 << 20;
+/// Flag: a DATA body starts with a u32 length and a CBOR list of tags.
+pub const FLAG_TAGS: u8 = 1;
+
+/// The 8-byte preamble.
+pub fn preamble() -> [u8; 8] {
+    let v = PROTOCOL_VERSION.to_le_bytes();
+    [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], v[0], v[1], 0, 0]
+}
+
+/// Checks a peer's preamble; returns its protocol version.
+pub fn check_preamble(p: &[u8; 8]) -> Result<u16, FrameError> {
+    if p[..4] != MAGIC {
+        return Err(FrameError::BadMagic(p[..4].try_into().expect("4 bytes")));
+    }
+    let v = u16::from_le_bytes([p[4], p[5]]);
+    if v != PROTOCOL_VERSION {
+        return Err(FrameError::Version {
+            ours: PROTOCOL_VERSION,
+            theirs: v,
+        });
+    }
+    Ok(v)
+}
+
+/// Frame types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameType {
+    /// Consumer → producer: who I am and where to resume (CBOR body).
+    Hello = 1,
+    /// Producer → consumer: accepted (CBOR body: crc, first offset available).
+    Welcome = 2,
+    /// Either way: refused, with a reason (CBOR body: code, message). Closes.
+    Refuse = 3,
+    /// Items `[a, a+b)`, optional tags, payload.
+    Data = 4,
+    /// Items `[a, a+count)` will never come; `b` is the cause.
+    Gap = 5,
+    /// A message with sequence number `a` (CBOR body).
+    Msg = 6,
+    /// Consumer → producer: items before `a` are delivered.
+    Ack = 7,
+    /// Consumer → producer: messages up to sequence `a` are delivered.
+    MsgAck = 8,
+    /// Keep-alive, either way.
+    Heartbeat = 9,
+    /// End of stream: no items at or after `a`, no messages after sequence `b`.
+    Eos = 10,
+    /// Orderly close with a reason code in `b` and text body.
+    Close = 11,
+}
+
+impl FrameType {
+    pub fn from_u8(v: u8) -> Option<FrameType> {
+        use FrameType::*;
+        Some(match v {
+            1 => Hello,
+            2 => Welcome,
+            3 => Refuse,
+            4 => Data,
+            5 => Gap,
+            6 => Msg,
+            7 => Ack,
+            8 => MsgAck,
+            9 => Heartbeat,
+            10 => Eos,
+            11 => Close,
+            _ => return None,
+        })
+    }
+}
+
+/// Why items were lost (the `cause` of a `gap` tag and of GAP frames).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum GapCause {
+    /// A live source could not wait and the edge was full.
+    Overflow = 1,
+    /// The peer went away and the data with it.
+    PeerLost = 2,
+    /// The consumer resumed from before the oldest retained item.
+    RetentionExceeded = 3,
+    /// A segment restarted and could not replay.
+    Restart = 4,
+}
+
+impl GapCause {
+    pub fn from_u32(v: u32) -> Option<GapCause> {
+        Some(match v {
+            1 => GapCause::Overflow,
+            2 => GapCause::PeerLost,
+            3 => GapCause::RetentionExceeded,
+            4 => GapCause::Restart,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            GapCause::Overflow => "overflow",
+            GapCause::PeerLost => "peer_lost",
+            GapCause::RetentionExceeded => "retention_exceeded",
+            GapCause::Restart => "restart",
+        }
+    }
+}
+
+/// Reasons for REFUSE and CLOSE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Reason {
+    Normal = 0,
+    BadToken = 1,
+    BadVersion = 2,
+    UnknownEdge = 3,
+    TypeMismatch = 4,
+    WrongFlowgraph = 5,
+    Busy = 6,
+    Protocol = 7,
+    ShuttingDown = 8,
+}
+
+impl Reason {
+    pub fn from_u32(v: u32) -> Reason {
+        match v {
+            1 => Reason::BadToken,
+            2 => Reason::BadVersion,
+            3 => Reason::UnknownEdge,
+            4 => Reason::TypeMismatch,
+            5 => Reason::WrongFlowgraph,
+            6 => Reason::Busy,
+            7 => Reason::Protocol,
+            8 => Reason::ShuttingDown,
+            _ => Reason::Normal,
+        }
+    }
+}
+
+/// Errors decoding frames.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("not a FlowMesh peer (magic {0:02x?}, expected \"FMSH\")")]
+    BadMagic([u8; 4]),
+    #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
+    Version { ours: u16, theirs: u16 },
+    #[error("unknown frame type {0}")]
+    UnknownType(u8),
+    #[error("frame body of {0} bytes exceeds the limit of {MAX_BODY}")]
+    TooLarge(u32),
+    #[error("reserved header bytes are not zero")]
+    Reserved,
+    #[error("unknown flags {0:#04x}")]
+    Flags(u8),
+    #[error("CRC32C mismatch in a {kind:?} frame at offset {offset}: computed {computed:#010x}, header says {expected:#010x}")]
+    Crc {
+        kind: FrameType,
+        offset: u64,
+        computed: u32,
+        expected: u32,
+    },
+    #[error("malformed {0:?} frame: {1}")]
+    Malformed(FrameType, String),
+}
+
+/// A decoded header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub kind: FrameType,
+    pub flags: u8,
+    pub len: u32,
+    pub a: u64,
+    pub b: u32,
+    pub crc: u32,
+}
+
+impl Header {
+    pub fn new(kind: FrameType, a: u64, b: u32) -> Self {
+        Header {
+            kind,
+            flags: 0,
+            len: 0,
+            a,
+            b,
+            crc: 0,
+        }
+    }
+
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = self.kind as u8;
+        h[1] = self.flags;
+        h[4..8].copy_from_slice(&self.len.to_le_bytes());
+        h[8..16].copy_from_slice(&self.a.to_le_bytes());
+        h[16..20].copy_from_slice(&self.b.to_le_bytes());
+        h[20..24].copy_from_slice(&self.crc.to_le_bytes());
+        h
+    }
+
+    pub fn decode(h: &[u8; HEADER_LEN]) -> Result<Header, FrameError> {
+        let kind = FrameType::from_u8(h[0]).ok_or(FrameError::UnknownType(h[0]))?;
+        let flags = h[1];
+        if flags & !FLAG_TAGS != 0 || (flags != 0 && kind != FrameType::Data) {
+            return Err(FrameError::Flags(flags));
+        }
+        if h[2] != 0 || h[3] != 0 {
+            return Err(FrameError::Reserved);
+        }
+        let len = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
+        if len > MAX_BODY {
+            return Err(FrameError::TooLarge(len));
+        }
+        Ok(Header {
+            kind,
+            flags,
+            len,
+            a: u64::from_le_bytes(h[8..16].try_into().expect("8 bytes")),
+            b: u32::from_le_bytes(h[16..20].try_into().expect("4 bytes")),
+            crc: u32::from_le_bytes(h[20..24].try_into().expect("4 bytes")),
+        })
+    }
+}
+
+/// CRC32C (Castagnoli) of a body, hardware-accelerated where available.
+pub fn crc(parts: &[&[u8]]) -> u32 {
+    parts.iter().fold(0, |c, p| crc32c::crc32c_append(c, p))
+}
+
+/// A stream tag on the wire: absolute offset, key, value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireTag {
+    pub offset: u64,
+    pub key: String,
+    pub value: Pmt,
+}
+
+/// Encodes tags as the CBOR list `[[offset, key, value], ...]`.
+pub fn encode_tags(tags: &[WireTag]) -> Vec<u8> {
+    let list = Pmt::List(
+        tags.iter()
+            .map(|t| {
+                Pmt::List(vec![
+                    Pmt::I64(t.offset as i64),
+                    Pmt::String(t.key.clone()),
+                    t.value.clone(),
+                ])
+            })
+            .collect(),
+    );
+    cbor::encode(&list)
+}
+
+/// Decodes [`encode_tags`]' output.
+pub fn decode_tags(b: &[u8]) -> Result<Vec<WireTag>, FrameError> {
+    let bad = |m: String| FrameError::Malformed(FrameType::Data, m);
+    let v = cbor::decode(b).map_err(|e| bad(format!("tags: {e}")))?;
+    let Pmt::List(items) = v else {
+        return Err(bad("tags are not a list".into()));
+    };
+    items
+        .into_iter()
+        .map(|t| match t {
+            Pmt::List(mut f) if f.len() == 3 => {
+                let value = f.pop().expect("3 fields");
+                let key = f.pop().expect("3 fields");
+                let offset = f.pop().expect("3 fields");
+                match (offset.as_u64(), key) {
+                    (Some(offset), Pmt::String(key)) => Ok(WireTag { offset, key, value }),
+                    _ => Err(bad("a tag is not [offset, key, value]".into())),
+                }
+            }
+            _ => Err(bad("a tag is not [offset, key, value]".into())),
+        })
+        .collect()
+}
+
+/// The consumer's HELLO.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hello {
+    pub flowgraph: String,
+    pub generation: u64,
+    pub edge: String,
+    pub item_type: ItemType,
+    pub vlen: u64,
+    pub item_size: u64,
+    pub token: String,
+    /// First item offset the consumer wants.
+    pub resume_offset: u64,
+    /// Last message sequence number the consumer has delivered (0: none).
+    pub resume_msg_seq: u64,
+    /// Whether the consumer wants CRC32C on data frames.
+    pub crc: bool,
+}
+
+fn map_get<'a>(
+    m: &'a BTreeMap<String, Pmt>,
+    k: &str,
+    kind: FrameType,
+) -> Result<&'a Pmt, FrameError> {
+    m.get(k)
+        .ok_or_else(|| FrameError::Malformed(kind, format!("missing field `{k}`")))
+}
+
+impl Hello {
+    pub fn encode(&self) -> Vec<u8> {
+        cbor::encode(&Pmt::map([
+            ("flowgraph", Pmt::String(self.flowgraph.clone())),
+            ("generation", Pmt::I64(self.generation as i64)),
+            ("edge", Pmt::String(self.edge.clone())),
+            ("item_type", Pmt::String(self.item_type.name().into())),
+            ("vlen", Pmt::I64(self.vlen as i64)),
+            ("item_size", Pmt::I64(self.item_size as i64)),
+            ("token", Pmt::String(self.token.clone())),
+            ("resume_offset", Pmt::I64(self.resume_offset as i64)),
+            ("resume_msg_seq", Pmt::I64(self.resume_msg_seq as i64)),
+            ("crc", Pmt::Bool(self.crc)),
+        ]))
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Hello, FrameError> {
+        let k = FrameType::Hello;
+        let bad = |m: String| FrameError::Malformed(k, m);
+        let Pmt::Map(m) = cbor::decode(b).map_err(|e| bad(e.to_string()))? else {
+            return Err(bad("body is not a map".into()));
+        };
+        let s = |f: &str| -> Result<String, FrameError> {
+            map_get(&m, f, k)?
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("`{f}` is not a string")))
+        };
+        let u = |f: &str| -> Result<u64, FrameError> {
+            map_get(&m, f, k)?
+                .as_u64()
+                .ok_or_else(|| bad(format!("`{f}` is not an unsigned integer")))
+        };
+        Ok(Hello {
+            flowgraph: s("flowgraph")?,
+            generation: u("generation")?,
+            edge: s("edge")?,
+            item_type: s("item_type")?
+                .parse()
+                .map_err(|e: flowmesh_model::types::UnknownItemType| bad(e.to_string()))?,
+            vlen: u("vlen")?,
+            item_size: u("item_size")?,
+            token: s("token")?,
+            resume_offset: u("resume_offset")?,
+            resume_msg_seq: u("resume_msg_seq")?,
+            crc: map_get(&m, "crc", k)?
+                .as_bool()
+                .ok_or_else(|| bad("`crc` is not a boolean".into()))?,
+        })
+    }
+}
+
+/// The producer's answer to HELLO.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Accepted: CRC on or off, and the oldest item offset it still holds.
+    Welcome { crc: bool, retained_from: u64 },
+    /// Refused, with a reason and a sentence.
+    Refuse { reason: Reason, message: String },
+}
+
+impl Answer {
+    /// The frame (header and body) for this answer.
+    pub fn encode(&self) -> Vec<u8> {
+        let (kind, b, body) = match self {
+            Answer::Welcome { crc, retained_from } => (
+                FrameType::Welcome,
+                0,
+                cbor::encode(&Pmt::map([
+                    ("crc", Pmt::Bool(*crc)),
+                    ("retained_from", Pmt::I64(*retained_from as i64)),
+                ])),
+            ),
+            Answer::Refuse { reason, message } => (
+                FrameType::Refuse,
+                *reason as u32,
+                message.as_bytes().to_vec(),
+            ),
+        };
+        let mut h = Header::new(kind, 0, b);
+        h.len = body.len() as u32;
+        let mut out = h.encode().to_vec();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decodes an answer from its header and body.
+    pub fn decode(h: &Header, body: &[u8]) -> Result<Answer, FrameError> {
+        match h.kind {
+            FrameType::Welcome => {
+                let bad = |m: String| FrameError::Malformed(FrameType::Welcome, m);
+                let Pmt::Map(m) = cbor::decode(body).map_err(|e| bad(e.to_string()))? else {
+                    return Err(bad("body is not a map".into()));
+                };
+                Ok(Answer::Welcome {
+                    crc: map_get(&m, "crc", h.kind)?
+                        .as_bool()
+                        .ok_or_else(|| bad("`crc` is not a boolean".into()))?,
+                    retained_from: map_get(&m, "retained_from", h.kind)?
+                        .as_u64()
+                        .ok_or_else(|| bad("`retained_from` is not an integer".into()))?,
+                })
+            }
+            FrameType::Refuse => Ok(Answer::Refuse {
+                reason: Reason::from_u32(h.b),
+                message: String::from_utf8_lossy(body).into_owned(),
+            }),
+            other => Err(FrameError::Malformed(
+                other,
+                "expected WELCOME or REFUSE".into(),
+            )),
+        }
+    }
+}
+
+/// Builds a complete control frame (no payload beyond `body`).
+pub fn control(kind: FrameType, a: u64, b: u32, body: &[u8], with_crc: bool) -> Vec<u8> {
+    let mut h = Header::new(kind, a, b);
+    h.len = body.len() as u32;
+    if with_crc {
+        h.crc = crc(&[body]);
+    }
+    let mut out = h.encode().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Incremental frame reader: feed bytes as they arrive, take whole frames.
+/// Used for control traffic; DATA payloads are read in place by the edge.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+}
+
+/// A whole frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub header: Header,
+    pub body: Vec<u8>,
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Decoder::default()
+    }
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+    /// Bytes held but not yet returned as frames.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+    /// The next whole frame, if one has arrived. CRC is checked when the
+    /// header carries one (non-zero) for DATA and MSG frames.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        if self.buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let header = Header::decode(self.buf[..HEADER_LEN].try_into().expect("24 bytes"))?;
+        let total = HEADER_LEN + header.len as usize;
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        let body = self.buf[HEADER_LEN..total].to_vec();
+        self.buf.drain(..total);
+        if matches!(header.kind, FrameType::Data | FrameType::Msg) && header.crc != 0 {
+            let computed = crc(&[&body]);
+            if computed != header.crc {
+                return Err(FrameError::Crc {
+                    kind: header.kind,
+                    offset: header.a,
+                    computed,
+                    expected: header.crc,
+                });
+            }
+        }
+        Ok(Some(Frame { header, body }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hello() -> Hello {
+        Hello {
+            flowgraph: "survey".into(),
+            generation: 3,
+            edge: "mix.out>dsp".into(),
+            item_type: ItemType::Cf32,
+            vlen: 1,
+            item_size: 8,
+            token: "s3cret".into(),
+            resume_offset: 12345,
+            resume_msg_seq: 7,
+            crc: true,
+        }
+    }
+
+    #[test]
+    fn preamble_checks_magic_and_version() {
+        assert_eq!(check_preamble(&preamble()), Ok(PROTOCOL_VERSION));
+        let mut p = preamble();
+        p[4] = 9;
+        assert_eq!(
+            check_preamble(&p).unwrap_err().to_string(),
+            "protocol version mismatch: we speak 1, the peer speaks 9"
+        );
+        assert!(matches!(
+            check_preamble(b"GET / HT"),
+            Err(FrameError::BadMagic(_))
+        ));
+    }
+
+    #[test]
+    fn hello_and_answers_round_trip() {
+        let h = hello();
+        assert_eq!(Hello::decode(&h.encode()).unwrap(), h);
+        for a in [
+            Answer::Welcome {
+                crc: false,
+                retained_from: 99,
+            },
+            Answer::Refuse {
+                reason: Reason::BadToken,
+                message: "wrong token".into(),
+            },
+        ] {
+            let bytes = a.encode();
+            let mut d = Decoder::new();
+            d.push(&bytes);
+            let f = d.next_frame().unwrap().unwrap();
+            assert_eq!(Answer::decode(&f.header, &f.body).unwrap(), a);
+        }
+    }
+
+    #[test]
+    fn crc_mismatch_is_reported_with_offset() {
+        let body = b"payload bytes";
+        let mut f = control(FrameType::Msg, 42, 0, body, true);
+        let last = f.len() - 1;
+        f[last] ^= 1;
+        let mut d = Decoder::new();
+        d.push(&f);
+        let e = d.next_frame().unwrap_err();
+        assert!(matches!(e, FrameError::Crc { offset: 42, .. }), "{e}");
+    }
+
+    #[test]
+    fn tags_round_trip() {
+        let tags = vec![
+            WireTag {
+                offset: 5,
+                key: "rx_freq".into(),
+                value: Pmt::F64(1e9),
+            },
+            WireTag {
+                offset: 7,
+                key: "gap".into(),
+                value: Pmt::map([("count", Pmt::I64(3))]),
+            },
+        ];
+        assert_eq!(decode_tags(&encode_tags(&tags)).unwrap(), tags);
+    }
+
+    #[test]
+    fn headers_reject_garbage() {
+        let mut h = Header::new(FrameType::Data, 1, 2).encode();
+        h[0] = 99;
+        assert_eq!(Header::decode(&h), Err(FrameError::UnknownType(99)));
+        let mut h = Header::new(FrameType::Ack, 1, 2).encode();
+        h[2] = 1;
+        assert_eq!(Header::decode(&h), Err(FrameError::Reserved));
+        let mut h = Header::new(FrameType::Ack, 1, 2);
+        h.len = MAX_BODY + 1;
+        assert_eq!(
+            Header::decode(&h.encode()),
+            Err(FrameError::TooLarge(MAX_BODY + 1))
+        );
+        let mut h = Header::new(FrameType::Ack, 1, 2);
+        h.flags = FLAG_TAGS;
+        assert_eq!(Header::decode(&h.encode()), Err(FrameError::Flags(1)));
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400), split in 0usize..400) {
+            let mut d = Decoder::new();
+            let split = split.min(bytes.len());
+            d.push(&bytes[..split]);
+            let _ = d.next_frame();
+            d.push(&bytes[split..]);
+            while let Ok(Some(_)) = d.next_frame() {}
+            let _ = Hello::decode(&bytes);
+            let _ = decode_tags(&bytes);
+        }
+
+        #[test]
+        fn frames_round_trip_in_any_split(kind in 1u8..=11, a in any::<u64>(), b in any::<u32>(),
+                                          body in proptest::collection::vec(any::<u8>(), 0..200),
+                                          split in 0usize..300, with_crc in any::<bool>()) {
+            let kind = FrameType::from_u8(kind).unwrap();
+            let bytes = control(kind, a, b, &body, with_crc);
+            let mut d = Decoder::new();
+            let split = split.min(bytes.len());
+            d.push(&bytes[..split]);
+            if split < bytes.len() {
+                prop_assert_eq!(d.next_frame().unwrap(), None);
+            }
+            d.push(&bytes[split..]);
+            let f = d.next_frame().unwrap().unwrap();
+            prop_assert_eq!(f.header.kind, kind);
+            prop_assert_eq!(f.header.a, a);
+            prop_assert_eq!(f.header.b, b);
+            prop_assert_eq!(f.body, body);
+            prop_assert_eq!(d.pending(), 0);
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Network edges between segments: wire format ([`frame`]), transports
+//! (TCP, in-process) and the blocks at both ends.
+
+pub mod frame;
