@@ -2,3 +2,4 @@
 //! (TCP, in-process) and the blocks at both ends.
 
 pub mod frame;
+pub mod transport;
