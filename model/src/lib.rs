@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod params;
 pub mod partition;
 pub mod pmt;
+pub mod render;
 pub mod types;
 pub mod validate;
 
