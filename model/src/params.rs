@@ -139,8 +139,8 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 
 fn show(v: &serde_json::Value) -> String {
     let s = v.to_string();
-    if s.len() > 40 {
-        format!("{}…", &s[..40])
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
     } else {
         s
     }
@@ -286,7 +286,7 @@ pub fn resolve(
             None => problems.push((
                 pd.name.to_string(),
                 "required parameter is missing".to_string(),
-                format!("add `{}:` ({})", pd.name, pd.description),
+                format!("add `{}:`, {}", pd.name, pd.description),
             )),
         }
     }
@@ -349,6 +349,36 @@ fn type_hint(ty: &ParamType) -> String {
     }
 }
 
+/// Checks a runtime value (a `set` call or a `cmd` message) against a
+/// parameter's type and range, normalising it (ints widen to floats, reals to
+/// complex, strings parse as complex literals where a complex is expected).
+pub fn coerce_pmt(pd: &ParamDescriptor, v: &Pmt) -> Result<Pmt, String> {
+    let json = match v {
+        Pmt::Complex(c) => serde_json::Value::String(format_complex(*c)),
+        Pmt::Vector(TypedVec::Cf64(cs)) => serde_json::Value::Array(
+            cs.iter()
+                .map(|c| serde_json::Value::String(format_complex(*c)))
+                .collect(),
+        ),
+        Pmt::Vector(TypedVec::Cf32(cs)) => serde_json::Value::Array(
+            cs.iter()
+                .map(|c| {
+                    serde_json::Value::String(format_complex(Complex64::new(
+                        c.re as f64,
+                        c.im as f64,
+                    )))
+                })
+                .collect(),
+        ),
+        other => other.to_json(),
+    };
+    let p = coerce(&pd.ty, &json)?;
+    if let Some(msg) = check_range(pd, &p) {
+        return Err(msg);
+    }
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,34 +421,4 @@ mod tests {
             "type cf32 is not supported here; use one of f32"
         );
     }
-}
-
-/// Checks a runtime value (a `set` call or a `cmd` message) against a
-/// parameter's type and range, normalising it (ints widen to floats, reals to
-/// complex, strings parse as complex literals where a complex is expected).
-pub fn coerce_pmt(pd: &ParamDescriptor, v: &Pmt) -> Result<Pmt, String> {
-    let json = match v {
-        Pmt::Complex(c) => serde_json::Value::String(format_complex(*c)),
-        Pmt::Vector(TypedVec::Cf64(cs)) => serde_json::Value::Array(
-            cs.iter()
-                .map(|c| serde_json::Value::String(format_complex(*c)))
-                .collect(),
-        ),
-        Pmt::Vector(TypedVec::Cf32(cs)) => serde_json::Value::Array(
-            cs.iter()
-                .map(|c| {
-                    serde_json::Value::String(format_complex(Complex64::new(
-                        c.re as f64,
-                        c.im as f64,
-                    )))
-                })
-                .collect(),
-        ),
-        other => other.to_json(),
-    };
-    let p = coerce(&pd.ty, &json)?;
-    if let Some(msg) = check_range(pd, &p) {
-        return Err(msg);
-    }
-    Ok(p)
 }
