@@ -84,7 +84,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         BlockDescriptor::new(
             "fir_filter",
             Category::Filter,
-            "FIR filter with real or complex taps and decimation: y[i] = Σ_k taps[k]·x[i·D + k − (len−1)] \
+            "FIR filter with real or complex taps and decimation: the convolution y[i] = Σ_k taps[k]·x[i·D − k] \
              (GNU Radio's fir_filter_xxx, including its initial zero history).",
         )
         .param(ParamDescriptor::item_type(&[Cf32, F32]))
@@ -101,7 +101,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         )
         .param(ParamDescriptor::item_type(&[Cf32, F32]))
         .param(samp_rate())
-        .param(ParamDescriptor::new("cutoff", ParamType::Float, "cutoff frequency (−6 dB)").unit("Hz").min(0.0).settable())
+        .param(ParamDescriptor::new("cutoff", ParamType::Float, "cutoff frequency (−6 dB)").unit("Hz").min(1e-9).settable())
         .param(ParamDescriptor::new("transition", ParamType::Float, "transition width").unit("Hz").min(1e-9).settable())
         .param(ParamDescriptor::new("window", windows(), "design window").default("hamming"))
         .param(ParamDescriptor::new("gain", ParamType::Float, "passband gain").default(1.0))
@@ -136,7 +136,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::new("interpolation", ParamType::Int, "interpolation factor").default(1i64).min(1.0).max(65536.0))
         .param(decimation())
         .param(ParamDescriptor::new("taps", ParamType::ComplexList, "prototype filter taps (default: designed)").optional())
-        .param(ParamDescriptor::new("fractional_bw", ParamType::Float, "passband as a fraction of the output Nyquist band").default(0.4).min(0.01).max(0.5))
+        .param(ParamDescriptor::new("fractional_bw", ParamType::Float, "passband as a fraction of the output Nyquist band").default(0.4).min(0.01).max(0.499))
         .input(PortDescriptor::scalar("in", "samples"))
         .output(PortDescriptor::scalar("out", "resampled samples"))
         .rate(Rate {
