@@ -22,9 +22,13 @@ pub enum Work {
     Ok,
     /// The block has finished (a finite source at its end, `head` at `n`).
     Done,
-    /// Nothing to do before this instant (throttles, timers); call again then
-    /// or when a port changes.
+    /// Nothing to do before this instant (throttles, timers): not called
+    /// again until then.
     SleepUntil(Instant),
+    /// Waiting on something outside the graph (a socket): call again when a
+    /// port changes or the waker fires, and at this instant at the latest.
+    /// The block is not considered finished while it returns this.
+    Deadline(Instant),
 }
 
 /// An error raised by a block.
@@ -92,6 +96,11 @@ pub struct BuiltBlock {
     /// True for blocks that run in real time (live sources, throttles): on a
     /// stop request they end at once instead of draining.
     pub live: bool,
+    /// Minimum size in bytes of the buffers feeding this block's inputs
+    /// (network sinks keep their retention there).
+    pub min_input_bytes: usize,
+    /// Minimum size in bytes of this block's output buffers.
+    pub min_output_bytes: usize,
 }
 
 impl BuiltBlock {
@@ -104,6 +113,8 @@ impl BuiltBlock {
             tag_policy: TagPolicy::AllToAll,
             rate: (1, 1),
             live: false,
+            min_input_bytes: 0,
+            min_output_bytes: 0,
         }
     }
     fn port(name: &str, kind: ResolvedKind, optional: bool) -> ResolvedPort {
@@ -152,6 +163,16 @@ impl BuiltBlock {
     }
     pub fn live(mut self) -> Self {
         self.live = true;
+        self
+    }
+    /// Asks for input buffers of at least `bytes`.
+    pub fn min_input_bytes(mut self, bytes: usize) -> Self {
+        self.min_input_bytes = bytes;
+        self
+    }
+    /// Asks for output buffers of at least `bytes`.
+    pub fn min_output_bytes(mut self, bytes: usize) -> Self {
+        self.min_output_bytes = bytes;
         self
     }
 }

@@ -99,6 +99,8 @@ pub struct Graph {
     pub(crate) stream_edges: Vec<Edge>,
     pub(crate) message_edges: Vec<Edge>,
     pub config: Config,
+    /// The environment blocks are built in (network, for edge blocks).
+    pub env: crate::blocks::Env,
 }
 
 impl Graph {
@@ -108,11 +110,17 @@ impl Graph {
 
     /// Validates `spec` and builds every block. Nothing runs yet.
     pub fn from_spec(spec: &FlowGraphSpec) -> Result<Graph> {
+        Graph::from_spec_in(spec, crate::blocks::Env::default())
+    }
+
+    /// Like [`Graph::from_spec`], building blocks in `env`.
+    pub fn from_spec_in(spec: &FlowGraphSpec, env: crate::blocks::Env) -> Result<Graph> {
         let report = validate::validate_spec(spec);
         if !report.is_ok() {
             return Err(Error::Invalid(report));
         }
         let mut g = Graph::new();
+        g.env = env;
         g.config = Config::from_spec(spec.runtime.as_ref());
         for (name, b) in &spec.blocks {
             g.add_block(name, &b.kind, &b.params)?;
@@ -150,7 +158,7 @@ impl Graph {
             block: name.to_string(),
             message: format!("unknown block kind `{kind}`"),
         })?;
-        let mut built = crate::blocks::build(kind, p).map_err(|message| Error::Build {
+        let mut built = crate::blocks::build_in(kind, p, &self.env).map_err(|message| Error::Build {
             block: name.to_string(),
             message,
         })?;

@@ -106,6 +106,8 @@ pub struct WorkIo<'a> {
     pub(crate) outputs: &'a mut [OutputPort],
     pub(crate) msg_out: &'a mut [MsgOutPort],
     pub(crate) posted: usize,
+    pub(crate) signal: &'a Arc<crate::signal::Signal>,
+    pub(crate) messages_ended: bool,
 }
 
 fn check_type<T: Item>(dir: &str, i: usize, st: StreamType) {
@@ -234,6 +236,16 @@ impl<'a> WorkIo<'a> {
     /// Number of message outputs.
     pub fn num_message_outputs(&self) -> usize {
         self.msg_out.len()
+    }
+    /// True when every sender of every message input has ended (and all
+    /// their messages were delivered).
+    pub fn messages_ended(&self) -> bool {
+        self.messages_ended
+    }
+    /// The signal that wakes this block's scheduler thread, for blocks that
+    /// wait on something outside the graph (sockets, timers in other threads).
+    pub fn waker(&self) -> &Arc<crate::signal::Signal> {
+        self.signal
     }
 }
 

@@ -60,6 +60,7 @@ struct Node {
     outputs: Vec<OutputPort>,
     msg_out: Vec<MsgOutPort>,
     inbox: Arc<Inbox>,
+    signal: Arc<Signal>,
     /// Per message input: connected senders, and how many have ended.
     msg_senders: Vec<usize>,
     msg_eos: Vec<usize>,
@@ -71,6 +72,7 @@ struct Node {
     started: bool,
     finished: bool,
     sleep_until: Option<Instant>,
+    deadline: Option<Instant>,
 }
 
 /// Live counters of one block, readable while the graph runs.
@@ -182,6 +184,8 @@ impl Handle {
 /// A started graph.
 pub struct Running {
     handle: Handle,
+    /// Keeps the environment (network listener, served edges) alive.
+    _env: crate::blocks::Env,
     workers: Vec<std::thread::JoinHandle<Vec<Node>>>,
     started: Instant,
 }
@@ -343,6 +347,7 @@ pub fn start(graph: Graph) -> Result<Running> {
     }
     let sig = |node: usize| signals[worker_of[node]].clone();
 
+    let env = graph.env.clone();
     let n = graph.nodes.len();
     let inboxes: Vec<Arc<Inbox>> = (0..n).map(|i| Arc::new(Inbox::new(sig(i)))).collect();
     let mut inputs: Vec<Vec<Option<InputPort>>> = vec![];
@@ -408,7 +413,13 @@ pub fn start(graph: Graph) -> Result<Running> {
             } else {
                 graph.config.buffer_bytes
             };
-            let bytes = base.max(st.item_size() * 8);
+            let wanted = readers
+                .iter()
+                .map(|e| graph.nodes[e.to.0].built.min_input_bytes)
+                .max()
+                .unwrap_or(0)
+                .max(node.built.min_output_bytes);
+            let bytes = base.max(wanted).max(st.item_size() * 8);
             let (w, rs) = buffer::channel(
                 bytes,
                 st.item_size(),
@@ -501,6 +512,7 @@ pub fn start(graph: Graph) -> Result<Running> {
             msg_senders: senders,
             msg_out: mo,
             inbox: inboxes[ni].clone(),
+            signal: sig(ni),
             cmd_port,
             tag_policy: gnode.built.tag_policy,
             rate: gnode.built.rate,
@@ -509,6 +521,7 @@ pub fn start(graph: Graph) -> Result<Running> {
             started: false,
             finished: false,
             sleep_until: None,
+            deadline: None,
         }));
     }
 
@@ -547,6 +560,7 @@ pub fn start(graph: Graph) -> Result<Running> {
     }
     Ok(Running {
         handle,
+        _env: env,
         workers,
         started,
     })
@@ -575,7 +589,7 @@ fn worker(mut nodes: Vec<Node>, signal: Arc<Signal>, ctx: Arc<Ctx>) -> Vec<Node>
             }
             if !node.finished {
                 all_done = false;
-                if let Some(t) = node.sleep_until {
+                for t in [node.sleep_until, node.deadline].into_iter().flatten() {
                     deadline = Some(deadline.map_or(t, |d: Instant| d.min(t)));
                 }
             }
@@ -763,18 +777,15 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
     }
     // Message-driven blocks (no streams at all, only message inputs) end when
     // every sender has ended, or at once when nothing is connected to them.
-    if is_source
-        && node.outputs.is_empty()
-        && !node.msg_senders.is_empty()
+    // (They get one more `work` call to flush, and may ask for more time by
+    // returning `Work::Deadline`.)
+    let messages_ended = !node.msg_senders.is_empty()
         && node
             .msg_senders
             .iter()
             .zip(&node.msg_eos)
-            .all(|(s, e)| e >= s)
-    {
-        finish(node)?;
-        return Ok(true);
-    }
+            .all(|(s, e)| e >= s);
+    let message_driven_end = is_source && node.outputs.is_empty() && messages_ended;
     if let Some(t) = node.sleep_until {
         if Instant::now() < t {
             return Ok(progress);
@@ -802,6 +813,8 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
         outputs: &mut node.outputs,
         msg_out: &mut node.msg_out,
         posted: 0,
+        signal: &node.signal,
+        messages_ended,
     };
     let block = &mut node.block;
     let result = guarded(&name, || block.work(&mut io))?;
@@ -862,9 +875,15 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
         input_ended |= i.writer_done;
     }
     progress |= moved;
+    node.deadline = None;
     match result {
         Work::Done => finish(node)?,
         Work::SleepUntil(t) => node.sleep_until = Some(t),
+        Work::Deadline(t) => node.deadline = Some(t),
+        Work::Ok if message_driven_end => {
+            finish(node)?;
+            progress = true;
+        }
         Work::Ok => {
             if !moved && input_ended && all_space {
                 // It could not move although every output has room, and an

@@ -15,15 +15,42 @@ pub mod file;
 pub mod filter;
 pub mod flow;
 pub mod math;
+pub mod network;
 pub mod signal;
 pub mod sinks;
 pub mod sources;
 pub mod spectrum;
 
-/// Builds block `kind` from coerced parameters. The error is a sentence for
-/// the user (it is reported with the block's name).
+/// What blocks may need from the process they run in.
+#[derive(Clone)]
+pub struct Env {
+    /// Network environment for edge blocks.
+    pub net: std::sync::Arc<crate::net::env::NetEnv>,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Env {
+            net: crate::net::env::NetEnv::in_process(),
+        }
+    }
+}
+
+/// Builds block `kind` from coerced parameters in a default (in-process)
+/// environment. The error is a sentence for the user (it is reported with
+/// the block's name).
 pub fn build(kind: &str, p: &Params) -> Result<BuiltBlock, String> {
+    build_in(kind, p, &Env::default())
+}
+
+/// Builds block `kind` in environment `env`.
+pub fn build_in(kind: &str, p: &Params, env: &Env) -> Result<BuiltBlock, String> {
     let b = match kind {
+        "net_sink" => network::net_sink(p, env)?,
+        "net_source" => network::net_source(p, env)?,
+        "net_message_sink" => network::net_message_sink(p, env)?,
+        "net_message_source" => network::net_message_source(p, env)?,
+        "stream_checker" => network::stream_checker(p)?,
         "null_source" => sources::null_source(p)?,
         "counter_source" => sources::counter_source(p)?,
         "vector_source" => sources::vector_source(p)?,
@@ -66,6 +93,11 @@ pub fn build(kind: &str, p: &Params) -> Result<BuiltBlock, String> {
 
 /// Every kind [`build`] knows (checked against the catalog by a test).
 pub const KINDS: &[&str] = &[
+    "net_sink",
+    "net_source",
+    "net_message_sink",
+    "net_message_source",
+    "stream_checker",
     "null_source",
     "counter_source",
     "vector_source",

@@ -1,5 +1,9 @@
 //! Network edges between segments: wire format ([`frame`]), transports
 //! (TCP, in-process) and the blocks at both ends.
 
+pub mod env;
 pub mod frame;
+pub mod msg;
+pub mod sink;
+pub mod source;
 pub mod transport;

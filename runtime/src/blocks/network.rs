@@ -1,0 +1,158 @@
+//! Network edge blocks (see [`crate::net`]) and the `stream_checker` fixture.
+
+use std::time::Duration;
+
+use flowmesh_model::catalog::TagPolicy;
+use flowmesh_model::{ItemType, Params, Pmt, StreamType};
+
+use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
+use crate::io::WorkIo;
+use crate::net::msg::{NetMessageSink, NetMessageSource};
+use crate::net::sink::{NetSink, MAX_FRAME_PAYLOAD};
+use crate::net::source::NetSource;
+use crate::tag::keys;
+
+use super::{stream_type, Env};
+
+pub fn net_sink(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
+    let st = stream_type(p);
+    let retention = p.u64("retention_bytes").unwrap_or(16 << 20) as usize;
+    let edge = p.str("edge").ok_or("missing edge")?;
+    let sink = NetSink::new(
+        &env.net,
+        edge,
+        st,
+        retention,
+        p.bool("crc").unwrap_or(true),
+        Duration::from_micros(p.u64("flush_us").unwrap_or(1000)),
+    );
+    Ok(BuiltBlock::new(sink)
+        .input("in", st)
+        .tag_policy(TagPolicy::Custom)
+        .min_input_bytes(2 * retention))
+}
+
+pub fn net_source(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
+    let st = stream_type(p);
+    let edge = p.str("edge").ok_or("missing edge")?;
+    let from = p.str("from").ok_or("missing from")?;
+    Ok(
+        BuiltBlock::new(NetSource::new(env.net.clone(), edge, from, st, true))
+            .output("out", st)
+            .tag_policy(TagPolicy::Custom)
+            .min_output_bytes(4 * MAX_FRAME_PAYLOAD.max(st.item_size())),
+    )
+}
+
+pub fn net_message_sink(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
+    let edge = p.str("edge").ok_or("missing edge")?;
+    Ok(BuiltBlock::new(NetMessageSink::new(&env.net, edge)).message_input("in"))
+}
+
+pub fn net_message_source(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
+    let edge = p.str("edge").ok_or("missing edge")?;
+    let from = p.str("from").ok_or("missing from")?;
+    Ok(BuiltBlock::new(NetMessageSource::new(env.net.clone(), edge, from)).message_output("out"))
+}
+
+/// `stream_checker`: input `in` (u64 counter items); parameter `expect`.
+/// Fails on any jump, repeat or reordering not covered by a `gap` tag.
+pub struct StreamChecker {
+    next: u64,
+    delivered: u64,
+    lost: u64,
+    gaps: u64,
+    expect: Option<u64>,
+}
+
+impl Block for StreamChecker {
+    fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
+        let n = io.input_items(0);
+        if n == 0 {
+            return Ok(Work::Ok);
+        }
+        let base = io.nitems_read(0);
+        let gaps: Vec<(u64, u64, u64)> = io
+            .tags(0)
+            .iter()
+            .filter(|t| &*t.key == keys::GAP)
+            .map(|t| {
+                (
+                    t.offset,
+                    t.value.get("first").and_then(Pmt::as_u64).unwrap_or(0),
+                    t.value.get("count").and_then(Pmt::as_u64).unwrap_or(0),
+                )
+            })
+            .collect();
+        let x = io.input::<u64>(0);
+        let mut g = gaps.iter().peekable();
+        for (i, v) in x[..n].iter().enumerate() {
+            let off = base + i as u64;
+            while let Some(&&(at, first, count)) = g.peek() {
+                if at > off {
+                    break;
+                }
+                g.next();
+                if at == off {
+                    if first != self.next {
+                        return Err(BlockError::Failed(format!(
+                            "gap tag at item {off} says the loss starts at {first}, but {} was next",
+                            self.next
+                        )));
+                    }
+                    self.next += count;
+                    self.lost += count;
+                    self.gaps += 1;
+                }
+            }
+            if *v != self.next {
+                let what = if *v < self.next {
+                    "repeat or reordering"
+                } else {
+                    "jump"
+                };
+                return Err(BlockError::Failed(format!(
+                    "{what} at item {off}: got {v}, expected {} (no gap tag covers it)",
+                    self.next
+                )));
+            }
+            self.next += 1;
+            self.delivered += 1;
+        }
+        io.consume(0, n);
+        Ok(Work::Ok)
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        if let Some(e) = self.expect {
+            if self.delivered + self.lost != e {
+                return Err(BlockError::Failed(format!(
+                    "expected {e} items, got {} delivered + {} lost",
+                    self.delivered, self.lost
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, name: &str) -> Option<Pmt> {
+        match name {
+            "delivered" => Some(Pmt::I64(self.delivered as i64)),
+            "lost" => Some(Pmt::I64(self.lost as i64)),
+            "gaps" => Some(Pmt::I64(self.gaps as i64)),
+            _ => None,
+        }
+    }
+}
+
+pub fn stream_checker(p: &Params) -> Result<BuiltBlock, String> {
+    Ok(BuiltBlock::new(StreamChecker {
+        next: 0,
+        delivered: 0,
+        lost: 0,
+        gaps: 0,
+        expect: p.u64("expect"),
+    })
+    .input("in", StreamType::scalar(ItemType::U64))
+    .tag_policy(TagPolicy::None))
+}

@@ -1,0 +1,305 @@
+//! A process's network environment: its transport, identity (flowgraph,
+//! generation, token), where the other segments listen, and the edges it
+//! serves. The acceptor checks every consumer's HELLO here, before the
+//! running graph sees the connection, so a wrong peer is refused with a
+//! clear reason on both sides and nothing running is disturbed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use flowmesh_model::StreamType;
+
+use super::frame::{self, Answer, FrameError, FrameType, Header, Hello, Reason, HEADER_LEN};
+use super::transport::{Conn, Mem, Stream, Transport};
+use crate::signal::Signal;
+
+/// How long a handshake may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A consumer connection accepted for an edge, waiting for its sink block.
+pub struct Incoming {
+    pub conn: Box<dyn Conn>,
+    pub hello: Hello,
+}
+
+/// What a served edge carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServedKind {
+    Stream(StreamType),
+    Message,
+}
+
+/// The acceptor's view of one edge this process produces.
+pub struct Served {
+    pub kind: ServedKind,
+    pub slot: Mutex<Option<Incoming>>,
+    pub signal: Mutex<Option<Arc<Signal>>>,
+    /// Oldest item offset (or message sequence) still held, for WELCOME.
+    pub retained_from: AtomicU64,
+}
+
+impl Served {
+    /// Takes a newly accepted connection, if any.
+    pub fn take(&self) -> Option<Incoming> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+    /// Sets the signal to wake when a consumer connects.
+    pub fn set_signal(&self, s: &Arc<Signal>) {
+        *self.signal.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
+    }
+}
+
+/// A process's network environment (one per worker).
+pub struct NetEnv {
+    pub transport: Arc<dyn Transport>,
+    pub flowgraph: String,
+    pub generation: u64,
+    pub token: String,
+    peers: Mutex<BTreeMap<String, String>>,
+    peers_cv: Condvar,
+    served: Mutex<HashMap<String, Arc<Served>>>,
+}
+
+impl NetEnv {
+    pub fn new(
+        transport: Arc<dyn Transport>,
+        flowgraph: &str,
+        generation: u64,
+        token: &str,
+    ) -> Arc<NetEnv> {
+        Arc::new(NetEnv {
+            transport,
+            flowgraph: flowgraph.to_string(),
+            generation,
+            token: token.to_string(),
+            peers: Mutex::new(BTreeMap::new()),
+            peers_cv: Condvar::new(),
+            served: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// An in-process environment (tests, and blocks built outside a worker).
+    pub fn in_process() -> Arc<NetEnv> {
+        NetEnv::new(Arc::new(Mem::new()), "local", 0, "")
+    }
+
+    /// Records where segment `segment` listens.
+    pub fn set_peer(&self, segment: &str, addr: &str) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(segment.to_string(), addr.to_string());
+        self.peers_cv.notify_all();
+    }
+
+    /// Where `segment` listens, waiting up to `timeout` for it to be known.
+    pub fn peer(&self, segment: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(a) = g.get(segment) {
+                return Some(a.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            g = self
+                .peers_cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Registers an edge this process produces.
+    pub fn serve(&self, edge: &str, kind: ServedKind) -> Arc<Served> {
+        self.served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(edge.to_string())
+            .or_insert_with(|| {
+                Arc::new(Served {
+                    kind,
+                    slot: Mutex::new(None),
+                    signal: Mutex::new(None),
+                    retained_from: AtomicU64::new(0),
+                })
+            })
+            .clone()
+    }
+
+    /// Starts accepting consumers on `addr`; returns the bound address.
+    pub fn listen(self: &Arc<Self>, addr: &str) -> io::Result<String> {
+        let env = Arc::downgrade(self);
+        self.transport.listen(
+            addr,
+            Arc::new(move |s| {
+                if let Some(env) = env.upgrade() {
+                    env.accept(s);
+                }
+            }),
+        )
+    }
+
+    fn accept(&self, mut s: Box<dyn Stream>) {
+        let peer = s.peer_addr();
+        match self.handshake(&mut s) {
+            Ok((hello, served, crc)) => {
+                let conn = match s.into_conn() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(
+                            "edge {}: cannot use connection from {peer}: {e}",
+                            hello.edge
+                        );
+                        return;
+                    }
+                };
+                tracing::info!(
+                    "edge {}: consumer {peer} connected, resuming at {} (crc {})",
+                    hello.edge,
+                    hello.resume_offset,
+                    if crc { "on" } else { "off" }
+                );
+                *served.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Incoming {
+                    conn,
+                    hello: Hello { crc, ..hello },
+                });
+                if let Some(sig) = served
+                    .signal
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                {
+                    sig.notify();
+                }
+            }
+            Err(Refusal { reason, message }) => {
+                tracing::warn!("refused consumer {peer}: {message}");
+                let _ = s.write_all(&Answer::Refuse { reason, message }.encode());
+            }
+        }
+    }
+
+    fn handshake(&self, s: &mut Box<dyn Stream>) -> Result<(Hello, Arc<Served>, bool), Refusal> {
+        let refuse = |reason, message: String| Refusal { reason, message };
+        s.set_timeout(Some(HANDSHAKE_TIMEOUT))
+            .map_err(|e| refuse(Reason::Protocol, e.to_string()))?;
+        let mut p = [0u8; 8];
+        s.read_exact(&mut p)
+            .map_err(|e| refuse(Reason::Protocol, format!("no preamble: {e}")))?;
+        s.write_all(&frame::preamble())
+            .map_err(|e| refuse(Reason::Protocol, e.to_string()))?;
+        if let Err(e) = frame::check_preamble(&p) {
+            let reason = match e {
+                FrameError::Version { .. } => Reason::BadVersion,
+                _ => Reason::Protocol,
+            };
+            return Err(refuse(reason, e.to_string()));
+        }
+        let (h, body) = read_frame(&mut **s).map_err(|e| refuse(Reason::Protocol, e))?;
+        if h.kind != FrameType::Hello {
+            return Err(refuse(
+                Reason::Protocol,
+                format!("expected HELLO, got {:?}", h.kind),
+            ));
+        }
+        let hello = Hello::decode(&body).map_err(|e| refuse(Reason::Protocol, e.to_string()))?;
+        if hello.token != self.token {
+            return Err(refuse(
+                Reason::BadToken,
+                format!("edge {}: wrong authentication token", hello.edge),
+            ));
+        }
+        if hello.flowgraph != self.flowgraph || hello.generation != self.generation {
+            return Err(refuse(
+                Reason::WrongFlowgraph,
+                format!(
+                    "edge {}: this producer runs flowgraph {} generation {}, the consumer asked for {} generation {}",
+                    hello.edge, self.flowgraph, self.generation, hello.flowgraph, hello.generation
+                ),
+            ));
+        }
+        let served = self
+            .served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hello.edge)
+            .cloned()
+            .ok_or_else(|| {
+                refuse(
+                    Reason::UnknownEdge,
+                    format!("edge {} is not produced here", hello.edge),
+                )
+            })?;
+        match served.kind {
+            ServedKind::Stream(st) => {
+                if hello.item_type != st.item
+                    || hello.vlen != st.vlen as u64
+                    || hello.item_size != st.item_size() as u64
+                {
+                    return Err(refuse(
+                        Reason::TypeMismatch,
+                        format!(
+                            "edge {}: the producer sends {st} ({} bytes per item), the consumer expects {}x{} ({} bytes)",
+                            hello.edge,
+                            st.item_size(),
+                            hello.item_type,
+                            hello.vlen,
+                            hello.item_size
+                        ),
+                    ));
+                }
+            }
+            ServedKind::Message => {}
+        }
+        let crc = hello.crc;
+        let welcome = Answer::Welcome {
+            crc,
+            retained_from: served.retained_from.load(Ordering::Acquire),
+        };
+        s.write_all(&welcome.encode())
+            .map_err(|e| refuse(Reason::Protocol, e.to_string()))?;
+        Ok((hello, served, crc))
+    }
+}
+
+struct Refusal {
+    reason: Reason,
+    message: String,
+}
+
+/// Reads one whole frame in blocking mode (handshake only).
+pub fn read_frame(s: &mut dyn Stream) -> Result<(Header, Vec<u8>), String> {
+    let mut h = [0u8; HEADER_LEN];
+    s.read_exact(&mut h)
+        .map_err(|e| format!("reading a frame header: {e}"))?;
+    let h = Header::decode(&h).map_err(|e| e.to_string())?;
+    if h.len > 1 << 20 {
+        return Err(format!("handshake frame of {} bytes is too large", h.len));
+    }
+    let mut body = vec![0u8; h.len as usize];
+    s.read_exact(&mut body)
+        .map_err(|e| format!("reading a frame body: {e}"))?;
+    Ok((h, body))
+}
+
+/// The consumer side of the handshake: sends HELLO, returns the answer.
+pub fn client_handshake(s: &mut dyn Stream, hello: &Hello) -> Result<Answer, String> {
+    s.set_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    s.write_all(&frame::preamble()).map_err(|e| e.to_string())?;
+    let mut p = [0u8; 8];
+    s.read_exact(&mut p)
+        .map_err(|e| format!("the producer sent no preamble: {e}"))?;
+    frame::check_preamble(&p).map_err(|e| e.to_string())?;
+    let body = hello.encode();
+    s.write_all(&frame::control(FrameType::Hello, 0, 0, &body, false))
+        .map_err(|e| e.to_string())?;
+    let (h, body) = read_frame(s)?;
+    Answer::decode(&h, &body).map_err(|e| e.to_string())
+}

@@ -1,0 +1,421 @@
+//! Message edges: `net_message_sink` and `net_message_source`.
+//!
+//! Messages get sequence numbers from 1; the sink keeps each one until the
+//! consumer acknowledges it (MSG_ACK) and resends the unacknowledged ones
+//! after a reconnect, starting after the last sequence number the consumer
+//! says it delivered; the source delivers each sequence number once, in
+//! order. End of stream is an EOS frame naming the last sequence number.
+
+use std::collections::VecDeque;
+use std::io::{ErrorKind, IoSlice};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowmesh_model::pmt::cbor;
+use flowmesh_model::{ItemType, Pmt};
+
+use super::env::{NetEnv, Served, ServedKind};
+use super::frame::{self, Decoder, FrameType, Hello};
+use super::sink::{HEARTBEAT, PEER_TIMEOUT};
+use super::source::{connector, Connector};
+use super::transport::Conn;
+use crate::block::{Block, BlockError, Result, Work};
+use crate::io::{Poster, WorkIo};
+
+/// Reads everything available into a decoder; `Err` with a reason when the
+/// connection is gone.
+fn pump(
+    conn: &mut Box<dyn Conn>,
+    rx: &mut Decoder,
+    last_rx: &mut Instant,
+) -> std::result::Result<(), String> {
+    let mut buf = [0u8; 16384];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return Err("connection closed".into()),
+            Ok(n) => {
+                *last_rx = Instant::now();
+                rx.push(&buf[..n]);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Writes `out` as far as the socket takes it.
+fn push(
+    conn: &mut Box<dyn Conn>,
+    out: &mut Vec<u8>,
+    last_tx: &mut Instant,
+) -> std::result::Result<(), String> {
+    while !out.is_empty() {
+        match conn.write_vectored(&[IoSlice::new(out)]) {
+            Ok(n) => {
+                out.drain(..n);
+                *last_tx = Instant::now();
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// `net_message_sink`: message input `in`; parameter `edge`.
+pub struct NetMessageSink {
+    served: Arc<Served>,
+    edge: String,
+    /// Unacknowledged messages: (sequence, encoded).
+    queue: VecDeque<(u64, Vec<u8>)>,
+    last_seq: u64,
+    next_send: u64,
+    conn: Option<Box<dyn Conn>>,
+    out: Vec<u8>,
+    rx: Decoder,
+    eos_sent: bool,
+    last_rx: Instant,
+    last_tx: Instant,
+    signal_set: bool,
+}
+
+impl NetMessageSink {
+    pub fn new(env: &NetEnv, edge: &str) -> Self {
+        NetMessageSink {
+            served: env.serve(edge, ServedKind::Message),
+            edge: edge.to_string(),
+            queue: VecDeque::new(),
+            last_seq: 0,
+            next_send: 1,
+            conn: None,
+            out: vec![],
+            rx: Decoder::new(),
+            eos_sent: false,
+            last_rx: Instant::now(),
+            last_tx: Instant::now(),
+            signal_set: false,
+        }
+    }
+
+    fn drop_conn(&mut self, why: &str) {
+        if self.conn.take().is_some() {
+            tracing::warn!("message edge {}: consumer lost ({why})", self.edge);
+        }
+        self.out.clear();
+        self.rx = Decoder::new();
+        self.eos_sent = false;
+        self.next_send = self.queue.front().map_or(self.last_seq + 1, |m| m.0);
+    }
+}
+
+impl Block for NetMessageSink {
+    fn message(&mut self, _port: usize, msg: Pmt, _out: &mut Poster<'_>) -> Result<()> {
+        self.last_seq += 1;
+        self.queue.push_back((self.last_seq, cbor::encode(&msg)));
+        Ok(())
+    }
+
+    fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
+        if !self.signal_set {
+            self.served.set_signal(io.waker());
+            self.signal_set = true;
+        }
+        let first = self.queue.front().map_or(self.last_seq + 1, |m| m.0);
+        self.served.retained_from.store(first, Ordering::Release);
+        if let Some(inc) = self.served.take() {
+            self.drop_conn("replaced by a new connection");
+            let done = inc.hello.resume_msg_seq;
+            while self.queue.front().is_some_and(|m| m.0 <= done) {
+                self.queue.pop_front();
+            }
+            self.next_send = (done + 1).max(self.queue.front().map_or(self.last_seq + 1, |m| m.0));
+            let mut c = inc.conn;
+            c.set_waker(io.waker().clone())?;
+            self.conn = Some(c);
+            self.last_rx = Instant::now();
+        }
+        let now = Instant::now();
+        if let Some(mut conn) = self.conn.take() {
+            let r = pump(&mut conn, &mut self.rx, &mut self.last_rx);
+            self.conn = Some(conn);
+            if let Err(e) = r {
+                self.drop_conn(&e);
+            }
+        }
+        loop {
+            match self.rx.next_frame() {
+                Ok(Some(f)) => match f.header.kind {
+                    FrameType::MsgAck => {
+                        while self.queue.front().is_some_and(|m| m.0 <= f.header.a) {
+                            self.queue.pop_front();
+                        }
+                    }
+                    FrameType::Heartbeat | FrameType::Ack => {}
+                    other => {
+                        self.drop_conn(&format!("unexpected {other:?} frame"));
+                        break;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    self.drop_conn(&e.to_string());
+                    break;
+                }
+            }
+        }
+        if self.conn.is_some() {
+            let from = self.next_send;
+            for (seq, body) in self.queue.iter().filter(|m| m.0 >= from) {
+                self.out
+                    .extend_from_slice(&frame::control(FrameType::Msg, *seq, 0, body, true));
+            }
+            self.next_send = self.next_send.max(self.last_seq + 1);
+            if io.messages_ended() && !self.eos_sent && self.next_send > self.last_seq {
+                self.out.extend_from_slice(&frame::control(
+                    FrameType::Eos,
+                    0,
+                    self.last_seq as u32,
+                    &[],
+                    false,
+                ));
+                self.eos_sent = true;
+            }
+            if self.out.is_empty() && now.duration_since(self.last_tx) >= HEARTBEAT {
+                self.out
+                    .extend_from_slice(&frame::control(FrameType::Heartbeat, 0, 0, &[], false));
+            }
+            let mut conn = self.conn.take().expect("connected");
+            let r = push(&mut conn, &mut self.out, &mut self.last_tx);
+            self.conn = Some(conn);
+            if let Err(e) = r {
+                self.drop_conn(&e);
+            } else if now.duration_since(self.last_rx) > PEER_TIMEOUT {
+                self.drop_conn("silent for too long");
+            }
+        }
+        if io.messages_ended() && self.eos_sent && self.queue.is_empty() && self.out.is_empty() {
+            return Ok(Work::Ok);
+        }
+        let now = Instant::now();
+        Ok(Work::Deadline(
+            (self.last_tx + HEARTBEAT).max(now + Duration::from_millis(1)),
+        ))
+    }
+
+    fn get(&self, name: &str) -> Option<Pmt> {
+        match name {
+            "sent" => Some(Pmt::I64(self.last_seq as i64)),
+            "unacked" => Some(Pmt::I64(self.queue.len() as i64)),
+            _ => None,
+        }
+    }
+}
+
+/// `net_message_source`: message output `out`; parameters `edge`, `from`.
+pub struct NetMessageSource {
+    env: Arc<NetEnv>,
+    edge: String,
+    from: String,
+    shared: Arc<Connector>,
+    started: bool,
+    conn: Option<Box<dyn Conn>>,
+    rx: Decoder,
+    out: Vec<u8>,
+    delivered: u64,
+    acked: u64,
+    eos: Option<u64>,
+    last_rx: Instant,
+    last_tx: Instant,
+}
+
+impl NetMessageSource {
+    pub fn new(env: Arc<NetEnv>, edge: &str, from: &str) -> Self {
+        NetMessageSource {
+            env,
+            edge: edge.to_string(),
+            from: from.to_string(),
+            shared: Connector::new(),
+            started: false,
+            conn: None,
+            rx: Decoder::new(),
+            out: vec![],
+            delivered: 0,
+            acked: 0,
+            eos: None,
+            last_rx: Instant::now(),
+            last_tx: Instant::now(),
+        }
+    }
+
+    fn drop_conn(&mut self, why: &str) {
+        if self.conn.take().is_some() {
+            tracing::warn!(
+                "message edge {}: producer lost ({why}); resuming after {}",
+                self.edge,
+                self.delivered
+            );
+        }
+        self.rx = Decoder::new();
+        self.out.clear();
+    }
+}
+
+impl Block for NetMessageSource {
+    fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
+        let now = Instant::now();
+        if !self.started {
+            self.started = true;
+            self.shared
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .signal = Some(io.waker().clone());
+            let hello = Hello {
+                flowgraph: self.env.flowgraph.clone(),
+                generation: self.env.generation,
+                edge: self.edge.clone(),
+                item_type: ItemType::U8,
+                vlen: 0,
+                item_size: 0,
+                token: self.env.token.clone(),
+                resume_offset: 0,
+                resume_msg_seq: 0,
+                crc: true,
+            };
+            let (shared, env, from) = (self.shared.clone(), self.env.clone(), self.from.clone());
+            std::thread::Builder::new()
+                .name("flowmesh-connect".into())
+                .spawn(move || connector(shared, env, from, hello))?;
+        }
+        if self.conn.is_none() {
+            let mut g = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = g.error.take() {
+                return Err(BlockError::Failed(e));
+            }
+            match g.ready.take() {
+                Some((mut c, _)) => {
+                    drop(g);
+                    c.set_waker(io.waker().clone())?;
+                    self.conn = Some(c);
+                    self.last_rx = now;
+                }
+                None => {
+                    if !g.want {
+                        g.want = true;
+                        g.resume_msg = self.delivered;
+                        self.shared.cv.notify_all();
+                    }
+                    return Ok(Work::Deadline(now + Duration::from_secs(1)));
+                }
+            }
+        }
+        let mut conn = self.conn.take().expect("connected");
+        let r = pump(&mut conn, &mut self.rx, &mut self.last_rx);
+        self.conn = Some(conn);
+        if let Err(e) = r {
+            self.drop_conn(&e);
+            return Ok(Work::Deadline(now + Duration::from_millis(10)));
+        }
+        loop {
+            match self.rx.next_frame() {
+                Ok(Some(f)) => match f.header.kind {
+                    FrameType::Msg => {
+                        let seq = f.header.a;
+                        if seq <= self.delivered {
+                            continue; // a resend of something delivered
+                        }
+                        if seq != self.delivered + 1 {
+                            self.drop_conn(&format!(
+                                "message {seq} arrived before {}",
+                                self.delivered + 1
+                            ));
+                            break;
+                        }
+                        match cbor::decode(&f.body) {
+                            Ok(m) => io.post(0, m),
+                            Err(e) => {
+                                return Err(BlockError::Failed(format!(
+                                    "message edge {}: message {seq} does not decode: {e}",
+                                    self.edge
+                                )))
+                            }
+                        }
+                        self.delivered = seq;
+                    }
+                    FrameType::Eos => self.eos = Some(f.header.b as u64),
+                    FrameType::Heartbeat => {}
+                    FrameType::Close => {
+                        self.drop_conn("closed by the producer");
+                        break;
+                    }
+                    other => {
+                        self.drop_conn(&format!("unexpected {other:?} frame"));
+                        break;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    self.drop_conn(&e.to_string());
+                    break;
+                }
+            }
+        }
+        if self.conn.is_some() {
+            if self.delivered > self.acked {
+                self.out.extend_from_slice(&frame::control(
+                    FrameType::MsgAck,
+                    self.delivered,
+                    0,
+                    &[],
+                    false,
+                ));
+                self.acked = self.delivered;
+            } else if now.duration_since(self.last_tx) >= HEARTBEAT {
+                self.out
+                    .extend_from_slice(&frame::control(FrameType::Heartbeat, 0, 0, &[], false));
+            }
+            let mut conn = self.conn.take().expect("connected");
+            let r = push(&mut conn, &mut self.out, &mut self.last_tx);
+            self.conn = Some(conn);
+            if let Err(e) = r {
+                self.drop_conn(&e);
+            } else if now.duration_since(self.last_rx) > PEER_TIMEOUT {
+                self.drop_conn("silent for too long");
+            }
+        }
+        if self.eos == Some(self.delivered) && self.out.is_empty() {
+            return Ok(Work::Done);
+        }
+        Ok(Work::Deadline(
+            (self.last_tx + HEARTBEAT).max(now + Duration::from_millis(1)),
+        ))
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop = true;
+        self.shared.cv.notify_all();
+        Ok(())
+    }
+
+    fn get(&self, name: &str) -> Option<Pmt> {
+        (name == "delivered").then_some(Pmt::I64(self.delivered as i64))
+    }
+}
+
+impl Drop for NetMessageSource {
+    fn drop(&mut self) {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop = true;
+        self.shared.cv.notify_all();
+    }
+}

@@ -1,0 +1,354 @@
+//! `net_sink`: the producing end of a stream edge.
+//!
+//! Ports: input `in` (`type` x `vlen`). Parameters: `edge` (id),
+//! `retention_bytes` (R), `crc`, `flush_us`.
+//!
+//! Items stay in the block's input buffer — sized 2R — until they are both
+//! acknowledged by the consumer and more than R bytes behind what was sent,
+//! so a consumer that reconnects (link fault, restart) resumes from its own
+//! next offset without loss as long as it is within R. DATA frames are
+//! written straight from the double-mapped input buffer (no copy). A slow or
+//! absent consumer leaves the buffer full, which stops the upstream blocks:
+//! backpressure.
+
+use std::io::{ErrorKind, IoSlice};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowmesh_model::StreamType;
+
+use super::env::{NetEnv, Served, ServedKind};
+use super::frame::{self, Decoder, FrameType, GapCause, Header, WireTag, FLAG_TAGS};
+use super::transport::Conn;
+use crate::block::{Block, Result, Work};
+use crate::io::WorkIo;
+
+/// Largest DATA payload a sink sends in one frame.
+pub const MAX_FRAME_PAYLOAD: usize = 256 * 1024;
+/// Below this many unsent bytes the sink waits up to `flush_us` for more.
+pub const BATCH_BYTES: usize = 64 * 1024;
+/// A silent connection gets a heartbeat after this long.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A connection silent for this long is dropped (the consumer will reconnect).
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A frame partly written: its header and tags, and the payload's item range.
+struct Pending {
+    head: Vec<u8>,
+    from: u64,
+    to: u64,
+    done: usize,
+}
+
+/// The `net_sink` block.
+pub struct NetSink {
+    served: Arc<Served>,
+    edge: String,
+    st: StreamType,
+    retain_items: u64,
+    crc_wanted: bool,
+    flush: Duration,
+    conn: Option<Box<dyn Conn>>,
+    crc: bool,
+    peer: String,
+    /// Next item offset to send; everything before it went out.
+    sent: u64,
+    /// Everything before this the consumer has confirmed.
+    acked: u64,
+    pending: Option<Pending>,
+    control: Vec<u8>,
+    rx: Decoder,
+    eos_sent: bool,
+    unsent_since: Option<Instant>,
+    last_tx: Instant,
+    last_rx: Instant,
+    signal_set: bool,
+}
+
+impl NetSink {
+    pub fn new(
+        env: &NetEnv,
+        edge: &str,
+        st: StreamType,
+        retention: usize,
+        crc: bool,
+        flush: Duration,
+    ) -> Self {
+        NetSink {
+            served: env.serve(edge, ServedKind::Stream(st)),
+            edge: edge.to_string(),
+            st,
+            retain_items: (retention / st.item_size()).max(1) as u64,
+            crc_wanted: crc,
+            flush,
+            conn: None,
+            crc,
+            peer: String::new(),
+            sent: 0,
+            acked: 0,
+            pending: None,
+            control: vec![],
+            rx: Decoder::new(),
+            eos_sent: false,
+            unsent_since: None,
+            last_tx: Instant::now(),
+            last_rx: Instant::now(),
+            signal_set: false,
+        }
+    }
+
+    fn drop_conn(&mut self, why: &str) {
+        if self.conn.take().is_some() {
+            tracing::warn!(
+                "edge {}: lost consumer {} ({why}); keeping {} items for its return",
+                self.edge,
+                self.peer,
+                self.sent - self.acked
+            );
+        }
+        self.pending = None;
+        self.control.clear();
+        self.rx = Decoder::new();
+        self.eos_sent = false;
+    }
+
+    /// Reads and applies the consumer's control frames.
+    fn read_control(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) => return self.drop_conn("connection closed"),
+                Ok(n) => {
+                    self.last_rx = Instant::now();
+                    self.rx.push(&buf[..n]);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return self.drop_conn(&e.to_string()),
+            }
+        }
+        loop {
+            match self.rx.next_frame() {
+                Ok(Some(f)) => match f.header.kind {
+                    FrameType::Ack => self.acked = self.acked.max(f.header.a.min(self.sent)),
+                    FrameType::Heartbeat | FrameType::MsgAck => {}
+                    FrameType::Close => return self.drop_conn("consumer closed the edge"),
+                    other => return self.drop_conn(&format!("unexpected {other:?} frame")),
+                },
+                Ok(None) => break,
+                Err(e) => return self.drop_conn(&e.to_string()),
+            }
+        }
+    }
+
+    /// Writes queued control bytes; false if the socket is full.
+    fn flush_control(&mut self) -> bool {
+        while !self.control.is_empty() {
+            let Some(conn) = self.conn.as_mut() else {
+                return false;
+            };
+            match conn.write_vectored(&[IoSlice::new(&self.control)]) {
+                Ok(n) => {
+                    self.control.drain(..n);
+                    self.last_tx = Instant::now();
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) => {
+                    self.drop_conn(&e.to_string());
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn queue(&mut self, kind: FrameType, a: u64, b: u32) {
+        self.control
+            .extend_from_slice(&frame::control(kind, a, b, &[], false));
+    }
+}
+
+impl Block for NetSink {
+    fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
+        if !self.signal_set {
+            self.served.set_signal(io.waker());
+            self.signal_set = true;
+        }
+        let isz = self.st.item_size();
+        let base = io.nitems_read(0);
+        let avail = io.input_items(0) as u64;
+        let written = base + avail;
+        let data = io.input_bytes(0);
+        self.served.retained_from.store(base, Ordering::Release);
+        if self.sent < base {
+            self.sent = base;
+        }
+
+        // A (re)connecting consumer names where it resumes.
+        if let Some(inc) = self.served.take() {
+            self.drop_conn("replaced by a new connection");
+            let mut conn = inc.conn;
+            conn.set_waker(io.waker().clone())?;
+            self.peer = conn.peer_addr();
+            self.crc = inc.hello.crc && self.crc_wanted;
+            let r = inc.hello.resume_offset;
+            if r < base {
+                // Older than anything retained: say exactly what is lost.
+                let body = (base - r).to_le_bytes();
+                self.control.extend_from_slice(&frame::control(
+                    FrameType::Gap,
+                    r,
+                    GapCause::RetentionExceeded as u32,
+                    &body,
+                    false,
+                ));
+                self.sent = base;
+                self.acked = base;
+            } else {
+                self.sent = r.min(written);
+                self.acked = self.acked.max(self.sent);
+            }
+            self.conn = Some(conn);
+            self.last_rx = Instant::now();
+        }
+
+        self.read_control();
+        let now = Instant::now();
+        let mut next_wake: Option<Instant> = None;
+        if self.conn.is_some() && now.duration_since(self.last_rx) > PEER_TIMEOUT {
+            self.drop_conn("silent for too long");
+        }
+
+        if self.conn.is_some() && self.flush_control() {
+            // Send DATA frames from [sent, written).
+            loop {
+                if self.pending.is_none() {
+                    let unsent = written - self.sent;
+                    if unsent == 0 {
+                        self.unsent_since = None;
+                        break;
+                    }
+                    let since = *self.unsent_since.get_or_insert(now);
+                    if (unsent as usize) * isz < BATCH_BYTES
+                        && !io.input_done(0)
+                        && now < since + self.flush
+                    {
+                        next_wake = Some(since + self.flush);
+                        break;
+                    }
+                    let n = unsent.min((MAX_FRAME_PAYLOAD / isz).max(1) as u64);
+                    let (from, to) = (self.sent, self.sent + n);
+                    let tags: Vec<WireTag> = io
+                        .tags(0)
+                        .iter()
+                        .filter(|t| t.offset >= from && t.offset < to)
+                        .map(|t| WireTag {
+                            offset: t.offset,
+                            key: t.key.to_string(),
+                            value: t.value.clone(),
+                        })
+                        .collect();
+                    let mut tag_bytes = vec![];
+                    let mut h = Header::new(FrameType::Data, from, n as u32);
+                    if !tags.is_empty() {
+                        let t = frame::encode_tags(&tags);
+                        tag_bytes.extend_from_slice(&(t.len() as u32).to_le_bytes());
+                        tag_bytes.extend_from_slice(&t);
+                        h.flags = FLAG_TAGS;
+                    }
+                    let payload =
+                        &data[((from - base) as usize) * isz..((to - base) as usize) * isz];
+                    h.len = (tag_bytes.len() + payload.len()) as u32;
+                    if self.crc {
+                        h.crc = frame::crc(&[&tag_bytes, payload]);
+                    }
+                    let mut head = h.encode().to_vec();
+                    head.extend_from_slice(&tag_bytes);
+                    self.pending = Some(Pending {
+                        head,
+                        from,
+                        to,
+                        done: 0,
+                    });
+                    self.unsent_since = None;
+                }
+                let p = self.pending.as_mut().expect("pending frame");
+                let payload =
+                    &data[((p.from - base) as usize) * isz..((p.to - base) as usize) * isz];
+                let total = p.head.len() + payload.len();
+                let r = {
+                    let conn = self.conn.as_mut().expect("connected");
+                    if p.done < p.head.len() {
+                        conn.write_vectored(&[
+                            IoSlice::new(&p.head[p.done..]),
+                            IoSlice::new(payload),
+                        ])
+                    } else {
+                        conn.write_vectored(&[IoSlice::new(&payload[p.done - p.head.len()..])])
+                    }
+                };
+                match r {
+                    Ok(n) => {
+                        p.done += n;
+                        self.last_tx = now;
+                        if p.done == total {
+                            self.sent = p.to;
+                            self.pending = None;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.drop_conn(&e.to_string());
+                        break;
+                    }
+                }
+            }
+            // End of stream once everything went out.
+            if io.input_done(0) && self.sent == written && self.pending.is_none() && !self.eos_sent
+            {
+                self.queue(FrameType::Eos, written, 0);
+                self.eos_sent = true;
+                self.flush_control();
+            }
+            if self.conn.is_some() && now.duration_since(self.last_tx) >= HEARTBEAT {
+                self.queue(FrameType::Heartbeat, 0, 0);
+                self.flush_control();
+            }
+        }
+        if self.eos_sent && self.acked >= written && io.input_done(0) {
+            io.consume(0, avail as usize);
+            return Ok(Work::Done);
+        }
+
+        // Free what is acknowledged and older than the retention window.
+        let keep_from = self
+            .acked
+            .min(self.sent.saturating_sub(self.retain_items))
+            .max(base);
+        io.consume(0, (keep_from - base) as usize);
+
+        // Wake for the flush deadline or the next heartbeat; unconnected,
+        // only the acceptor's signal (or a periodic look) matters.
+        let hb = if self.conn.is_some() {
+            (self.last_tx + HEARTBEAT).max(now + Duration::from_millis(1))
+        } else {
+            now + HEARTBEAT
+        };
+        Ok(Work::Deadline(next_wake.map_or(hb, |w| w.min(hb))))
+    }
+
+    fn get(&self, name: &str) -> Option<flowmesh_model::Pmt> {
+        use flowmesh_model::Pmt;
+        match name {
+            "sent" => Some(Pmt::I64(self.sent as i64)),
+            "acked" => Some(Pmt::I64(self.acked as i64)),
+            "peer" => Some(Pmt::String(self.peer.clone())),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Multi-segment graphs inside one test: the partitioner's sub-graphs joined
+//! by the in-process transport behave like the single-process graph.
+
+use std::sync::Arc;
+
+use flowmesh_model::partition::partition;
+use flowmesh_model::spec::{parse_yaml_value, FlowGraphDocument, FlowGraphSpec};
+use flowmesh_model::Pmt;
+use flowmesh_runtime::blocks::Env;
+use flowmesh_runtime::net::env::NetEnv;
+use flowmesh_runtime::net::transport::{Mem, Transport};
+use flowmesh_runtime::{run, start, Graph, Report};
+
+fn spec(text: &str) -> FlowGraphSpec {
+    serde_json::from_value::<FlowGraphDocument>(parse_yaml_value(text).unwrap())
+        .unwrap()
+        .spec
+}
+
+/// Runs every segment of `spec` in its own graph over `transport`.
+fn run_segments(
+    spec: &FlowGraphSpec,
+    transport: Arc<dyn Transport>,
+    token: &str,
+) -> Vec<(String, Report)> {
+    let p = partition(spec).unwrap();
+    let mut envs = vec![];
+    for seg in p.segments.keys() {
+        let env = NetEnv::new(transport.clone(), "t", 1, token);
+        env.listen(&format!("mem-{seg}")).unwrap();
+        envs.push((seg.clone(), env));
+    }
+    for (_, env) in &envs {
+        for s in p.segments.keys() {
+            env.set_peer(s, &format!("mem-{s}"));
+        }
+    }
+    let mut running = vec![];
+    for (seg, env) in envs {
+        let g = Graph::from_spec_in(&p.segments[&seg], Env { net: env }).unwrap();
+        running.push((seg, start(g).unwrap()));
+    }
+    running
+        .into_iter()
+        .map(|(s, r)| {
+            (
+                s.clone(),
+                r.wait().unwrap_or_else(|e| panic!("segment {s}: {e}")),
+            )
+        })
+        .collect()
+}
+
+const CHAIN: &str = r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {name: t}
+spec:
+  blocks:
+    src:   {kind: counter_source, params: {n: 300000}, segment: a}
+    tag:   {kind: tagger, params: {type: u64, period: 1000}, segment: a}
+    mul:   {kind: multiply_const, params: {type: u64, constant: 3}, segment: b}
+    check: {kind: stream_checker, params: {expect: 300000}, segment: b}
+    sink:  {kind: vector_sink, params: {type: u64}, segment: c}
+    strobe: {kind: message_strobe, params: {count: 5, period: 0.001, message: hi}, segment: a}
+    dbg:   {kind: message_debug, params: {display: false}, segment: c}
+  connections:
+    - [src.out, tag.in]
+    - [tag.out, check.in]
+    - [tag.out, mul.in]
+    - [mul.out, sink.in]
+    - [strobe.out, dbg.in]
+"#;
+
+#[test]
+fn three_segments_in_process_equal_the_single_process_run() {
+    let s = spec(CHAIN);
+    let mut single = s.clone();
+    for b in single.blocks.values_mut() {
+        b.segment = None;
+    }
+    let one = run(Graph::from_spec(&single).unwrap()).unwrap();
+    let reports = run_segments(&s, Arc::new(Mem::new()), "tok");
+    let c = &reports.iter().find(|(n, _)| n == "c").unwrap().1;
+    assert_eq!(c.get("sink", "data"), one.get("sink", "data"));
+    // Tags arrive at the same offsets as in one process.
+    assert_eq!(c.get("sink", "tags"), one.get("sink", "tags"));
+    let Some(Pmt::List(tags)) = c.get("sink", "tags") else {
+        panic!()
+    };
+    assert_eq!(tags.len(), 300);
+    // Messages: in order, exactly once.
+    let Some(Pmt::List(msgs)) = c.get("dbg", "messages") else {
+        panic!("no messages")
+    };
+    assert_eq!(msgs, vec![Pmt::String("hi".into()); 5]);
+    let b = &reports.iter().find(|(n, _)| n == "b").unwrap().1;
+    assert_eq!(b.get("check", "delivered"), Some(Pmt::I64(300000)));
+    assert_eq!(b.get("check", "lost"), Some(Pmt::I64(0)));
+}
+
+#[test]
+fn a_consumer_with_the_wrong_token_is_refused_with_the_reason() {
+    let text = r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {name: t}
+spec:
+  blocks:
+    src:  {kind: counter_source, params: {n: 1000}, segment: a}
+    sink: {kind: null_sink, params: {type: u64}, segment: b}
+  connections:
+    - [src.out, sink.in]
+"#;
+    let p = partition(&spec(text)).unwrap();
+    let mem: Arc<dyn Transport> = Arc::new(Mem::new());
+    let good = NetEnv::new(mem.clone(), "t", 1, "right");
+    good.listen("mem-a").unwrap();
+    let bad = NetEnv::new(mem.clone(), "t", 1, "wrong");
+    bad.set_peer("a", "mem-a");
+    let producer =
+        start(Graph::from_spec_in(&p.segments["a"], Env { net: good }).unwrap()).unwrap();
+    let err = run(Graph::from_spec_in(&p.segments["b"], Env { net: bad }).unwrap())
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("refused edge src.out>b") && msg.contains("wrong authentication token"),
+        "{msg}"
+    );
+    // The producer is unaffected: it still waits for its consumer.
+    assert!(!producer.is_finished());
+    producer.handle().stop();
+}
