@@ -1,10 +1,10 @@
 //! `flowmesh blocks [KIND] [--json]`.
 
 use anyhow::{bail, Result};
+use flowmesh_model::catalog;
 use flowmesh_model::catalog::{
     BlockDescriptor, ParamType, PortDescriptor, PortKind, TypeExpr, VlenExpr,
 };
-use flowmesh_model::catalog;
 
 pub fn blocks(kind: Option<&str>, json: bool) -> Result<()> {
     let cat = catalog();
@@ -14,11 +14,14 @@ pub fn blocks(kind: Option<&str>, json: bool) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&all)?);
         }
         None => {
-            let mut last = None;
-            for d in cat.iter().collect::<Vec<_>>().into_iter() {
-                let _ = &mut last;
+            for d in cat.iter() {
                 let first = d.description.split(". ").next().unwrap_or("");
-                println!("{:<24} {:<9} {}", d.kind, format!("{:?}", d.category).to_lowercase(), first.trim_end_matches('.'));
+                println!(
+                    "{:<24} {:<9} {}",
+                    d.kind,
+                    format!("{:?}", d.category).to_lowercase(),
+                    first.trim_end_matches('.')
+                );
             }
             println!("\n`flowmesh blocks KIND` shows ports and parameters.");
         }

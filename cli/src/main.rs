@@ -1,6 +1,7 @@
 //! The `flowmesh` command: run, validate and inspect FlowGraph files.
 
 mod blocks_cmd;
+mod dist_cmd;
 mod run_cmd;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,11 @@ use flowmesh_model::validate::{validate_text, Report};
 use flowmesh_model::FlowGraphDocument;
 
 #[derive(Parser)]
-#[command(name = "flowmesh", version, about = "Run, validate and inspect FlowMesh flowgraphs")]
+#[command(
+    name = "flowmesh",
+    version,
+    about = "Run, validate and inspect FlowMesh flowgraphs"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -30,6 +35,30 @@ enum Cmd {
     Run {
         file: PathBuf,
         /// No live progress display.
+        #[arg(long, short)]
+        quiet: bool,
+        /// One worker process per segment, joined by TCP on this machine.
+        #[arg(long)]
+        distributed: bool,
+    },
+    /// Run one segment of a FlowGraph (what each distributed process runs).
+    Worker {
+        file: PathBuf,
+        /// The segment to run.
+        #[arg(long)]
+        segment: String,
+        /// Where to accept consumers of this segment's edges.
+        #[arg(long, default_value = "0.0.0.0:7400")]
+        listen: String,
+        /// Address of another segment, SEGMENT=HOST:PORT (repeatable).
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+        /// Print `LISTEN addr`, then read `PEER seg addr` lines until `GO` from stdin.
+        #[arg(long)]
+        stdin_peers: bool,
+        /// Generation of the FlowGraph (consumers of another generation are refused).
+        #[arg(long, default_value_t = 0)]
+        generation: u64,
         #[arg(long, short)]
         quiet: bool,
     },
@@ -98,7 +127,36 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Run { file, quiet } => run_cmd::run(&file, quiet),
+        Cmd::Run {
+            file,
+            quiet,
+            distributed,
+        } => {
+            if distributed {
+                dist_cmd::distributed(&file, quiet)
+            } else {
+                run_cmd::run(&file, quiet)
+            }
+        }
+        Cmd::Worker {
+            file,
+            segment,
+            listen,
+            peers,
+            stdin_peers,
+            generation,
+            quiet,
+        } => dist_cmd::worker(
+            &file,
+            dist_cmd::WorkerArgs {
+                segment,
+                listen,
+                peers,
+                stdin_peers,
+                generation,
+                quiet,
+            },
+        ),
         Cmd::Validate { file } => load(&file).map(|doc| {
             println!(
                 "{}: valid ({} blocks, {} connections)",

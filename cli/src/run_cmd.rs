@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use flowmesh_runtime::{start, Graph};
+use flowmesh_runtime::{start, Graph, Running};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Formats an item rate: `12.3 M/s`.
@@ -36,16 +36,18 @@ pub fn peak_rss_kb() -> Option<u64> {
         .ok()
 }
 
-pub fn run(file: &Path, quiet: bool) -> Result<()> {
-    let doc = crate::load(file)?;
-    // A finite run: the tightest `head` gives the total for a progress bar.
-    let head = doc
-        .spec
-        .blocks
+/// Where the progress bar's total comes from: the tightest `head`.
+pub fn head_total(spec: &flowmesh_model::FlowGraphSpec) -> Option<(String, u64)> {
+    spec.blocks
         .iter()
         .filter(|(_, b)| b.kind == "head")
         .filter_map(|(n, b)| Some((n.clone(), b.params.get("n")?.as_f64()? as u64)))
-        .min_by_key(|(_, n)| *n);
+        .min_by_key(|(_, n)| *n)
+}
+
+pub fn run(file: &Path, quiet: bool) -> Result<()> {
+    let doc = crate::load(file)?;
+    let head = head_total(&doc.spec);
     let graph = Graph::from_spec(&doc.spec)?;
     let kinds: Vec<(String, String)> = doc
         .spec
@@ -53,7 +55,18 @@ pub fn run(file: &Path, quiet: bool) -> Result<()> {
         .iter()
         .map(|(n, b)| (n.clone(), b.kind.clone()))
         .collect();
-    let running = start(graph)?;
+    supervise(start(graph)?, head, &kinds, quiet, "")
+}
+
+/// Shows progress of a running graph, handles Ctrl-C, prints the summary
+/// (each line prefixed with `label`).
+pub fn supervise(
+    running: Running,
+    head: Option<(String, u64)>,
+    kinds: &[(String, String)],
+    quiet: bool,
+    label: &str,
+) -> Result<()> {
     let handle = running.handle();
     let presses = Arc::new(AtomicUsize::new(0));
     {
@@ -68,20 +81,27 @@ pub fn run(file: &Path, quiet: bool) -> Result<()> {
             }
         });
     }
-    let bar = if quiet {
+    let bar = if quiet || !label.is_empty() {
         ProgressBar::hidden()
     } else if let Some((_, n)) = &head {
         ProgressBar::new(*n).with_style(
-            ProgressStyle::with_template("{bar:30} {percent:>3}% {elapsed_precise} eta {eta} {msg}")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{bar:30} {percent:>3}% {elapsed_precise} eta {eta} {msg}",
+            )
+            .expect("valid template"),
         )
     } else {
         ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("valid template"),
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .expect("valid template"),
         )
     };
     let t0 = Instant::now();
-    let mut last: Vec<u64> = handle.stats().iter().map(|s| s.items_out().max(s.items_in())).collect();
+    let mut last: Vec<u64> = handle
+        .stats()
+        .iter()
+        .map(|s| s.items_out().max(s.items_in()))
+        .collect();
     let mut last_t = t0;
     while !running.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
@@ -109,7 +129,7 @@ pub fn run(file: &Path, quiet: bool) -> Result<()> {
     let secs = report.elapsed.as_secs_f64();
     if !quiet {
         eprintln!(
-            "{:<16} {:<20} {:>14} {:>14} {:>12}",
+            "{label}{:<16} {:<20} {:>14} {:>14} {:>12}",
             "block", "kind", "items in", "items out", "rate"
         );
         for s in &report.stats {
@@ -120,7 +140,7 @@ pub fn run(file: &Path, quiet: bool) -> Result<()> {
                 .unwrap_or("");
             let items = s.items_out().max(s.items_in());
             eprintln!(
-                "{:<16} {:<20} {:>14} {:>14} {:>12}",
+                "{label}{:<16} {:<20} {:>14} {:>14} {:>12}",
                 s.name,
                 kind,
                 s.items_in(),
@@ -131,8 +151,12 @@ pub fn run(file: &Path, quiet: bool) -> Result<()> {
         let mem = peak_rss_kb()
             .map(|k| format!(", peak memory {:.1} MB", k as f64 / 1024.0))
             .unwrap_or_default();
-        let stopped = if presses.load(Ordering::SeqCst) > 0 { " (stopped)" } else { "" };
-        eprintln!("finished in {secs:.3} s{mem}{stopped}");
+        let stopped = if presses.load(Ordering::SeqCst) > 0 {
+            " (stopped)"
+        } else {
+            ""
+        };
+        eprintln!("{label}finished in {secs:.3} s{mem}{stopped}");
     }
     Ok(())
 }

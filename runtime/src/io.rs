@@ -133,6 +133,10 @@ impl<'a> WorkIo<'a> {
     pub fn input_items(&self, i: usize) -> usize {
         self.inputs[i].avail - self.inputs[i].consumed
     }
+    /// Capacity of output `j`'s buffer in items.
+    pub fn output_capacity(&self, j: usize) -> usize {
+        self.outputs[j].writer.shared().capacity()
+    }
     /// Free stream items on output `j`.
     #[inline]
     pub fn output_items(&self, j: usize) -> usize {

@@ -67,7 +67,8 @@ impl Planned {
 }
 
 /// Input sample types of `fft`.
-trait FftInput: crate::io::Item {
+pub trait FftInput: crate::io::Item {
+    /// The sample as a complex number.
     fn to_c32(self) -> Complex32;
 }
 impl FftInput for f32 {
@@ -545,7 +546,9 @@ pub fn threshold_detector(p: &Params) -> Result<BuiltBlock, String> {
         .f64("samp_rate")
         .ok_or("samp_rate is required (the sample rate of the analysed signal)")?;
     if !(samp_rate >= 0.0) || !samp_rate.is_finite() {
-        return Err(format!("samp_rate must be a positive number, got {samp_rate}"));
+        return Err(format!(
+            "samp_rate must be a positive number, got {samp_rate}"
+        ));
     }
     Ok(BuiltBlock::new(ThresholdDetector {
         n,

@@ -43,6 +43,9 @@ pub(crate) struct ConnState {
     pub(crate) error: Option<String>,
     pub(crate) stop: bool,
     pub(crate) signal: Option<Arc<Signal>>,
+    /// Wait this long before connecting (set after connections that ended
+    /// without delivering anything, so a persistent fault does not spin).
+    pub(crate) delay: Duration,
     attempts: u64,
 }
 
@@ -100,6 +103,10 @@ pub struct NetSource {
     last_tx: Instant,
     peer: String,
     reconnects: u64,
+    /// Offset when the current connection started, and the backoff for
+    /// connections that deliver nothing.
+    connected_at: u64,
+    fruitless: Duration,
 }
 
 impl NetSource {
@@ -128,6 +135,8 @@ impl NetSource {
             last_tx: Instant::now(),
             peer: String::new(),
             reconnects: 0,
+            connected_at: 0,
+            fruitless: Duration::ZERO,
         }
     }
 
@@ -361,7 +370,8 @@ impl NetSource {
                 } => {
                     let h = *h;
                     // Tags section: u32 length, then CBOR.
-                    if tags_len.is_none() || tags.len() < tags_len.unwrap_or(0) + 4 {
+                    let has_tags = h.flags & FLAG_TAGS != 0;
+                    if has_tags && (tags_len.is_none() || tags.len() < tags_len.unwrap_or(0) + 4) {
                         let need = match tags_len {
                             None => 4 - tags.len(),
                             Some(l) => *l + 4 - tags.len(),
@@ -394,11 +404,11 @@ impl NetSource {
                         ));
                         break;
                     }
-                    if payload > out.len() {
+                    let capacity = io.output_capacity(0) * isz;
+                    if payload > capacity {
                         return Err(BlockError::Failed(format!(
-                            "edge {}: a frame of {payload} bytes does not fit the {}-byte output buffer",
-                            self.edge,
-                            out.len()
+                            "edge {}: a frame of {payload} bytes does not fit the {capacity}-byte output buffer",
+                            self.edge
                         )));
                     }
                     let at = produced * isz;
@@ -500,7 +510,7 @@ impl NetSource {
 pub(crate) fn connector(shared: Arc<Connector>, env: Arc<NetEnv>, from: String, hello: Hello) {
     let mut backoff = Duration::from_millis(20);
     loop {
-        let (resume, resume_msg) = {
+        let (resume, resume_msg, delay) = {
             let mut g = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             while !g.want && !g.stop {
                 g = shared.cv.wait(g).unwrap_or_else(|e| e.into_inner());
@@ -509,8 +519,11 @@ pub(crate) fn connector(shared: Arc<Connector>, env: Arc<NetEnv>, from: String, 
                 return;
             }
             g.attempts += 1;
-            (g.resume, g.resume_msg)
+            (g.resume, g.resume_msg, std::mem::take(&mut g.delay))
         };
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let attempt = (|| -> std::result::Result<(Box<dyn Conn>, bool), (bool, String)> {
             let addr = env.peer(&from, Duration::from_secs(1)).ok_or((
                 false,
@@ -587,6 +600,7 @@ impl Block for NetSource {
                 self.crc = crc;
                 self.conn = Some(conn);
                 self.reconnects += 1;
+                self.connected_at = self.expected;
                 self.last_rx = now;
                 self.acked = self.expected;
                 tracing::info!(
@@ -599,6 +613,13 @@ impl Block for NetSource {
                 if !g.want {
                     g.want = true;
                     g.resume = self.expected;
+                    if self.reconnects > 0 && self.expected == self.connected_at {
+                        self.fruitless = (self.fruitless * 2)
+                            .clamp(Duration::from_millis(20), Duration::from_secs(2));
+                    } else {
+                        self.fruitless = Duration::ZERO;
+                    }
+                    g.delay = self.fruitless;
                     self.shared.cv.notify_all();
                 }
                 return Ok(Work::Deadline(now + Duration::from_secs(1)));

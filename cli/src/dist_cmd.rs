@@ -1,0 +1,172 @@
+//! `flowmesh worker` (run one segment) and `flowmesh run --distributed`
+//! (one worker process per segment on this machine, joined by TCP).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use flowmesh_worker::{parse_peer, read_peers, start_segment, Config};
+
+/// Options of `flowmesh worker`.
+pub struct WorkerArgs {
+    pub segment: String,
+    pub listen: String,
+    pub peers: Vec<String>,
+    pub stdin_peers: bool,
+    pub generation: u64,
+    pub quiet: bool,
+}
+
+fn token() -> String {
+    std::env::var("FLOWMESH_TOKEN").unwrap_or_default()
+}
+
+pub fn worker(file: &Path, a: WorkerArgs) -> Result<()> {
+    let doc = crate::load(file)?;
+    let mut peers = BTreeMap::new();
+    for p in &a.peers {
+        let (s, addr) = parse_peer(p)?;
+        peers.insert(s, addr);
+    }
+    let cfg = Config {
+        segment: a.segment.clone(),
+        listen: a.listen.clone(),
+        peers,
+        token: token(),
+        generation: a.generation,
+    };
+    let seg = start_segment(&doc, &cfg)?;
+    if a.stdin_peers {
+        println!("LISTEN {}", seg.listening);
+        std::io::stdout().flush()?;
+        read_peers(std::io::stdin().lock(), &seg.env)?;
+    } else {
+        eprintln!("[{}] listening on {}", seg.name, seg.listening);
+    }
+    let kinds: Vec<(String, String)> = doc
+        .spec
+        .blocks
+        .iter()
+        .map(|(n, b)| (n.clone(), b.kind.clone()))
+        .collect();
+    crate::run_cmd::supervise(
+        seg.running,
+        None,
+        &kinds,
+        a.quiet,
+        &format!("[{}] ", seg.name),
+    )
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn distributed(file: &Path, quiet: bool) -> Result<()> {
+    let doc = crate::load(file)?;
+    let plan = flowmesh_worker::plan(&doc)?;
+    let exe = std::env::current_exe().context("cannot find the flowmesh executable")?;
+    let token = random_token();
+    let mut children = vec![];
+    for seg in plan.segments.keys() {
+        let mut c = Command::new(&exe);
+        c.arg("worker")
+            .arg(file)
+            .args(["--segment", seg, "--listen", "127.0.0.1:0", "--stdin-peers"])
+            .env("FLOWMESH_TOKEN", &token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if quiet {
+            c.arg("--quiet");
+        }
+        let child = c
+            .spawn()
+            .with_context(|| format!("cannot start the worker for segment `{seg}`"))?;
+        children.push((seg.clone(), child));
+    }
+    // Collect every worker's address, then tell everyone.
+    let mut addrs = vec![];
+    let mut outs = vec![];
+    let mut failed_start = None;
+    for (seg, child) in children.iter_mut() {
+        let mut out = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        match line.trim().strip_prefix("LISTEN ") {
+            Some(addr) => addrs.push((seg.clone(), addr.to_string())),
+            None => {
+                failed_start = Some(seg.clone());
+                break;
+            }
+        }
+        outs.push(out);
+    }
+    if let Some(seg) = failed_start {
+        for (_, c) in children.iter_mut() {
+            let _ = c.kill();
+        }
+        bail!("the worker for segment `{seg}` did not start (see its message above)");
+    }
+    for (_, child) in children.iter_mut() {
+        let mut stdin = child.stdin.take().expect("piped");
+        for (s, a) in &addrs {
+            writeln!(stdin, "PEER {s} {a}")?;
+        }
+        writeln!(stdin, "GO")?;
+    }
+    if !quiet {
+        let list: Vec<String> = addrs.iter().map(|(s, a)| format!("{s} on {a}")).collect();
+        eprintln!("started {} workers: {}", addrs.len(), list.join(", "));
+    }
+    // Forward what the segments print (e.g. detections) to our stdout.
+    let forwarders: Vec<_> = outs
+        .into_iter()
+        .map(|out| {
+            std::thread::spawn(move || {
+                let stdout = std::io::stdout();
+                for line in out.lines().map_while(Result::ok) {
+                    let _ = writeln!(stdout.lock(), "{line}");
+                }
+            })
+        })
+        .collect();
+    // Wait for all; if one fails, the others cannot finish: stop them.
+    let mut failed = vec![];
+    let mut live: Vec<_> = children;
+    while !live.is_empty() {
+        let mut i = 0;
+        while i < live.len() {
+            if let Some(status) = live[i].1.try_wait()? {
+                let (seg, _) = live.remove(i);
+                if !status.success() {
+                    failed.push(format!("{seg} ({status})"));
+                }
+            } else {
+                i += 1;
+            }
+        }
+        if !failed.is_empty() {
+            for (seg, c) in live.iter_mut() {
+                eprintln!("stopping segment `{seg}`: another segment failed");
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for f in forwarders {
+        let _ = f.join();
+    }
+    if !failed.is_empty() {
+        bail!("segments failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
