@@ -16,6 +16,7 @@ pub struct WorkerArgs {
     pub peers: Vec<String>,
     pub stdin_peers: bool,
     pub generation: u64,
+    pub resume: bool,
     pub quiet: bool,
 }
 
@@ -36,6 +37,7 @@ pub fn worker(file: &Path, a: WorkerArgs) -> Result<()> {
         peers,
         token: token(),
         generation: a.generation,
+        resume: a.resume,
     };
     let seg = start_segment(&doc, &cfg)?;
     if a.stdin_peers {

@@ -59,6 +59,10 @@ enum Cmd {
         /// Generation of the FlowGraph (consumers of another generation are refused).
         #[arg(long, default_value_t = 0)]
         generation: u64,
+        /// This is a restart: resume inputs from what this segment's
+        /// `mode: append` file sinks already hold.
+        #[arg(long)]
+        resume: bool,
         #[arg(long, short)]
         quiet: bool,
     },
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
             peers,
             stdin_peers,
             generation,
+            resume,
             quiet,
         } => dist_cmd::worker(
             &file,
@@ -154,6 +159,7 @@ fn main() -> ExitCode {
                 peers,
                 stdin_peers,
                 generation,
+                resume,
                 quiet,
             },
         ),

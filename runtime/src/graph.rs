@@ -158,10 +158,11 @@ impl Graph {
             block: name.to_string(),
             message: format!("unknown block kind `{kind}`"),
         })?;
-        let mut built = crate::blocks::build_in(kind, p, &self.env).map_err(|message| Error::Build {
-            block: name.to_string(),
-            message,
-        })?;
+        let mut built =
+            crate::blocks::build_in(kind, p, &self.env).map_err(|message| Error::Build {
+                block: name.to_string(),
+                message,
+            })?;
         built.live |= desc.source == SourceKind::Live;
         let idx = self.add_built(name, built)?;
         self.nodes[idx].kind = kind.to_string();

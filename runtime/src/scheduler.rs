@@ -96,6 +96,8 @@ impl BlockStats {
 
 struct Ctx {
     stop: AtomicBool,
+    /// Workers still running; requests to a graph with none are refused.
+    alive: std::sync::atomic::AtomicUsize,
     abort: AtomicBool,
     error: Mutex<Option<Error>>,
     signals: Vec<Arc<Signal>>,
@@ -142,12 +144,28 @@ impl Handle {
             value: value.into(),
             reply: tx,
         });
-        match rx.recv() {
-            Ok(r) => r.map_err(|message| Error::Param {
-                block: block.to_string(),
-                message,
-            }),
-            Err(_) => Err(Error::Finished),
+        self.reply(block, rx)
+    }
+
+    /// Waits for a block's answer, or fails once no worker is left to give one.
+    fn reply<T>(&self, block: &str, rx: std::sync::mpsc::Receiver<Result<T, String>>) -> Result<T> {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(r) => {
+                    return r.map_err(|message| Error::Param {
+                        block: block.to_string(),
+                        message,
+                    })
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Finished)
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if self.ctx.alive.load(Ordering::Acquire) == 0 {
+                        return Err(Error::Finished);
+                    }
+                }
+            }
         }
     }
 
@@ -158,13 +176,7 @@ impl Handle {
             name: name.to_string(),
             reply: tx,
         });
-        match rx.recv() {
-            Ok(r) => r.map_err(|message| Error::Param {
-                block: block.to_string(),
-                message,
-            }),
-            Err(_) => Err(Error::Finished),
-        }
+        self.reply(block, rx)
     }
 
     /// Asks the graph to stop: sources and live blocks end, the rest drains.
@@ -409,7 +421,10 @@ pub fn start(graph: Graph) -> Result<Running> {
             // other thread; edges within a thread stay small and cache-hot.
             let cross = readers.iter().any(|e| worker_of[e.to.0] != worker_of[ni]);
             let base = if cross {
-                graph.config.buffer_bytes.max(graph.config.cross_thread_bytes)
+                graph
+                    .config
+                    .buffer_bytes
+                    .max(graph.config.cross_thread_bytes)
             } else {
                 graph.config.buffer_bytes
             };
@@ -527,6 +542,7 @@ pub fn start(graph: Graph) -> Result<Running> {
 
     let ctx = Arc::new(Ctx {
         stop: AtomicBool::new(false),
+        alive: std::sync::atomic::AtomicUsize::new(groups.len()),
         abort: AtomicBool::new(false),
         error: Mutex::new(None),
         signals: signals.clone(),
@@ -605,6 +621,7 @@ fn worker(mut nodes: Vec<Node>, signal: Arc<Signal>, ctx: Arc<Ctx>) -> Vec<Node>
     for node in nodes.iter_mut() {
         drain_inbox_after_end(node);
     }
+    ctx.alive.fetch_sub(1, Ordering::AcqRel);
     nodes
 }
 
@@ -688,6 +705,8 @@ fn handle_inbox(node: &mut Node) -> Result<bool> {
                 } else {
                     apply_set(node, &name, &value)
                 };
+                // A new value may change when the block wants to run.
+                node.sleep_until = None;
                 let _ = reply.send(r);
             }
             InboxItem::Get { name, reply } => {

@@ -20,13 +20,17 @@ fn required_value(kind: &str, name: &str, dir: &std::path::Path) -> Value {
         "cutoff" => json!(1e5),
         "transition" => json!(5e4),
         "data" => json!([1, 2, 3, 4]),
-        "from" => json!("i16"),
+        "from" if kind == "convert" => json!("i16"),
+        "from" => json!("a"),
+        "edge" => json!(format!("{kind}.out>b")),
         "path" => {
             let p = dir.join(format!("{kind}.dat"));
             std::fs::write(&p, vec![0u8; 4096]).unwrap();
             json!(p.to_str().unwrap())
         }
-        other => panic!("catalog_agreement: add a test value for required parameter `{other}` of `{kind}`"),
+        other => panic!(
+            "catalog_agreement: add a test value for required parameter `{other}` of `{kind}`"
+        ),
     }
 }
 
@@ -36,8 +40,14 @@ fn every_kind_is_implemented_and_every_implementation_is_catalogued() {
     let imp: BTreeSet<&str> = KINDS.iter().copied().collect();
     let missing: Vec<_> = cat.difference(&imp).collect();
     let extra: Vec<_> = imp.difference(&cat).collect();
-    assert!(missing.is_empty(), "catalogued but not implemented: {missing:?}");
-    assert!(extra.is_empty(), "implemented but not catalogued: {extra:?}");
+    assert!(
+        missing.is_empty(),
+        "catalogued but not implemented: {missing:?}"
+    );
+    assert!(
+        extra.is_empty(),
+        "implemented but not catalogued: {extra:?}"
+    );
 }
 
 #[test]
@@ -94,6 +104,11 @@ fn ports_agree_for_every_kind_and_item_type() {
         }
     }
     std::fs::remove_dir_all(&dir).ok();
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(checked > 50, "only {checked} variants checked");
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use flowmesh_model::spec::SchedulerKind;
 use flowmesh_runtime::block::Result as BlockResult;
 use flowmesh_runtime::graph::Config;
 use flowmesh_runtime::io::Poster;
@@ -12,7 +13,6 @@ use flowmesh_runtime::tag::keys;
 use flowmesh_runtime::{
     run, start, Block, BlockError, BuiltBlock, Graph, ItemType, Pmt, StreamType, Tag, Work, WorkIo,
 };
-use flowmesh_model::spec::SchedulerKind;
 use serde_json::json;
 
 fn params(v: serde_json::Value) -> BTreeMap<String, serde_json::Value> {
@@ -28,9 +28,18 @@ fn u64s(p: Pmt) -> Vec<u64> {
 
 fn configs() -> Vec<Config> {
     vec![
-        Config { threads: 1, ..Config::default() },
-        Config { threads: 2, ..Config::default() },
-        Config { scheduler: SchedulerKind::ThreadPerBlock, ..Config::default() },
+        Config {
+            threads: 1,
+            ..Config::default()
+        },
+        Config {
+            threads: 2,
+            ..Config::default()
+        },
+        Config {
+            scheduler: SchedulerKind::ThreadPerBlock,
+            ..Config::default()
+        },
     ]
 }
 
@@ -39,10 +48,18 @@ fn head_ends_an_endless_chain_upstream() {
     for cfg in configs() {
         let mut g = Graph::new();
         g.config = cfg;
-        g.add_block("src", "counter_source", &params(json!({}))).unwrap();
-        g.add_block("mul", "multiply_const", &params(json!({"type": "u64", "constant": 2}))).unwrap();
-        g.add_block("head", "head", &params(json!({"type": "u64", "n": 100000}))).unwrap();
-        g.add_block("sink", "vector_sink", &params(json!({"type": "u64"}))).unwrap();
+        g.add_block("src", "counter_source", &params(json!({})))
+            .unwrap();
+        g.add_block(
+            "mul",
+            "multiply_const",
+            &params(json!({"type": "u64", "constant": 2})),
+        )
+        .unwrap();
+        g.add_block("head", "head", &params(json!({"type": "u64", "n": 100000})))
+            .unwrap();
+        g.add_block("sink", "vector_sink", &params(json!({"type": "u64"})))
+            .unwrap();
         g.connect("src.out", "mul.in").unwrap();
         g.connect("mul.out", "head.in").unwrap();
         g.connect("head.out", "sink.in").unwrap();
@@ -55,18 +72,29 @@ fn head_ends_an_endless_chain_upstream() {
 #[test]
 fn fan_out_shares_one_buffer_and_ends_when_both_readers_end() {
     let mut g = Graph::new();
-    g.add_block("src", "counter_source", &params(json!({}))).unwrap();
-    g.add_block("h1", "head", &params(json!({"type": "u64", "n": 5000}))).unwrap();
-    g.add_block("h2", "head", &params(json!({"type": "u64", "n": 70000}))).unwrap();
-    g.add_block("s1", "vector_sink", &params(json!({"type": "u64"}))).unwrap();
-    g.add_block("s2", "vector_sink", &params(json!({"type": "u64"}))).unwrap();
+    g.add_block("src", "counter_source", &params(json!({})))
+        .unwrap();
+    g.add_block("h1", "head", &params(json!({"type": "u64", "n": 5000})))
+        .unwrap();
+    g.add_block("h2", "head", &params(json!({"type": "u64", "n": 70000})))
+        .unwrap();
+    g.add_block("s1", "vector_sink", &params(json!({"type": "u64"})))
+        .unwrap();
+    g.add_block("s2", "vector_sink", &params(json!({"type": "u64"})))
+        .unwrap();
     g.connect("src.out", "h1.in").unwrap();
     g.connect("src.out", "h2.in").unwrap();
     g.connect("h1.out", "s1.in").unwrap();
     g.connect("h2.out", "s2.in").unwrap();
     let r = run(g).unwrap();
-    assert_eq!(u64s(r.get("s1", "data").unwrap()), (0..5000).collect::<Vec<_>>());
-    assert_eq!(u64s(r.get("s2", "data").unwrap()), (0..70000).collect::<Vec<_>>());
+    assert_eq!(
+        u64s(r.get("s1", "data").unwrap()),
+        (0..5000).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        u64s(r.get("s2", "data").unwrap()),
+        (0..70000).collect::<Vec<_>>()
+    );
 }
 
 struct Faulty {
@@ -94,11 +122,15 @@ fn a_failing_or_panicking_block_stops_the_graph_with_its_name() {
         for cfg in configs() {
             let mut g = Graph::new();
             g.config = cfg;
-            g.add_block("src", "null_source", &params(json!({"type": "u64"}))).unwrap();
+            g.add_block("src", "null_source", &params(json!({"type": "u64"})))
+                .unwrap();
             g.add_built(
                 "checker",
-                BuiltBlock::new(Faulty { panic, after: 100_000 })
-                    .input("in", StreamType::scalar(ItemType::U64)),
+                BuiltBlock::new(Faulty {
+                    panic,
+                    after: 100_000,
+                })
+                .input("in", StreamType::scalar(ItemType::U64)),
             )
             .unwrap();
             g.connect("src.out", "checker.in").unwrap();
@@ -106,7 +138,8 @@ fn a_failing_or_panicking_block_stops_the_graph_with_its_name() {
             let err = run(g).err().expect("the run must fail");
             assert!(t.elapsed() < Duration::from_secs(5));
             match (&err, panic) {
-                (Error::Panic { block, message }, true) | (Error::Block { block, message }, false) => {
+                (Error::Panic { block, message }, true)
+                | (Error::Block { block, message }, false) => {
                     assert_eq!(block, "checker");
                     assert!(message.contains("bad sample at 100000"), "{message}");
                 }
@@ -122,10 +155,22 @@ fn set_applies_exactly_from_the_returned_offset_and_tags_it() {
     for cfg in configs() {
         let mut g = Graph::new();
         g.config = cfg;
-        g.add_block("src", "counter_source", &params(json!({"n": 400000}))).unwrap();
-        g.add_block("thr", "throttle", &params(json!({"type": "u64", "rate": 2e6}))).unwrap();
-        g.add_block("mul", "multiply_const", &params(json!({"type": "u64", "constant": 1}))).unwrap();
-        g.add_block("sink", "vector_sink", &params(json!({"type": "u64"}))).unwrap();
+        g.add_block("src", "counter_source", &params(json!({"n": 400000})))
+            .unwrap();
+        g.add_block(
+            "thr",
+            "throttle",
+            &params(json!({"type": "u64", "rate": 2e6})),
+        )
+        .unwrap();
+        g.add_block(
+            "mul",
+            "multiply_const",
+            &params(json!({"type": "u64", "constant": 1})),
+        )
+        .unwrap();
+        g.add_block("sink", "vector_sink", &params(json!({"type": "u64"})))
+            .unwrap();
         g.connect("src.out", "thr.in").unwrap();
         g.connect("thr.out", "mul.in").unwrap();
         g.connect("mul.out", "sink.in").unwrap();
@@ -133,7 +178,10 @@ fn set_applies_exactly_from_the_returned_offset_and_tags_it() {
         std::thread::sleep(Duration::from_millis(50));
         let h = running.handle();
         let at = h.set("mul", "constant", 3i64).unwrap();
-        assert_eq!(h.get("mul", "constant").unwrap(), Pmt::Complex(num_complex::Complex64::new(3.0, 0.0)));
+        assert_eq!(
+            h.get("mul", "constant").unwrap(),
+            Pmt::Complex(num_complex::Complex64::new(3.0, 0.0))
+        );
         // Bad values are refused with the reason, and the graph keeps running.
         let e = h.set("mul", "constant", "fast").unwrap_err().to_string();
         assert!(e.contains("parameter `constant`"), "{e}");
@@ -165,18 +213,33 @@ fn cmd_port_message_sets_a_parameter() {
         }
     }
     let mut g = Graph::new();
-    g.add_block("src", "counter_source", &params(json!({"n": 1000}))).unwrap();
-    g.add_block("mul", "multiply_const", &params(json!({"type": "u64", "constant": 1}))).unwrap();
-    g.add_block("sink", "vector_sink", &params(json!({"type": "u64"}))).unwrap();
-    g.add_built("ctl", BuiltBlock::new(Cmd).message_output("out")).unwrap();
+    g.add_block("src", "counter_source", &params(json!({"n": 1000})))
+        .unwrap();
+    g.add_block(
+        "mul",
+        "multiply_const",
+        &params(json!({"type": "u64", "constant": 1})),
+    )
+    .unwrap();
+    g.add_block("sink", "vector_sink", &params(json!({"type": "u64"})))
+        .unwrap();
+    g.add_built("ctl", BuiltBlock::new(Cmd).message_output("out"))
+        .unwrap();
     g.connect("src.out", "mul.in").unwrap();
     g.connect("mul.out", "sink.in").unwrap();
     g.connect("ctl.out", "mul.cmd").unwrap();
     let r = run(g).unwrap();
     let v = u64s(r.get("sink", "data").unwrap());
     // The change lands at some offset; from there on every item is ×5.
-    let at = v.iter().enumerate().position(|(i, x)| *x != i as u64).unwrap_or(v.len());
-    assert!(v[at..].iter().enumerate().all(|(k, x)| *x == 5 * (at + k) as u64));
+    let at = v
+        .iter()
+        .enumerate()
+        .position(|(i, x)| *x != i as u64)
+        .unwrap_or(v.len());
+    assert!(v[at..]
+        .iter()
+        .enumerate()
+        .all(|(k, x)| *x == 5 * (at + k) as u64));
 }
 
 /// Keeps every `decim`-th item, or repeats each item `interp` times.
@@ -211,23 +274,36 @@ impl Block for Resample {
 fn tag_offsets_follow_rate_changes_like_gnuradio() {
     for (interp, decim) in [(1u64, 4u64), (3, 1), (1, 1)] {
         let mut g = Graph::new();
-        g.add_block("src", "counter_source", &params(json!({"n": 100000}))).unwrap();
-        g.add_block("tag", "tagger", &params(json!({"type": "u64", "period": 1001}))).unwrap();
+        g.add_block("src", "counter_source", &params(json!({"n": 100000})))
+            .unwrap();
+        g.add_block(
+            "tag",
+            "tagger",
+            &params(json!({"type": "u64", "period": 1001})),
+        )
+        .unwrap();
         let st = StreamType::scalar(ItemType::U64);
         g.add_built(
             "rs",
-            BuiltBlock::new(Resample { interp: interp as usize, decim: decim as usize, phase: 0 })
-                .input("in", st)
-                .output("out", st)
-                .rate(interp, decim),
+            BuiltBlock::new(Resample {
+                interp: interp as usize,
+                decim: decim as usize,
+                phase: 0,
+            })
+            .input("in", st)
+            .output("out", st)
+            .rate(interp, decim),
         )
         .unwrap();
-        g.add_block("sink", "vector_sink", &params(json!({"type": "u64"}))).unwrap();
+        g.add_block("sink", "vector_sink", &params(json!({"type": "u64"})))
+            .unwrap();
         g.connect("src.out", "tag.in").unwrap();
         g.connect("tag.out", "rs.in").unwrap();
         g.connect("rs.out", "sink.in").unwrap();
         let r = run(g).unwrap();
-        let Pmt::List(tags) = r.get("sink", "tags").unwrap() else { panic!() };
+        let Pmt::List(tags) = r.get("sink", "tags").unwrap() else {
+            panic!()
+        };
         let got: Vec<(u64, u64)> = tags
             .iter()
             .map(|t| {
@@ -281,14 +357,25 @@ fn messages_arrive_in_order_and_end_of_stream_travels_along_message_edges() {
         let got2 = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
         let mut g = Graph::new();
         g.config = cfg;
-        g.add_built("chat", BuiltBlock::new(Chatter { n: 10000 }).message_output("out")).unwrap();
         g.add_built(
-            "relay",
-            BuiltBlock::new(Keep { got: got1.clone() }).message_input("in").message_output("out"),
+            "chat",
+            BuiltBlock::new(Chatter { n: 10000 }).message_output("out"),
         )
         .unwrap();
-        g.add_built("last", BuiltBlock::new(Keep { got: got2.clone() }).message_input("in").message_output("out"))
-            .unwrap();
+        g.add_built(
+            "relay",
+            BuiltBlock::new(Keep { got: got1.clone() })
+                .message_input("in")
+                .message_output("out"),
+        )
+        .unwrap();
+        g.add_built(
+            "last",
+            BuiltBlock::new(Keep { got: got2.clone() })
+                .message_input("in")
+                .message_output("out"),
+        )
+        .unwrap();
         g.connect("chat.out", "relay.in").unwrap();
         g.connect("relay.out", "last.in").unwrap();
         // The run ends on its own: end of stream passes chat -> relay -> last.
@@ -302,8 +389,10 @@ fn messages_arrive_in_order_and_end_of_stream_travels_along_message_edges() {
 #[test]
 fn stop_drains_and_returns() {
     let mut g = Graph::new();
-    g.add_block("src", "null_source", &params(json!({"type": "cf32"}))).unwrap();
-    g.add_block("sink", "null_sink", &params(json!({"type": "cf32"}))).unwrap();
+    g.add_block("src", "null_source", &params(json!({"type": "cf32"})))
+        .unwrap();
+    g.add_block("sink", "null_sink", &params(json!({"type": "cf32"})))
+        .unwrap();
     g.connect("src.out", "sink.in").unwrap();
     let running = start(g).unwrap();
     std::thread::sleep(Duration::from_millis(30));
@@ -312,23 +401,47 @@ fn stop_drains_and_returns() {
     let s = r.stats.iter().find(|s| s.name == "sink").unwrap();
     let src = r.stats.iter().find(|s| s.name == "src").unwrap();
     assert!(s.items_in() > 0);
-    assert_eq!(s.items_in(), src.items_out(), "everything produced was drained");
+    assert_eq!(
+        s.items_in(),
+        src.items_out(),
+        "everything produced was drained"
+    );
 }
 
 #[test]
 fn tags_added_by_a_source_reach_the_sink_once() {
     let mut g = Graph::new();
-    g.add_block("src", "counter_source", &params(json!({"n": 10000}))).unwrap();
-    g.add_block("tag", "tagger", &params(json!({"type": "u64", "period": 3000, "key": "k"}))).unwrap();
-    g.add_block("a", "add_const", &params(json!({"type": "u64", "constant": 0}))).unwrap();
-    g.add_block("sink", "vector_sink", &params(json!({"type": "u64"}))).unwrap();
+    g.add_block("src", "counter_source", &params(json!({"n": 10000})))
+        .unwrap();
+    g.add_block(
+        "tag",
+        "tagger",
+        &params(json!({"type": "u64", "period": 3000, "key": "k"})),
+    )
+    .unwrap();
+    g.add_block(
+        "a",
+        "add_const",
+        &params(json!({"type": "u64", "constant": 0})),
+    )
+    .unwrap();
+    g.add_block("sink", "vector_sink", &params(json!({"type": "u64"})))
+        .unwrap();
     g.connect("src.out", "tag.in").unwrap();
     g.connect("tag.out", "a.in").unwrap();
     g.connect("a.out", "sink.in").unwrap();
     let r = run(g).unwrap();
-    let Pmt::List(tags) = r.get("sink", "tags").unwrap() else { panic!() };
-    let offs: Vec<_> = tags.iter().map(|t| t.get("offset").unwrap().clone()).collect();
-    assert_eq!(offs, vec![Pmt::I64(0), Pmt::I64(3000), Pmt::I64(6000), Pmt::I64(9000)]);
+    let Pmt::List(tags) = r.get("sink", "tags").unwrap() else {
+        panic!()
+    };
+    let offs: Vec<_> = tags
+        .iter()
+        .map(|t| t.get("offset").unwrap().clone())
+        .collect();
+    assert_eq!(
+        offs,
+        vec![Pmt::I64(0), Pmt::I64(3000), Pmt::I64(6000), Pmt::I64(9000)]
+    );
     let _ = Tag::new(0, "x", Pmt::Null);
 }
 
@@ -336,10 +449,21 @@ fn tags_added_by_a_source_reach_the_sink_once() {
 fn an_unconnected_message_sink_does_not_keep_the_graph_alive() {
     let got = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
     let mut g = Graph::new();
-    g.add_block("src", "counter_source", &params(json!({"n": 10}))).unwrap();
-    g.add_block("sink", "null_sink", &params(json!({"type": "u64", "expect": 10}))).unwrap();
-    g.add_built("lonely", BuiltBlock::new(Keep { got }).message_input("in").message_output("out"))
+    g.add_block("src", "counter_source", &params(json!({"n": 10})))
         .unwrap();
+    g.add_block(
+        "sink",
+        "null_sink",
+        &params(json!({"type": "u64", "expect": 10})),
+    )
+    .unwrap();
+    g.add_built(
+        "lonely",
+        BuiltBlock::new(Keep { got })
+            .message_input("in")
+            .message_output("out"),
+    )
+    .unwrap();
     g.connect("src.out", "sink.in").unwrap();
     let t = Instant::now();
     run(g).unwrap();
@@ -349,8 +473,14 @@ fn an_unconnected_message_sink_does_not_keep_the_graph_alive() {
 #[test]
 fn null_sink_expect_checks_the_item_count() {
     let mut g = Graph::new();
-    g.add_block("src", "counter_source", &params(json!({"n": 10}))).unwrap();
-    g.add_block("sink", "null_sink", &params(json!({"type": "u64", "expect": 11}))).unwrap();
+    g.add_block("src", "counter_source", &params(json!({"n": 10})))
+        .unwrap();
+    g.add_block(
+        "sink",
+        "null_sink",
+        &params(json!({"type": "u64", "expect": 11})),
+    )
+    .unwrap();
     g.connect("src.out", "sink.in").unwrap();
     let e = run(g).err().unwrap().to_string();
     assert_eq!(e, "block `sink` failed: expected 11 items, received 10");

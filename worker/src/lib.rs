@@ -16,7 +16,7 @@ use std::io::BufRead;
 use std::sync::Arc;
 
 use flowmesh_model::partition::{self, Partition};
-use flowmesh_model::FlowGraphDocument;
+use flowmesh_model::{FlowGraphDocument, FlowGraphSpec};
 use flowmesh_runtime::blocks::Env;
 use flowmesh_runtime::net::env::NetEnv;
 use flowmesh_runtime::net::transport::Tcp;
@@ -62,6 +62,70 @@ pub struct Config {
     pub token: String,
     /// Generation of the FlowGraph spec (consumers of another generation are refused).
     pub generation: u64,
+    /// A restart: ask each input edge to start where this segment's output
+    /// (its `append` file sinks) left off.
+    pub resume: bool,
+}
+
+/// For each `net_source` of `sub`, the edge offset its downstream has made
+/// durable: follow stream connections to `file_sink`s in `append` mode,
+/// taking each block's rate into account; the smallest position wins. Edges
+/// that reach no such sink start at 0.
+pub fn durable_positions(sub: &FlowGraphSpec) -> BTreeMap<String, u64> {
+    use flowmesh_model::{catalog, params, Endpoint};
+    let mut out = BTreeMap::new();
+    let resolved = |name: &str| {
+        let b = &sub.blocks[name];
+        let d = catalog().get(&b.kind)?;
+        Some((d, params::resolve(d, &b.params).0))
+    };
+    for (name, b) in &sub.blocks {
+        if b.kind != "net_source" {
+            continue;
+        }
+        // Walk downstream; (block, interp, decim) accumulated from the source.
+        let mut best: Option<u64> = None;
+        let mut stack = vec![(name.clone(), 1u128, 1u128)];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some((blk, i, d)) = stack.pop() {
+            if !seen.insert(blk.clone()) {
+                continue;
+            }
+            let Some((desc, p)) = resolved(&blk) else {
+                continue;
+            };
+            if desc.kind == "file_sink" && p.str("mode") == Some("append") {
+                let item = flowmesh_model::StreamType {
+                    item: p.item_type("type").unwrap_or(flowmesh_model::ItemType::F32),
+                    vlen: p.u64("vlen").unwrap_or(1) as usize,
+                };
+                if let Ok(path) = flowmesh_runtime::blocks::file::sink_data_path(&p) {
+                    let held =
+                        flowmesh_runtime::blocks::file::durable_items(&path, item.item_size());
+                    // Items at the sink = source items × i / d.
+                    let at_source = (held as u128 * d / i.max(1)) as u64;
+                    best = Some(best.map_or(at_source, |b| b.min(at_source)));
+                }
+                continue;
+            }
+            let (ri, rd) = if blk == *name {
+                (1, 1)
+            } else {
+                desc.rate.eval(&p).unwrap_or((1, 1))
+            };
+            for c in &sub.connections {
+                let (Some(f), Some(t)) = (Endpoint::parse(c.from()), Endpoint::parse(c.to()))
+                else {
+                    continue;
+                };
+                if f.block == blk {
+                    stack.push((t.block, i * ri as u128, d * rd as u128));
+                }
+            }
+        }
+        out.insert(name.clone(), best.unwrap_or(0));
+    }
+    out
 }
 
 /// A segment that has been built and started.
@@ -81,12 +145,27 @@ pub fn plan(doc: &FlowGraphDocument) -> Result<Partition> {
 /// `segment.env.set_peer` (consumers wait for the address).
 pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
     let p = plan(doc)?;
-    let sub = p.segments.get(&cfg.segment).ok_or_else(|| {
-        Error::NoSegment(
-            cfg.segment.clone(),
-            p.segments.keys().cloned().collect::<Vec<_>>().join(", "),
-        )
-    })?;
+    let mut sub = p
+        .segments
+        .get(&cfg.segment)
+        .ok_or_else(|| {
+            Error::NoSegment(
+                cfg.segment.clone(),
+                p.segments.keys().cloned().collect::<Vec<_>>().join(", "),
+            )
+        })?
+        .clone();
+    if cfg.resume {
+        for (block, at) in durable_positions(&sub) {
+            tracing::info!("segment {}: {block} resumes at {at}", cfg.segment);
+            sub.blocks
+                .get_mut(&block)
+                .expect("block exists")
+                .params
+                .insert("start".into(), serde_json::json!(at));
+        }
+    }
+    let sub = &sub;
     let env = NetEnv::new(
         Arc::new(Tcp),
         &doc.metadata.name,

@@ -8,11 +8,17 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             "throttle",
             Category::Flow,
             "Limits the item rate to `rate` items per second, sleeping between bursts (no busy wait). \
-             Its output is live: it runs in real time.",
+             Its output is live: it runs in real time and, by default, drops what a full output cannot take.",
         )
         .param(ParamDescriptor::item_type(&ItemType::ALL))
         .param(ParamDescriptor::vlen())
         .param(ParamDescriptor::new("rate", ParamType::Float, "items per second").unit("items/s").min(1e-3).settable())
+        .param(ParamDescriptor::new(
+            "overflow",
+            ParamType::Enum(vec!["drop", "wait"]),
+            "when the output is full: drop (a live source cannot wait; the loss is marked with one `gap` \
+             tag {first, count, cause: overflow}) or wait (GNU Radio's throttle)",
+        ).default("drop"))
         .input(PortDescriptor::typed("in", "items"))
         .output(PortDescriptor::typed("out", "the same items, paced"))
         .source(SourceKind::Live)

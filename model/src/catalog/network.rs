@@ -40,6 +40,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(edge())
         .param(ParamDescriptor::new("from", ParamType::String, "segment that produces the edge"))
         .param(ParamDescriptor::new("samp_rate", ParamType::Float, "sample rate of the edge (for validation)").unit("Hz").optional())
+        .param(ParamDescriptor::new("start", ParamType::Int, "first item offset to ask for (set by a restarted worker)").default(0i64).min(0.0))
         .output(PortDescriptor::typed("out", "received items"))
         .source(SourceKind::Replayable)
         .tags(TagPolicy::Custom)

@@ -34,6 +34,12 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::vlen())
         .param(ParamDescriptor::new("path", ParamType::Path, "file to write (created or truncated)"))
         .param(ParamDescriptor::new("format", ParamType::Enum(vec!["raw", "sigmf"]), "file format").default("raw"))
+        .param(ParamDescriptor::new(
+            "mode",
+            ParamType::Enum(vec!["truncate", "append"]),
+            "truncate: start a new file; append: keep the whole items already there and continue \
+             (a restarted segment resumes its input from there)",
+        ).default("truncate"))
         .param(ParamDescriptor::new("samp_rate", ParamType::Float, "sample rate recorded in SigMF metadata").unit("Hz").optional())
         .input(PortDescriptor::typed("in", "items to write"))
         .tags(TagPolicy::None)

@@ -33,6 +33,12 @@ fn print_line(line: std::fmt::Arguments<'_>) {
     let _ = out.flush();
 }
 
+/// `t + d`, or a day after `t` when that would overflow (absurd periods).
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(86_400))
+}
+
 /// A tag as a `{offset, key, value}` map.
 fn tag_pmt(t: &Tag) -> Pmt {
     Pmt::map([
@@ -198,7 +204,7 @@ impl Block for RateProbe {
             self.report(now, io);
         }
         let (t, _) = *self.last.get_or_insert((now, 0));
-        Ok(Work::Deadline(t + self.interval))
+        Ok(Work::Deadline(later(t, self.interval)))
     }
     fn get(&self, name: &str) -> Option<Pmt> {
         match name {
@@ -337,7 +343,7 @@ impl Block for MessageStrobe {
     fn start(&mut self) -> Result<()> {
         let now = Instant::now();
         self.last = Some(now);
-        self.next = Some(now + self.period);
+        self.next = Some(later(now, self.period));
         Ok(())
     }
     fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
@@ -345,7 +351,7 @@ impl Block for MessageStrobe {
             return Ok(Work::Done);
         }
         let now = Instant::now();
-        let next = *self.next.get_or_insert(now + self.period);
+        let next = *self.next.get_or_insert(later(now, self.period));
         if now < next {
             return Ok(Work::Deadline(next));
         }
@@ -355,9 +361,9 @@ impl Block for MessageStrobe {
         if self.count > 0 && self.sent >= self.count {
             return Ok(Work::Done);
         }
-        let mut following = next + self.period;
+        let mut following = later(next, self.period);
         if following < now {
-            following = now + self.period;
+            following = later(now, self.period);
         }
         self.next = Some(following);
         Ok(Work::Deadline(following))
@@ -375,7 +381,7 @@ impl Block for MessageStrobe {
                 })?;
                 self.period = d;
                 if let Some(last) = self.last {
-                    self.next = Some(last + d);
+                    self.next = Some(later(last, d));
                 }
                 Ok(())
             }

@@ -534,6 +534,24 @@ pub struct FileSink {
     items: u64,
     /// Tags seen (SigMF only).
     tags: Vec<Tag>,
+    append: bool,
+}
+
+/// Whole items already in a file (what an `append` file sink has made
+/// durable): the file length divided by the item size, rounded down.
+pub fn durable_items(path: &std::path::Path, item_size: usize) -> u64 {
+    std::fs::metadata(path)
+        .map(|m| m.len() / item_size as u64)
+        .unwrap_or(0)
+}
+
+/// The data path a `file_sink` with these parameters writes.
+pub fn sink_data_path(p: &Params) -> Result<PathBuf, String> {
+    let path = path_param(p, "write")?;
+    Ok(match format(p)? {
+        Format::Raw => path,
+        Format::Sigmf => sigmf_paths(&path).0,
+    })
 }
 
 impl FileSink {
@@ -584,14 +602,29 @@ impl FileSink {
 
 impl Block for FileSink {
     fn start(&mut self) -> Result<()> {
-        let f = File::create(&self.path).map_err(|e| {
+        let cannot = |e: std::io::Error| {
             failed(format!(
                 "cannot create `{}`: {e}; check that its directory exists and is writable",
                 self.path.display()
             ))
-        })?;
-        self.out = Some(BufWriter::with_capacity(WRITE_BUFFER, f));
+        };
         self.items = 0;
+        let f = if self.append {
+            // Keep the whole items already written; drop a torn last item.
+            let whole = durable_items(&self.path, self.stype.item_size());
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(cannot)?;
+            f.set_len(whole * self.stype.item_size() as u64)
+                .map_err(cannot)?;
+            self.items = whole;
+            f
+        } else {
+            File::create(&self.path).map_err(cannot)?
+        };
+        self.out = Some(BufWriter::with_capacity(WRITE_BUFFER, f));
         self.tags.clear();
         Ok(())
     }
@@ -678,6 +711,7 @@ pub fn file_sink(p: &Params) -> Result<BuiltBlock, String> {
         out: None,
         items: 0,
         tags: vec![],
+        append: p.str("mode") == Some("append"),
     })
     .input("in", st)
     .tag_policy(TagPolicy::None))

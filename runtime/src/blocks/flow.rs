@@ -6,7 +6,7 @@ use flowmesh_model::{Params, Pmt};
 
 use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
 use crate::io::WorkIo;
-use crate::tag::Tag;
+use crate::tag::{keys, Tag};
 
 use super::stream_type;
 
@@ -46,11 +46,20 @@ pub fn head(p: &Params) -> Result<BuiltBlock, String> {
 
 /// `throttle`: at most `rate` items per second on average. It passes items in
 /// bursts of about a millisecond and sleeps in between (no busy wait).
+/// Input `in`, output `out`; `rate` (settable), `overflow` (drop | wait).
+///
+/// It is live: time does not stop when the output is full. With `overflow:
+/// drop` the items that time released but the output could not take are
+/// discarded, and the next item passed carries one `gap` tag
+/// {first: input offset of the first lost item, count, cause: overflow}.
 pub struct Throttle {
     rate: f64,
     item_size: usize,
     start: Option<Instant>,
     passed: u64,
+    drop: bool,
+    dropped: u64,
+    pending_gap: Option<(u64, u64)>,
 }
 
 impl Throttle {
@@ -63,7 +72,9 @@ impl Block for Throttle {
     fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
         let now = Instant::now();
         let start = *self.start.get_or_insert(now);
-        let n = io.input_items(0).min(io.output_items(0)) as u64;
+        let avail = io.input_items(0) as u64;
+        let space = io.output_items(0) as u64;
+        let n = if self.drop { avail } else { avail.min(space) };
         if n == 0 {
             return Ok(Work::Ok);
         }
@@ -74,10 +85,40 @@ impl Block for Throttle {
             let at = start + Duration::from_secs_f64(target as f64 / self.rate);
             return Ok(Work::SleepUntil(at));
         }
-        let b = k as usize * self.item_size;
-        io.output_bytes(0)[..b].copy_from_slice(&io.input_bytes(0)[..b]);
-        io.consume(0, k as usize);
-        io.produce(0, k as usize);
+        let pass = k.min(space) as usize;
+        if pass > 0 {
+            let b = pass * self.item_size;
+            io.output_bytes(0)[..b].copy_from_slice(&io.input_bytes(0)[..b]);
+            if let Some((first, count)) = self.pending_gap.take() {
+                io.add_tag(
+                    0,
+                    Tag::new(
+                        io.nitems_written(0),
+                        keys::GAP,
+                        Pmt::map([
+                            ("first", Pmt::I64(first as i64)),
+                            ("count", Pmt::I64(count as i64)),
+                            ("cause", Pmt::String("overflow".into())),
+                        ]),
+                    ),
+                );
+            }
+            io.produce(0, pass);
+            io.consume(0, pass);
+        }
+        let lost = k - pass as u64;
+        if lost > 0 {
+            // Time released these items but the output is full: a live
+            // source cannot wait, so they are lost, and said so.
+            let first = io.nitems_read(0);
+            io.consume(0, lost as usize);
+            self.dropped += lost;
+            self.pending_gap = Some(match self.pending_gap {
+                Some((f, c)) => (f, c + lost),
+                None => (first, lost),
+            });
+            tracing::warn!("throttle: output full, {lost} items dropped (overflow)");
+        }
         self.passed += k;
         Ok(Work::Ok)
     }
@@ -97,7 +138,11 @@ impl Block for Throttle {
         }
     }
     fn get(&self, name: &str) -> Option<Pmt> {
-        (name == "rate").then_some(Pmt::F64(self.rate))
+        match name {
+            "rate" => Some(Pmt::F64(self.rate)),
+            "dropped" => Some(Pmt::I64(self.dropped as i64)),
+            _ => None,
+        }
     }
 }
 
@@ -108,6 +153,9 @@ pub fn throttle(p: &Params) -> Result<BuiltBlock, String> {
         item_size: st.item_size(),
         start: None,
         passed: 0,
+        drop: p.str("overflow") != Some("wait"),
+        dropped: 0,
+        pending_gap: None,
     })
     .input("in", st)
     .output("out", st)

@@ -42,8 +42,8 @@ pub fn null_sink(p: &Params) -> Result<BuiltBlock, String> {
         expect: p.u64("expect"),
         seen: 0,
     })
-        .input("in", stream_type(p))
-        .tag_policy(TagPolicy::None))
+    .input("in", stream_type(p))
+    .tag_policy(TagPolicy::None))
 }
 
 /// `vector_sink`: keeps items and tags; `get("data")` returns the items as a

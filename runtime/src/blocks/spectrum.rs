@@ -32,7 +32,7 @@ const POWER_FLOOR: f64 = 1e-30;
 /// The FFT length parameter, checked.
 fn fft_size_param(p: &Params) -> Result<usize, String> {
     let n = p.u64("fft_size").unwrap_or(1024);
-    if n < 2 || n > 1 << 20 {
+    if !(2..=1 << 20).contains(&n) {
         return Err(format!("fft_size must be from 2 to 1048576, got {n}"));
     }
     Ok(n as usize)
@@ -400,16 +400,18 @@ impl ThresholdDetector {
             (self.sorted[n / 2 - 1] as f64 + self.sorted[n / 2] as f64) / 2.0
         };
         let level = floor + self.threshold;
+        // False for NaN bins, and for every bin when the floor is NaN.
+        let above = |x: f32| x as f64 > level;
         let bin_hz = self.samp_rate / n as f64;
         let mut out = vec![];
         let mut k = 0;
         while k < n {
-            if !(s[k] as f64 > level) {
+            if !above(s[k]) {
                 k += 1;
                 continue;
             }
             let lo = k;
-            while k < n && s[k] as f64 > level {
+            while k < n && above(s[k]) {
                 k += 1;
             }
             let hi = k - 1;
@@ -446,13 +448,19 @@ impl ThresholdDetector {
         let now = self.find(s);
         let prev = std::mem::take(&mut self.active);
         // Candidate pairs (distance, prev, new) whose bin ranges are at most
-        // 2 bins apart; matched one to one, closest first.
+        // 2 bins apart; matched one to one, closest first. Both lists are
+        // sorted, disjoint runs, so one sweep finds the candidates.
         let mut pairs = vec![];
+        let mut first = 0;
         for (i, p) in prev.iter().enumerate() {
-            for (j, c) in now.iter().enumerate() {
-                if c.lo <= p.hi + 2 && p.lo <= c.hi + 2 {
-                    pairs.push(((c.centroid - p.centroid).abs(), i, j));
+            while first < now.len() && now[first].hi + 2 < p.lo {
+                first += 1;
+            }
+            for (j, c) in now.iter().enumerate().skip(first) {
+                if c.lo > p.hi + 2 {
+                    break;
                 }
+                pairs.push(((c.centroid - p.centroid).abs(), i, j));
             }
         }
         pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
@@ -510,7 +518,7 @@ impl Block for ThresholdDetector {
                     name: name.into(),
                     message: "expected a number".into(),
                 })?;
-                if !(t >= 0.0) {
+                if t.is_nan() || t < 0.0 {
                     return Err(BlockError::BadValue {
                         name: name.into(),
                         message: format!("must be at least 0, got {t}"),
@@ -539,13 +547,13 @@ impl Block for ThresholdDetector {
 pub fn threshold_detector(p: &Params) -> Result<BuiltBlock, String> {
     let n = fft_size_param(p)?;
     let threshold = p.f64("threshold").unwrap_or(6.0);
-    if !(threshold >= 0.0) {
+    if threshold.is_nan() || threshold < 0.0 {
         return Err(format!("threshold must be at least 0, got {threshold}"));
     }
     let samp_rate = p
         .f64("samp_rate")
         .ok_or("samp_rate is required (the sample rate of the analysed signal)")?;
-    if !(samp_rate >= 0.0) || !samp_rate.is_finite() {
+    if !samp_rate.is_finite() || samp_rate < 0.0 {
         return Err(format!(
             "samp_rate must be a positive number, got {samp_rate}"
         ));

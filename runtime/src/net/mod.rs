@@ -3,6 +3,7 @@
 
 pub mod env;
 pub mod frame;
+pub mod fuzzing;
 pub mod msg;
 pub mod sink;
 pub mod source;

@@ -1,0 +1,1228 @@
+//! Distributed runs of the `flowmesh` binary across Linux network namespaces.
+//!
+//! Every test builds its own namespaces (`fmt-<pid>-<n>-<segment>`), joined
+//! in a chain a — b — c by veth pairs created directly inside them (nothing
+//! is added to the host's namespace), with addresses in 10.231.X.0/24, and
+//! starts each segment with `ip netns exec NS flowmesh worker FILE --segment
+//! S --listen IP:7400 --peer …`. All traffic stays between these namespaces.
+//! A guard kills what runs in them and deletes them on drop, panics included.
+//!
+//! Needs root and `ip` (iproute2). Without them each test prints a skip
+//! notice and passes, unless the environment variable `CI` is set: then it
+//! fails. The tests take one lock, so they run one at a time even under a
+//! plain `cargo test` (they measure time and memory; 2 cores are not enough
+//! to run them side by side). Run them with
+//! `cargo test -p flowmesh --test netns -- --test-threads=1 --nocapture`;
+//! see docs/testing.md.
+//!
+//! FlowGraph files are in `tests/fixtures/netns-*.yaml`; `{{NAME}}`
+//! placeholders in them (sizes, rates, output paths) are filled in here.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flowmesh");
+const PORT: u16 = 7400;
+const TOKEN: &str = "netns-test-token";
+/// The default `retention_bytes` of a generated `net_sink` (R): 2M u64 items.
+const RETENTION_ITEMS: u64 = (16 << 20) / 8;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+static NEXT_LAB: AtomicUsize = AtomicUsize::new(0);
+
+// ---------------------------------------------------------------------------
+// Preconditions
+
+fn is_root() -> bool {
+    // Effective uid: the second field of `Uid:` in /proc/self/status.
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn has_ip() -> bool {
+    Command::new("ip")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Takes the suite's lock if the machine can run the test; `None`: skip.
+#[must_use]
+fn prepare(test: &str) -> Option<MutexGuard<'static, ()>> {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut missing = vec![];
+    if !is_root() {
+        missing.push("root (it creates network namespaces)");
+    }
+    if !has_ip() {
+        missing.push("the `ip` command (package iproute2)");
+    }
+    if missing.is_empty() {
+        println!("== {test}");
+        return Some(guard);
+    }
+    let msg = format!("netns test `{test}` needs {}", missing.join(" and "));
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}; CI is set, so this is a failure, not a skip (scripts/test installs iproute2; run as root)");
+    }
+    eprintln!("SKIPPED: {msg} (with CI set this fails)");
+    None
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+
+/// Runs a command to completion; panics with its output if it fails.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ip(args: &[&str]) -> String {
+    run(Command::new("ip").args(args))
+}
+
+/// Removes ANSI escape sequences (log lines may be coloured).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    let from = v.len().saturating_sub(lines);
+    let mut t = v[from..].join("\n");
+    if from > 0 {
+        t = format!("[… {from} lines]\n{t}");
+    }
+    t
+}
+
+// ---------------------------------------------------------------------------
+// The lab: namespaces, links, files
+
+struct Node {
+    seg: String,
+    ns: String,
+    /// The address this segment listens on (and that its peers dial).
+    ip: String,
+    /// Its address on the link toward each neighbour.
+    links: BTreeMap<String, String>,
+}
+
+/// A chain of namespaces, one per segment, and a scratch directory.
+/// Dropping it kills whatever still runs in the namespaces and deletes them.
+struct Lab {
+    nodes: Vec<Node>,
+    dir: PathBuf,
+    spawned: usize,
+}
+
+impl Lab {
+    /// Namespaces for `segs`, node i linked to node i+1 by a veth pair in
+    /// 10.231.(X+i).0/24 (.1 on node i, .2 on node i+1). Each node listens
+    /// on its address toward the next node (the last: toward the previous).
+    fn chain(segs: &[&str]) -> Lab {
+        assert!(segs.len() >= 2);
+        let id = NEXT_LAB.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let x = 1 + (id * 4) % 240;
+        let dir = std::env::temp_dir().join(format!("fmt-{pid}-{id}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create the scratch directory");
+        let mut lab = Lab {
+            nodes: vec![],
+            dir,
+            spawned: 0,
+        };
+        for s in segs {
+            let ns = format!("fmt-{pid}-{id}-{s}");
+            ip(&["netns", "add", &ns]);
+            // Pushed at once so that a failure below still deletes it.
+            lab.nodes.push(Node {
+                seg: s.to_string(),
+                ns: ns.clone(),
+                ip: String::new(),
+                links: BTreeMap::new(),
+            });
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        let n = segs.len();
+        for i in 0..n - 1 {
+            let (a, b) = (&lab.nodes[i], &lab.nodes[i + 1]);
+            let (da, db) = (format!("to-{}", b.seg), format!("to-{}", a.seg));
+            ip(&[
+                "link", "add", &da, "netns", &a.ns, "type", "veth", "peer", "name", &db, "netns",
+                &b.ns,
+            ]);
+            let net = format!("10.231.{}", x + i);
+            ip(&[
+                "-n",
+                &a.ns,
+                "addr",
+                "add",
+                &format!("{net}.1/24"),
+                "dev",
+                &da,
+            ]);
+            ip(&[
+                "-n",
+                &b.ns,
+                "addr",
+                "add",
+                &format!("{net}.2/24"),
+                "dev",
+                &db,
+            ]);
+            ip(&["-n", &a.ns, "link", "set", &da, "up"]);
+            ip(&["-n", &b.ns, "link", "set", &db, "up"]);
+            let (sa, sb) = (a.seg.clone(), b.seg.clone());
+            lab.nodes[i].links.insert(sb, format!("{net}.1"));
+            lab.nodes[i + 1].links.insert(sa, format!("{net}.2"));
+        }
+        for i in 0..n {
+            lab.nodes[i].ip = if i < n - 1 {
+                format!("10.231.{}.1", x + i)
+            } else {
+                format!("10.231.{}.2", x + i - 1)
+            };
+        }
+        let desc: Vec<String> = lab
+            .nodes
+            .iter()
+            .map(|n| format!("{} in {} at {}", n.seg, n.ns, n.ip))
+            .collect();
+        println!("lab: {}", desc.join(", "));
+        lab
+    }
+
+    fn node(&self, seg: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.seg == seg)
+            .unwrap_or_else(|| panic!("no segment {seg} in the lab"))
+    }
+
+    /// Where `seg` listens.
+    fn ip_of(&self, seg: &str) -> String {
+        self.node(seg).ip.clone()
+    }
+
+    /// `seg`'s address on its link toward `toward` (the source address of
+    /// its connections to `toward`).
+    fn ip_toward(&self, seg: &str, toward: &str) -> String {
+        self.node(seg).links[toward].clone()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Fills the `{{NAME}}` placeholders of a fixture (`{{DIR}}` is the
+    /// scratch directory) and writes it to the scratch directory.
+    fn render(&self, fixture: &str, vars: &[(&str, String)]) -> PathBuf {
+        self.render_to(fixture, fixture, vars)
+    }
+
+    /// [`Lab::render`], written to the scratch directory as `name`.
+    fn render_to(&self, fixture: &str, name: &str, vars: &[(&str, String)]) -> PathBuf {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(fixture);
+        let mut text = fs::read_to_string(&src)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", src.display()));
+        text = text.replace("{{DIR}}", &self.dir.display().to_string());
+        for (k, v) in vars {
+            text = text.replace(&format!("{{{{{k}}}}}"), v);
+        }
+        assert!(
+            !text.contains("{{"),
+            "{fixture}: a placeholder was not filled in:\n{text}"
+        );
+        let out = self.dir.join(name);
+        fs::write(&out, text).expect("write the rendered fixture");
+        out
+    }
+
+    /// Starts `flowmesh ARGS` in the test's own namespace (for runs without
+    /// network edges, e.g. the single-process reference run).
+    fn local(&mut self, args: &[&str]) -> Worker {
+        self.spawned += 1;
+        let label = format!("local#{}", self.spawned);
+        let out = self.dir.join(format!("{label}.stdout"));
+        let err = self.dir.join(format!("{label}.stderr"));
+        let child = Command::new(BIN)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).expect("create stdout file"))
+            .stderr(fs::File::create(&err).expect("create stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        println!(
+            "started {label} (pid {}): flowmesh {}",
+            child.id(),
+            args.join(" ")
+        );
+        Worker {
+            label,
+            child,
+            out,
+            err,
+            status: None,
+        }
+    }
+
+    /// Starts `flowmesh worker FILE --segment SEG` in SEG's namespace,
+    /// listening on its address and told every other segment's address.
+    fn spawn(&mut self, seg: &str, file: &Path, token: &str, extra: &[&str]) -> Worker {
+        self.spawned += 1;
+        let label = format!("{seg}#{}", self.spawned);
+        let node = self.node(seg);
+        let out = self.dir.join(format!("{label}.stdout"));
+        let err = self.dir.join(format!("{label}.stderr"));
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &node.ns, BIN, "worker"])
+            .arg(file)
+            .args(["--segment", seg, "--listen", &format!("{}:{PORT}", node.ip)]);
+        for other in self.nodes.iter().filter(|n| n.seg != seg) {
+            c.args(["--peer", &format!("{}={}:{PORT}", other.seg, other.ip)]);
+        }
+        c.args(extra)
+            .env("FLOWMESH_TOKEN", token)
+            .env("FLOWMESH_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).expect("create stdout file"))
+            .stderr(fs::File::create(&err).expect("create stderr file"));
+        let child = c
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the worker for {seg}: {e}"));
+        println!(
+            "started {label} (pid {}) in {}: {}",
+            child.id(),
+            node.ns,
+            extra.join(" ")
+        );
+        Worker {
+            label,
+            child,
+            out,
+            err,
+            status: None,
+        }
+    }
+
+    /// `ip link set DEV up|down` for the link of `seg` toward `toward`.
+    fn set_link(&self, seg: &str, toward: &str, up: bool) {
+        let dev = format!("to-{toward}");
+        let state = if up { "up" } else { "down" };
+        ip(&["-n", &self.node(seg).ns, "link", "set", &dev, state]);
+        println!("link {seg}:{dev} {state}");
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            // Anything still running in our namespace was started by us.
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", &n.ns]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            }
+        }
+        for n in &self.nodes {
+            // Deleting a namespace can race with the last process exiting.
+            for _ in 0..20 {
+                let ok = Command::new("ip")
+                    .args(["netns", "del", &n.ns])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        if std::env::var_os("FLOWMESH_KEEP_TMP").is_some() {
+            eprintln!("kept {}", self.dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Workers
+
+struct Worker {
+    label: String,
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+    status: Option<ExitStatus>,
+}
+
+impl Worker {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stderr(&self) -> String {
+        strip_ansi(&fs::read_to_string(&self.err).unwrap_or_default())
+    }
+
+    fn stdout(&self) -> String {
+        strip_ansi(&fs::read_to_string(&self.out).unwrap_or_default())
+    }
+
+    /// The exit status, if it has exited.
+    fn poll(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
+    fn signal(&self, sig: &str) {
+        run(Command::new("kill").args([format!("-{sig}"), self.pid().to_string()]));
+        println!("SIG{sig} -> {} (pid {})", self.label, self.pid());
+    }
+
+    fn kill(&mut self) {
+        if self.poll().is_none() {
+            let _ = self.child.kill();
+            self.status = self.child.wait().ok();
+        }
+    }
+
+    fn describe(&mut self) -> String {
+        let st = match self.poll() {
+            Some(s) => s.to_string(),
+            None => "still running".into(),
+        };
+        format!(
+            "--- {} ({st}) stderr:\n{}\n--- {} stdout:\n{}",
+            self.label,
+            tail(&self.stderr(), 40),
+            self.label,
+            tail(&self.stdout(), 10)
+        )
+    }
+
+    /// `VmRSS` and `VmHWM` in kB from /proc/PID/status.
+    fn memory_kb(&self) -> Option<(u64, u64)> {
+        let s = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            s.lines()
+                .find(|l| l.starts_with(name))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn describe_all(ws: &mut [&mut Worker]) -> String {
+    ws.iter_mut()
+        .map(|w| w.describe())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Waits until every worker has exited successfully. If one fails, or the
+/// time is up, kills the rest and panics with their logs.
+fn expect_success(ws: &mut [&mut Worker], limit: Duration) {
+    let t0 = Instant::now();
+    loop {
+        let mut all = true;
+        for i in 0..ws.len() {
+            match ws[i].poll() {
+                Some(s) if s.success() => {}
+                Some(s) => {
+                    let who = ws[i].label.clone();
+                    for w in ws.iter_mut() {
+                        w.kill();
+                    }
+                    panic!("{who} failed ({s})\n{}", describe_all(ws));
+                }
+                None => all = false,
+            }
+        }
+        if all {
+            println!(
+                "all workers finished in {:.1} s",
+                t0.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        if t0.elapsed() > limit {
+            for w in ws.iter_mut() {
+                w.kill();
+            }
+            panic!(
+                "workers still running after {limit:?}; killed\n{}",
+                describe_all(ws)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds; panics with the workers' logs
+/// after `limit`.
+fn wait_for(what: &str, limit: Duration, ws: &mut [&mut Worker], mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        if t0.elapsed() > limit {
+            panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                describe_all(ws)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn file_len(p: &Path) -> u64 {
+    fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------
+// Checks on outputs
+
+fn read_u64s(p: &Path) -> Vec<u64> {
+    let b = fs::read(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+    assert_eq!(b.len() % 8, 0, "{}: a torn item at the end", p.display());
+    b.chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
+        .collect()
+}
+
+/// The file holds exactly 0, 1, …, n-1.
+fn assert_counter_file(p: &Path, n: u64) {
+    let v = read_u64s(p);
+    if let Some(i) = v.iter().enumerate().position(|(i, x)| *x != i as u64) {
+        panic!(
+            "{}: item {i} is {} (expected {i}); around it: {:?}",
+            p.display(),
+            v[i],
+            &v[i.saturating_sub(3)..(i + 3).min(v.len())]
+        );
+    }
+    assert_eq!(v.len() as u64, n, "{}: wrong number of items", p.display());
+}
+
+/// `tag_debug` lines `tag_debug: offset O key K value V` → (O, K, V as JSON).
+fn printed_tags(stdout: &str) -> Vec<(u64, String, Value)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("tag_debug: offset ")?;
+            let (off, rest) = rest.split_once(" key ")?;
+            let (key, val) = rest.split_once(" value ")?;
+            Some((
+                off.parse().ok()?,
+                key.to_string(),
+                serde_json::from_str(val).unwrap_or(Value::String(val.into())),
+            ))
+        })
+        .collect()
+}
+
+fn sigmf_annotations(meta: &Path) -> Vec<Value> {
+    let text =
+        fs::read_to_string(meta).unwrap_or_else(|e| panic!("cannot read {}: {e}", meta.display()));
+    let v: Value = serde_json::from_str(&text).expect("SigMF metadata is JSON");
+    v["annotations"]
+        .as_array()
+        .cloned()
+        .expect("SigMF metadata has annotations")
+}
+
+fn jsonl(p: &Path) -> Vec<Value> {
+    fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// The log line (if any) containing all of `parts`.
+fn find_line<'a>(log: &'a str, parts: &[&str]) -> Option<&'a str> {
+    log.lines().find(|l| parts.iter().all(|p| l.contains(p)))
+}
+
+fn assert_logged(w: &mut Worker, parts: &[&str]) -> String {
+    let log = w.stderr();
+    match find_line(&log, parts) {
+        Some(l) => {
+            println!("{}: {}", w.label, l.trim());
+            l.to_string()
+        }
+        None => {
+            let label = w.label.clone();
+            panic!(
+                "{label} did not log a line with {parts:?}\n{}",
+                w.describe()
+            )
+        }
+    }
+}
+
+/// A veth link does not corrupt bytes, so a CRC32C mismatch means the
+/// producer sent a malformed stream (the consumer then reconnects and
+/// resumes, so the data survive; with CRC off it would not). Checked last,
+/// after the outputs.
+fn assert_no_crc_mismatch(ws: &mut [&mut Worker]) {
+    for w in ws.iter_mut() {
+        let log = w.stderr();
+        if let Some(l) = find_line(&log, &["CRC32C mismatch"]) {
+            panic!(
+                "{} saw a corrupt frame on a link that does not corrupt: {}\n\
+                 (net_sink writes a queued HEARTBEAT into the middle of a partly written \
+                 DATA frame after a stall of 1 s or more; see docs/testing.md)",
+                w.label,
+                l.trim()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. Three segments, three namespaces
+
+#[test]
+fn counter_across_three_namespaces() {
+    let Some(_lock) = prepare("counter_across_three_namespaces") else {
+        return;
+    };
+    const N: u64 = 4_000_000;
+    let mut lab = Lab::chain(&["a", "b", "c"]);
+    let file = lab.render("netns-chain.yaml", &[("N", N.to_string())]);
+    let t0 = Instant::now();
+    let mut a = lab.spawn("a", &file, TOKEN, &[]);
+    let mut b = lab.spawn("b", &file, TOKEN, &[]);
+    let mut c = lab.spawn("c", &file, TOKEN, &[]);
+    expect_success(&mut [&mut a, &mut b, &mut c], Duration::from_secs(60));
+    println!("run took {:.1} s", t0.elapsed().as_secs_f64());
+    assert_counter_file(&lab.path("chain.u64"), N);
+
+    // Each side names the other's namespace address.
+    let (ia, ib, ib_a, ic) = (
+        lab.ip_of("a"),
+        lab.ip_of("b"),
+        lab.ip_toward("b", "a"),
+        lab.ip_toward("c", "b"),
+    );
+    assert_logged(
+        &mut a,
+        &[
+            "edge src.out>b: consumer ",
+            &format!("{ib_a}:"),
+            "connected, resuming at 0",
+        ],
+    );
+    assert_logged(
+        &mut b,
+        &[
+            &format!("edge src.out>b: connected to {ia}:{PORT}"),
+            "from offset 0",
+        ],
+    );
+    assert_logged(
+        &mut b,
+        &[
+            "edge pass.out>c: consumer ",
+            &format!("{ic}:"),
+            "connected, resuming at 0",
+        ],
+    );
+    assert_logged(
+        &mut c,
+        &[
+            &format!("edge pass.out>c: connected to {ib}:{PORT}"),
+            "from offset 0",
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. Tags at the same offsets as in a single-process run
+
+#[test]
+fn tags_land_where_a_single_process_run_puts_them() {
+    let Some(_lock) = prepare("tags_land_where_a_single_process_run_puts_them") else {
+        return;
+    };
+    const N: u64 = 3_000_000;
+    let mut lab = Lab::chain(&["a", "b", "c"]);
+    let (dist_out, local_out) = (lab.path("dist.sigmf-data"), lab.path("local.sigmf-data"));
+    let dist = lab.render_to(
+        "netns-tags.yaml",
+        "tags-dist.yaml",
+        &[
+            ("N", N.to_string()),
+            ("OUT", dist_out.display().to_string()),
+        ],
+    );
+    let local = lab.render_to(
+        "netns-tags.yaml",
+        "tags-local.yaml",
+        &[
+            ("N", N.to_string()),
+            ("OUT", local_out.display().to_string()),
+        ],
+    );
+    let mut a = lab.spawn("a", &dist, TOKEN, &[]);
+    let mut b = lab.spawn("b", &dist, TOKEN, &[]);
+    let mut c = lab.spawn("c", &dist, TOKEN, &[]);
+    expect_success(&mut [&mut a, &mut b, &mut c], Duration::from_secs(120));
+    let mut one = lab.local(&["run", "--quiet", &local.display().to_string()]);
+    expect_success(&mut [&mut one], Duration::from_secs(120));
+
+    let (ad, al) = (
+        sigmf_annotations(&dist_out.with_extension("sigmf-meta")),
+        sigmf_annotations(&local_out.with_extension("sigmf-meta")),
+    );
+    let count = |v: &[Value], key: &str| {
+        v.iter()
+            .filter(|a| {
+                a["core:comment"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with(&format!("{key}=")))
+            })
+            .count() as u64
+    };
+    println!(
+        "annotations: distributed {} (tick_a {}, tick_b {}), single process {}",
+        ad.len(),
+        count(&ad, "tick_a"),
+        count(&ad, "tick_b"),
+        al.len()
+    );
+    // Every tag made it: one per period of each tagger (the FIR keeps them all).
+    assert_eq!(
+        count(&al, "tick_a"),
+        N.div_ceil(4099),
+        "single-process tick_a tags"
+    );
+    assert_eq!(
+        count(&al, "tick_b"),
+        N.div_ceil(10007),
+        "single-process tick_b tags"
+    );
+    if ad != al {
+        let i = ad
+            .iter()
+            .zip(&al)
+            .position(|(x, y)| x != y)
+            .unwrap_or(ad.len().min(al.len()));
+        panic!(
+            "annotations differ from the single-process run at #{i} (distributed {} vs {}): {:?} vs {:?}",
+            ad.len(),
+            al.len(),
+            ad.get(i),
+            al.get(i)
+        );
+    }
+    let (dd, dl) = (fs::read(&dist_out).unwrap(), fs::read(&local_out).unwrap());
+    assert_eq!(dd.len(), dl.len(), "data file sizes");
+    assert!(
+        dd == dl,
+        "the distributed data differ from the single-process data"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 3. Messages in order, exactly once
+
+/// Runs netns-messages.yaml (a → b); `fault` runs while it is going.
+fn messages_run(count: u64, period: f64, fault: impl FnOnce(&Lab, &mut Worker, &mut Worker)) {
+    const N: u64 = 3_000_000;
+    const RATE: f64 = 1e6;
+    let mut lab = Lab::chain(&["a", "b"]);
+    let file = lab.render(
+        "netns-messages.yaml",
+        &[
+            ("COUNT", count.to_string()),
+            ("PERIOD", period.to_string()),
+            ("N", N.to_string()),
+            ("RATE", RATE.to_string()),
+        ],
+    );
+    let mut a = lab.spawn("a", &file, TOKEN, &[]);
+    let mut b = lab.spawn("b", &file, TOKEN, &[]);
+    fault(&lab, &mut a, &mut b);
+    expect_success(&mut [&mut a, &mut b], Duration::from_secs(120));
+
+    let (sa, sb) = (
+        jsonl(&lab.path("strobe-a.jsonl")),
+        jsonl(&lab.path("strobe-b.jsonl")),
+    );
+    assert_eq!(sa.len() as u64, count, "strobe messages written in a");
+    assert_eq!(sb.len() as u64, count, "strobe messages received in b");
+    assert!(
+        sb.iter().all(|m| m == "tick"),
+        "unexpected strobe message in b"
+    );
+
+    let (pa, pb) = (
+        jsonl(&lab.path("probe-a.jsonl")),
+        jsonl(&lab.path("probe-b.jsonl")),
+    );
+    println!(
+        "strobe: {} messages; rate reports: {} in a, {} in b",
+        sb.len(),
+        pa.len(),
+        pb.len()
+    );
+    let items: Vec<u64> = pb
+        .iter()
+        .map(|m| m["items"].as_u64().expect("a report has items"))
+        .collect();
+    assert!(
+        items.windows(2).all(|w| w[0] <= w[1]),
+        "rate reports out of order in b: {items:?}"
+    );
+    assert_eq!(
+        items.last().copied(),
+        Some(N),
+        "the last report counts every item"
+    );
+    if pa != pb {
+        let i = pa
+            .iter()
+            .zip(&pb)
+            .position(|(x, y)| x != y)
+            .unwrap_or(pa.len().min(pb.len()));
+        panic!(
+            "b did not receive exactly what a sent, in order: {} sent, {} received, first difference at #{i}: {:?} vs {:?}",
+            pa.len(),
+            pb.len(),
+            pa.get(i),
+            pb.get(i)
+        );
+    }
+    assert_no_crc_mismatch(&mut [&mut a, &mut b]);
+}
+
+#[test]
+fn messages_arrive_in_order_exactly_once() {
+    let Some(_lock) = prepare("messages_arrive_in_order_exactly_once") else {
+        return;
+    };
+    messages_run(300, 0.005, |_, _, _| {});
+}
+
+#[test]
+fn messages_arrive_in_order_exactly_once_across_a_link_flap() {
+    let Some(_lock) = prepare("messages_arrive_in_order_exactly_once_across_a_link_flap") else {
+        return;
+    };
+    messages_run(400, 0.01, |lab, a, b| {
+        let p = lab.path("strobe-b.jsonl");
+        wait_for(
+            "100 strobe messages in b",
+            Duration::from_secs(30),
+            &mut [a, b],
+            || fs::read_to_string(&p).is_ok_and(|s| s.lines().count() >= 100),
+        );
+        lab.set_link("b", "a", false);
+        std::thread::sleep(Duration::from_secs(2));
+        lab.set_link("b", "a", true);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// 4, 5. Faults within retention: nothing lost, nothing repeated
+
+/// Runs netns-paced.yaml (counter → throttle in a → b) and applies `fault`
+/// once b has written `after_items`; the run must complete with the whole
+/// counter in b's file and no gap.
+fn paced_run_without_loss(n: u64, rate: f64, after_items: u64, fault: impl FnOnce(&Lab, &Worker)) {
+    let mut lab = Lab::chain(&["a", "b"]);
+    let file = lab.render(
+        "netns-paced.yaml",
+        &[("N", n.to_string()), ("RATE", rate.to_string())],
+    );
+    let out = lab.path("out.u64");
+    let t0 = Instant::now();
+    let mut a = lab.spawn("a", &file, TOKEN, &[]);
+    let mut b = lab.spawn("b", &file, TOKEN, &[]);
+    wait_for(
+        "b to write",
+        Duration::from_secs(30),
+        &mut [&mut a, &mut b],
+        || file_len(&out) >= after_items * 8,
+    );
+    println!(
+        "fault at {:.1} s, b has {} items",
+        t0.elapsed().as_secs_f64(),
+        file_len(&out) / 8
+    );
+    fault(&lab, &b);
+    expect_success(&mut [&mut a, &mut b], Duration::from_secs(120));
+    println!("run took {:.1} s", t0.elapsed().as_secs_f64());
+    for l in b.stderr().lines().chain(a.stderr().lines()) {
+        if l.contains("lost") || l.contains("connected") {
+            println!("  {}", l.trim());
+        }
+    }
+    let gaps = printed_tags(&b.stdout());
+    assert!(gaps.is_empty(), "b saw gap tags: {gaps:?}");
+    assert_counter_file(&out, n);
+    assert_no_crc_mismatch(&mut [&mut a, &mut b]);
+}
+
+#[test]
+fn link_down_for_three_seconds_loses_nothing() {
+    let Some(_lock) = prepare("link_down_for_three_seconds_loses_nothing") else {
+        return;
+    };
+    // 5e5 items/s for 3 s is 1.5M items: well within R (2M) and the 2R buffer.
+    paced_run_without_loss(4_000_000, 5e5, 500_000, |lab, _| {
+        lab.set_link("b", "a", false);
+        std::thread::sleep(Duration::from_secs(3));
+        lab.set_link("b", "a", true);
+    });
+}
+
+#[test]
+fn consumer_stopped_for_three_seconds_loses_nothing() {
+    let Some(_lock) = prepare("consumer_stopped_for_three_seconds_loses_nothing") else {
+        return;
+    };
+    paced_run_without_loss(4_000_000, 5e5, 500_000, |_, b| {
+        b.signal("STOP");
+        std::thread::sleep(Duration::from_secs(3));
+        b.signal("CONT");
+    });
+}
+
+// ---------------------------------------------------------------------------
+// 6. Restart with --resume (needs `flowmesh worker --resume` and
+//    `file_sink` `mode: append`: the lead's work in progress)
+
+#[test]
+fn killed_consumer_restarted_with_resume_loses_nothing() {
+    let Some(_lock) = prepare("killed_consumer_restarted_with_resume_loses_nothing") else {
+        return;
+    };
+    const N: u64 = 4_000_000;
+    const RATE: f64 = 5e5;
+    let mut lab = Lab::chain(&["a", "b"]);
+    let file = lab.render(
+        "netns-resume.yaml",
+        &[("N", N.to_string()), ("RATE", RATE.to_string())],
+    );
+    let out = lab.path("out.u64");
+    let t0 = Instant::now();
+    let mut a = lab.spawn("a", &file, TOKEN, &[]);
+    let mut b = lab.spawn("b", &file, TOKEN, &[]);
+    wait_for(
+        "b to write 1M items",
+        Duration::from_secs(30),
+        &mut [&mut a, &mut b],
+        || file_len(&out) >= 1_000_000 * 8,
+    );
+    b.signal("KILL");
+    let killed_at = t0.elapsed();
+    wait_for("b to die", Duration::from_secs(10), &mut [], || {
+        b.poll().is_some()
+    });
+    let held = file_len(&out) / 8;
+    println!(
+        "killed b at {:.1} s holding {held} items ({} bytes)",
+        killed_at.as_secs_f64(),
+        file_len(&out)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // Restarted well within R: 0.5 s at 5e5 items/s is 250k items < 2M.
+    let mut b2 = lab.spawn("b", &file, TOKEN, &["--resume"]);
+    expect_success(&mut [&mut a, &mut b2], Duration::from_secs(120));
+    println!("run took {:.1} s", t0.elapsed().as_secs_f64());
+    for l in b2.stderr().lines() {
+        if l.contains("resum") || l.contains("connected") {
+            println!("  {}", l.trim());
+        }
+    }
+    let log = b2.stderr();
+    let resumed = find_line(&log, &["edge thr.out>b: connected to ", "from offset "])
+        .and_then(|l| l.rsplit("from offset ").next())
+        .and_then(|x| x.trim().parse::<u64>().ok());
+    assert!(
+        resumed.is_some_and(|r| r > 0 && r <= held),
+        "the restarted b should ask for an offset in 1..={held}, got {resumed:?}\n{}",
+        b2.describe()
+    );
+    let gaps = printed_tags(&b2.stdout());
+    assert!(gaps.is_empty(), "the restarted b saw gap tags: {gaps:?}");
+    // The fault-free run writes exactly the counter 0..N.
+    assert_counter_file(&out, N);
+}
+
+// ---------------------------------------------------------------------------
+// 7. A live source overflows while the consumer is stopped (needs the
+//    throttle's `overflow: drop`, the lead's work in progress)
+
+#[test]
+fn live_overflow_is_one_gap_of_exactly_the_dropped_items() {
+    let Some(_lock) = prepare("live_overflow_is_one_gap_of_exactly_the_dropped_items") else {
+        return;
+    };
+    // At 2e6 items/s the sink's 2R buffer (4M items) fills in about 2 s;
+    // stopped for 6 s, the consumer misses about 4 s worth.
+    const N: u64 = 16_000_000;
+    const RATE: f64 = 2e6;
+    let mut lab = Lab::chain(&["a", "b"]);
+    let file = lab.render(
+        "netns-paced.yaml",
+        &[("N", N.to_string()), ("RATE", RATE.to_string())],
+    );
+    let out = lab.path("out.u64");
+    let t0 = Instant::now();
+    let mut a = lab.spawn("a", &file, TOKEN, &[]);
+    let mut b = lab.spawn("b", &file, TOKEN, &[]);
+    wait_for(
+        "b to write 1M items",
+        Duration::from_secs(30),
+        &mut [&mut a, &mut b],
+        || file_len(&out) >= 1_000_000 * 8,
+    );
+    b.signal("STOP");
+    std::thread::sleep(Duration::from_secs(6));
+    b.signal("CONT");
+    expect_success(&mut [&mut a, &mut b], Duration::from_secs(120));
+    println!("run took {:.1} s", t0.elapsed().as_secs_f64());
+
+    let v = read_u64s(&out);
+    assert!(
+        v.windows(2).all(|w| w[0] < w[1]),
+        "values must increase strictly (no repeat, no reordering)"
+    );
+    let jumps: Vec<usize> = v
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| w[1] != w[0] + 1)
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(v.first(), Some(&0), "the file starts at 0");
+    assert_eq!(v.last(), Some(&(N - 1)), "the file ends with the last item");
+    let tags = printed_tags(&b.stdout());
+    println!(
+        "{} items written, {} discontinuities at {:?}; gap tags: {tags:?}",
+        v.len(),
+        jumps.len(),
+        jumps
+            .iter()
+            .map(|&i| (i, v[i - 1], v[i]))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(jumps.len(), 1, "exactly one discontinuity");
+    let i = jumps[0];
+    let (first, count) = (v[i - 1] + 1, v[i] - v[i - 1] - 1);
+    assert!(
+        count > RETENTION_ITEMS,
+        "a 6 s stop at 2e6 items/s should lose more than R; lost {count}"
+    );
+    assert_eq!(v.len() as u64 + count, N, "written + lost");
+    assert_eq!(tags.len(), 1, "exactly one gap tag: {tags:?}");
+    let (offset, key, value) = &tags[0];
+    assert_eq!(key, "gap");
+    assert_eq!(
+        *offset, i as u64,
+        "the gap tag is on the first item after the loss"
+    );
+    assert_eq!(value["count"].as_u64(), Some(count), "gap count: {value}");
+    assert_eq!(value["first"].as_u64(), Some(first), "gap first: {value}");
+    assert_eq!(value["cause"], "overflow", "gap cause: {value}");
+    assert_no_crc_mismatch(&mut [&mut a, &mut b]);
+}
+
+// ---------------------------------------------------------------------------
+// 8. Bounded memory under backpressure
+
+#[test]
+fn slow_consumer_backpressure_keeps_memory_flat() {
+    let Some(_lock) = prepare("slow_consumer_backpressure_keeps_memory_flat") else {
+        return;
+    };
+    // The counter alone runs at well over 10M items/s (test 1 moves 4M
+    // items through two edges in about half a second); the consumer is paced
+    // at 1M items/s, so 60M items take 60 s.
+    const RATE: f64 = 1e6;
+    const SECS: u64 = 60;
+    const N: u64 = RATE as u64 * SECS;
+    const BOUND_MB: f64 = 200.0;
+    const GROWTH_MB: f64 = 4.0;
+    let mut lab = Lab::chain(&["a", "b"]);
+    let file = lab.render(
+        "netns-backpressure.yaml",
+        &[("N", N.to_string()), ("RATE", RATE.to_string())],
+    );
+    let t0 = Instant::now();
+    let mut a = lab.spawn("a", &file, TOKEN, &[]);
+    let mut b = lab.spawn("b", &file, TOKEN, &[]);
+    // (seconds, [(rss, hwm) of a, of b]) in MB
+    let mut samples: Vec<(u64, [(f64, f64); 2])> = vec![];
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    for k in 1..=(SECS / 5 - 1) {
+        let at = Duration::from_secs(5 * k);
+        while t0.elapsed() < at {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (ma, mb_) = (a.memory_kb(), b.memory_kb());
+        let (Some(ma), Some(mb_)) = (ma, mb_) else {
+            panic!(
+                "a worker ended at {:.1} s, before the paced consumer could have received \
+                 {N} items: backpressure did not hold the producer\n{}",
+                t0.elapsed().as_secs_f64(),
+                describe_all(&mut [&mut a, &mut b])
+            );
+        };
+        let s = [(mb(ma.0), mb(ma.1)), (mb(mb_.0), mb(mb_.1))];
+        println!(
+            "t={:>2}s  a: VmRSS {:6.1} MB VmHWM {:6.1} MB | b: VmRSS {:6.1} MB VmHWM {:6.1} MB",
+            5 * k,
+            s[0].0,
+            s[0].1,
+            s[1].0,
+            s[1].1
+        );
+        samples.push((5 * k, s));
+    }
+    expect_success(&mut [&mut a, &mut b], Duration::from_secs(SECS + 60));
+    let took = t0.elapsed().as_secs_f64();
+    println!("run took {took:.1} s");
+    assert!(
+        took > SECS as f64 * 0.9,
+        "the run should take about {SECS} s at the consumer's pace, took {took:.1} s"
+    );
+    let base = samples
+        .iter()
+        .find(|(t, _)| *t >= 10)
+        .expect("a sample at 10 s")
+        .1;
+    for (t, s) in &samples {
+        for (w, name) in ["a", "b"].iter().enumerate() {
+            assert!(
+                s[w].1 < BOUND_MB,
+                "{name} at {t} s: VmHWM {:.1} MB exceeds {BOUND_MB} MB",
+                s[w].1
+            );
+            if *t >= 10 {
+                assert!(
+                    s[w].0 <= base[w].0 + GROWTH_MB && s[w].1 <= base[w].1 + GROWTH_MB,
+                    "{name} grew after 10 s: at {t} s VmRSS {:.1} MB VmHWM {:.1} MB, at 10 s {:.1} / {:.1} MB",
+                    s[w].0,
+                    s[w].1,
+                    base[w].0,
+                    base[w].1
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 9. A consumer with the wrong token is refused; the producer carries on
+
+#[test]
+fn wrong_token_is_refused_and_the_producer_carries_on() {
+    let Some(_lock) = prepare("wrong_token_is_refused_and_the_producer_carries_on") else {
+        return;
+    };
+    const N: u64 = 2_000_000;
+    let mut lab = Lab::chain(&["a", "b"]);
+    let file = lab.render("netns-pair.yaml", &[("N", N.to_string())]);
+    let mut a = lab.spawn("a", &file, TOKEN, &[]);
+    let mut bad = lab.spawn("b", &file, "not-the-token", &[]);
+    wait_for(
+        "the consumer with the wrong token to exit",
+        Duration::from_secs(30),
+        &mut [&mut a],
+        || bad.poll().is_some(),
+    );
+    let st = bad.poll().expect("exited");
+    assert!(
+        !st.success(),
+        "the refused consumer must fail\n{}",
+        bad.describe()
+    );
+    assert_logged(&mut bad, &["src.out>b", "wrong authentication token"]);
+    let ib = lab.ip_toward("b", "a");
+    assert_logged(
+        &mut a,
+        &[
+            &format!("refused consumer {ib}:"),
+            "src.out>b",
+            "wrong authentication token",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        a.poll().is_none(),
+        "the producer must keep running after refusing a consumer\n{}",
+        a.describe()
+    );
+    let mut good = lab.spawn("b", &file, TOKEN, &[]);
+    expect_success(&mut [&mut a, &mut good], Duration::from_secs(60));
+    assert_logged(
+        &mut a,
+        &[
+            "edge src.out>b: consumer ",
+            &format!("{ib}:"),
+            "connected, resuming at 0",
+        ],
+    );
+}
