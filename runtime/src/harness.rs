@@ -344,9 +344,8 @@ pub fn build(kind: &str, params: serde_json::Value) -> BuiltBlock {
         problems.is_empty(),
         "invalid params for {kind}: {problems:?}"
     );
-    for (name, msg, _) in desc.check.map(|c| c(&p)).unwrap_or_default() {
-        panic!("invalid params for {kind}: {name}: {msg}");
-    }
+    let failed = desc.check.map(|c| c(&p)).unwrap_or_default();
+    assert!(failed.is_empty(), "invalid params for {kind}: {failed:?}");
     crate::blocks::build(kind, &p).unwrap_or_else(|e| panic!("building {kind}: {e}"))
 }
 
