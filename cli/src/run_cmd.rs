@@ -104,7 +104,7 @@ pub fn supervise(
         .collect();
     let mut last_t = t0;
     while !running.is_finished() {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(5));
         if bar.is_hidden() || last_t.elapsed() < Duration::from_millis(500) {
             continue;
         }

@@ -205,6 +205,20 @@ pub fn partition(spec: &FlowGraphSpec) -> Result<Partition> {
             ),
         };
         sink_params["edge"] = json!(e.id);
+        if let (EdgeKind::Stream(_), Some(net)) = (
+            e.kind,
+            spec.runtime.as_ref().and_then(|r| r.network.as_ref()),
+        ) {
+            if let Some(c) = net.crc {
+                sink_params["crc"] = json!(c);
+            }
+            if let Some(r) = net.retention_bytes {
+                sink_params["retention_bytes"] = json!(r);
+            }
+            if let Some(f) = net.flush_micros {
+                sink_params["flush_us"] = json!(f);
+            }
+        }
         source_params["edge"] = json!(e.id);
         source_params["from"] = json!(e.from_segment);
         let (from, _) = e.id.split_once('>').expect("edge id has >");

@@ -130,6 +130,27 @@ pub struct RuntimeSpec {
     /// Stream buffer size in bytes (rounded up to whole pages and items).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer_bytes: Option<u64>,
+    /// Minimum size of buffers between worker threads, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_thread_bytes: Option<u64>,
+    /// Settings of the network edges between segments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSpec>,
+}
+
+/// Settings of the network edges between segments (docs/protocol.md).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Protect data frames with CRC32C (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc: Option<bool>,
+    /// Data kept by each producer for consumers that reconnect (default 16 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<u64>,
+    /// Longest wait of a partial batch before it is sent (default 1000 µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_micros: Option<u64>,
 }
 
 /// A connection `[from, to]`, each end written `block.port`.

@@ -1457,10 +1457,57 @@ fn check_runtime(v: Option<&Value>, sp: &str, dups: &mut Dups, report: &mut Repo
     unknown_fields(
         m,
         &path,
-        &["scheduler", "threads", "bufferBytes"],
+        &[
+            "scheduler",
+            "threads",
+            "bufferBytes",
+            "crossThreadBytes",
+            "network",
+        ],
         "runtime",
         report,
     );
+    match m.get("network") {
+        None => {}
+        Some(Value::Object(n)) => {
+            let npath = join(&path, "network");
+            unknown_fields(
+                n,
+                &npath,
+                &["crc", "retentionBytes", "flushMicros"],
+                "network",
+                report,
+            );
+            if let Some(x) = n.get("crc") {
+                if !x.is_boolean() {
+                    report.push(
+                        join(&npath, "crc"),
+                        format!("must be true or false, got {}", describe(x)),
+                        "write `crc: false` to turn CRC32C off",
+                    );
+                }
+            }
+            for (field, min) in [("retentionBytes", 65536u64), ("flushMicros", 0)] {
+                if let Some(x) = n.get(field) {
+                    if x.as_u64().is_none_or(|v| v < min) {
+                        report.push(
+                            join(&npath, field),
+                            format!(
+                                "must be a whole number of at least {min}, got {}",
+                                describe(x)
+                            ),
+                            format!("write it as digits, e.g. `{field}: {}`", min.max(1000)),
+                        );
+                    }
+                }
+            }
+        }
+        Some(v) => report.push(
+            join(&path, "network"),
+            format!("must be a map, got {}", describe(v)),
+            "write `network: {crc: true, retentionBytes: 16777216, flushMicros: 1000}`",
+        ),
+    }
     const SCHEDULERS: [&str; 2] = ["pool", "thread-per-block"];
     match m.get("scheduler") {
         None => {}
@@ -1480,7 +1527,11 @@ fn check_runtime(v: Option<&Value>, sp: &str, dups: &mut Dups, report: &mut Repo
             report.push(join(&path, "scheduler"), message, hint);
         }
     }
-    for (field, max) in [("threads", u32::MAX as u64), ("bufferBytes", u64::MAX)] {
+    for (field, max) in [
+        ("threads", u32::MAX as u64),
+        ("bufferBytes", u64::MAX),
+        ("crossThreadBytes", u64::MAX),
+    ] {
         if let Some(x) = m.get(field) {
             if x.as_u64().is_none_or(|n| n > max) {
                 report.push(

@@ -312,7 +312,7 @@ fn unknown_fields_everywhere() {
             (
                 "spec.runtime.buffer_bytes",
                 "unknown field `buffer_bytes`",
-                "did you mean `bufferBytes`? runtime takes: scheduler, threads, bufferBytes",
+                "did you mean `bufferBytes`? runtime takes: scheduler, threads, bufferBytes, crossThreadBytes, network",
             ),
         ],
     );

@@ -60,7 +60,7 @@ pub struct Config {
 /// Default stream buffer size (chosen by `bench/`; see docs/benchmarks.md).
 pub const DEFAULT_BUFFER_BYTES: usize = 64 * 1024;
 /// Default minimum size of buffers between threads.
-pub const DEFAULT_CROSS_THREAD_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_CROSS_THREAD_BYTES: usize = 256 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -85,6 +85,9 @@ impl Config {
             }
             if let Some(b) = rt.buffer_bytes {
                 c.buffer_bytes = b as usize;
+            }
+            if let Some(b) = rt.cross_thread_bytes {
+                c.cross_thread_bytes = b as usize;
             }
         }
         c

@@ -271,8 +271,7 @@ fn convert_needs_from() {
     let given: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     let e = Graph::new()
         .add_block("c", "convert", &given)
-        .err()
-        .expect("from is required")
+        .expect_err("from is required")
         .to_string();
     assert!(e.contains("from"), "{e}");
 }

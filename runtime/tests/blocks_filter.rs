@@ -235,7 +235,11 @@ fn complex_taps_on_a_real_stream_are_refused() {
 /// GNU Radio's firdes.low_pass, written out here in f64.
 fn gnuradio_low_pass(gain: f64, fs: f64, fc: f64, tw: f64) -> Vec<f64> {
     let ntaps = (53.0 * fs / (22.0 * tw)) as usize;
-    let ntaps = if ntaps % 2 == 0 { ntaps + 1 } else { ntaps };
+    let ntaps = if ntaps.is_multiple_of(2) {
+        ntaps + 1
+    } else {
+        ntaps
+    };
     let m = (ntaps - 1) / 2;
     let w0 = 2.0 * PI * fc / fs;
     let mut h: Vec<f64> = (0..ntaps)

@@ -125,7 +125,7 @@ spec:
         .expect("refused");
     let msg = err.to_string();
     assert!(
-        msg.contains("refused edge src.out>b") && msg.contains("wrong authentication token"),
+        msg.contains("edge src.out>b: wrong authentication token"),
         "{msg}"
     );
     // The producer is unaffected: it still waits for its consumer.

@@ -159,10 +159,15 @@ impl NetEnv {
                         return;
                     }
                 };
+                let at = match served.kind {
+                    ServedKind::Stream(_) => format!("resuming at item {}", hello.resume_offset),
+                    ServedKind::Message => {
+                        format!("resuming after message {}", hello.resume_msg_seq)
+                    }
+                };
                 tracing::info!(
-                    "edge {}: consumer {peer} connected, resuming at {} (crc {})",
+                    "edge {}: consumer {peer} connected, {at} (crc {})",
                     hello.edge,
-                    hello.resume_offset,
                     if crc { "on" } else { "off" }
                 );
                 *served.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Incoming {

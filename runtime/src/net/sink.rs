@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use flowmesh_model::StreamType;
 
 use super::env::{NetEnv, Served, ServedKind};
-use super::frame::{self, Decoder, FrameType, GapCause, Header, WireTag, FLAG_TAGS};
+use super::frame::{self, Decoder, FrameType, GapCause, Header, Reason, WireTag, FLAG_TAGS};
 use super::transport::Conn;
 use crate::block::{Block, Result, Work};
 use crate::io::WorkIo;
@@ -64,6 +64,8 @@ pub struct NetSink {
     last_tx: Instant,
     last_rx: Instant,
     signal_set: bool,
+    /// The consumer said it will read no more (CLOSE, normal).
+    consumer_done: bool,
 }
 
 impl NetSink {
@@ -95,6 +97,7 @@ impl NetSink {
             last_tx: Instant::now(),
             last_rx: Instant::now(),
             signal_set: false,
+            consumer_done: false,
         }
     }
 
@@ -113,22 +116,30 @@ impl NetSink {
         self.eos_sent = false;
     }
 
-    /// Reads and applies the consumer's control frames.
+    /// Reads and applies the consumer's control frames (those that arrived
+    /// before an end of connection are applied first).
     fn read_control(&mut self) {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
         let mut buf = [0u8; 4096];
+        let mut ended: Option<String> = None;
         loop {
             match conn.read(&mut buf) {
-                Ok(0) => return self.drop_conn("connection closed"),
+                Ok(0) => {
+                    ended = Some("connection closed".into());
+                    break;
+                }
                 Ok(n) => {
                     self.last_rx = Instant::now();
                     self.rx.push(&buf[..n]);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return self.drop_conn(&e.to_string()),
+                Err(e) => {
+                    ended = Some(e.to_string());
+                    break;
+                }
             }
         }
         loop {
@@ -136,12 +147,22 @@ impl NetSink {
                 Ok(Some(f)) => match f.header.kind {
                     FrameType::Ack => self.acked = self.acked.max(f.header.a.min(self.sent)),
                     FrameType::Heartbeat | FrameType::MsgAck => {}
+                    FrameType::Close if f.header.b == Reason::Normal as u32 => {
+                        // The consumer's downstream is done, like a local
+                        // reader finishing: nothing more will be read.
+                        tracing::info!("edge {}: consumer {} finished", self.edge, self.peer);
+                        self.consumer_done = true;
+                        return self.drop_conn("consumer finished");
+                    }
                     FrameType::Close => return self.drop_conn("consumer closed the edge"),
                     other => return self.drop_conn(&format!("unexpected {other:?} frame")),
                 },
                 Ok(None) => break,
                 Err(e) => return self.drop_conn(&e.to_string()),
             }
+        }
+        if let Some(why) = ended {
+            self.drop_conn(&why);
         }
     }
 
@@ -217,13 +238,18 @@ impl Block for NetSink {
         }
 
         self.read_control();
+        if self.consumer_done {
+            io.consume(0, avail as usize);
+            return Ok(Work::Done);
+        }
         let now = Instant::now();
         let mut next_wake: Option<Instant> = None;
         if self.conn.is_some() && now.duration_since(self.last_rx) > PEER_TIMEOUT {
             self.drop_conn("silent for too long");
         }
 
-        if self.conn.is_some() && self.flush_control() {
+        // Control frames go out only between DATA frames, never inside one.
+        if self.conn.is_some() && (self.pending.is_some() || self.flush_control()) {
             // Send DATA frames from [sent, written).
             loop {
                 if self.pending.is_none() {
@@ -315,7 +341,10 @@ impl Block for NetSink {
                 self.eos_sent = true;
                 self.flush_control();
             }
-            if self.conn.is_some() && now.duration_since(self.last_tx) >= HEARTBEAT {
+            if self.conn.is_some()
+                && self.pending.is_none()
+                && now.duration_since(self.last_tx) >= HEARTBEAT
+            {
                 self.queue(FrameType::Heartbeat, 0, 0);
                 self.flush_control();
             }

@@ -548,10 +548,7 @@ pub(crate) fn connector(shared: Arc<Connector>, env: Arc<NetEnv>, from: String, 
                         reason,
                         Reason::UnknownEdge | Reason::Busy | Reason::ShuttingDown
                     );
-                    Err((
-                        fatal,
-                        format!("{addr} refused edge {}: {message}", hello.edge),
-                    ))
+                    Err((fatal, format!("{addr} refused the connection: {message}")))
                 }
             }
         })();
@@ -655,6 +652,45 @@ impl Block for NetSource {
         let mut g = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         g.stop = true;
         self.shared.cv.notify_all();
+        drop(g);
+        // Ended on purpose (downstream done, or end of stream): tell the
+        // producer, which then ends like a writer whose readers are done.
+        if let Some(conn) = self.conn.as_mut() {
+            let mut bye = std::mem::take(&mut self.control);
+            bye.extend_from_slice(&frame::control(
+                FrameType::Close,
+                self.expected,
+                Reason::Normal as u32,
+                b"consumer finished",
+                false,
+            ));
+            let deadline = Instant::now() + Duration::from_millis(500);
+            let mut done = 0;
+            while done < bye.len() && Instant::now() < deadline {
+                match conn.write_vectored(&[IoSlice::new(&bye[done..])]) {
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(_) => break,
+                }
+            }
+            // Half-close and drain what is still in flight until the
+            // producer closes, so the socket ends with FIN, not a reset that
+            // could destroy the CLOSE frame before the producer reads it.
+            conn.shutdown_write();
+            let mut sink = vec![0u8; 64 * 1024];
+            while Instant::now() < deadline {
+                match conn.read(&mut sink) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
         Ok(())
     }
 

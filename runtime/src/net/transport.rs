@@ -29,6 +29,8 @@ pub trait Conn: Send {
     fn set_waker(&mut self, signal: Arc<Signal>) -> io::Result<()>;
     /// The peer's address, as this side sees it.
     fn peer_addr(&self) -> String;
+    /// Half-closes: no more writes; reads continue until the peer closes.
+    fn shutdown_write(&mut self);
 }
 
 /// A connection in blocking mode, for the handshake.
@@ -139,6 +141,9 @@ impl Conn for TcpConn {
     }
     fn peer_addr(&self) -> String {
         self.peer.clone()
+    }
+    fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
     }
 }
 
@@ -385,6 +390,14 @@ impl Conn for MemConn {
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         Write::write_vectored(self, bufs)
+    }
+    fn shutdown_write(&mut self) {
+        let mut g = self.tx.state.lock().unwrap_or_else(|e| e.into_inner());
+        g.closed = true;
+        if let Some(r) = &g.reader {
+            r.notify();
+        }
+        self.tx.cv.notify_all();
     }
     fn set_waker(&mut self, signal: Arc<Signal>) -> io::Result<()> {
         self.rx
