@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """FlowMesh benchmarks, each beside its peer from the same run.
 
-Usage: python3 bench/run.py [chain] [memory] [cpu] [--runs 5]
+Usage: python3 bench/run.py [chain] [memory] [cpu] [net] [tags] [latency] [--runs 5]
   chain   bench/chain-{f32,cf32}.yaml vs ../shared/peers/gnuradio/gr_chain.py, alternating runs;
           plus the same graph with constants 0.999 (f32) and 0.6+0.8j (cf32), and the SPSC ring
           ceiling from ../shared/peers/limits/spsc_bw.c.
   memory  peak resident memory of `flowmesh run examples/spectrum-survey.yaml`.
+  net     bench/net-{f32,cf32}.yaml with `flowmesh run --distributed` (CRC on and off) vs
+          ../shared/peers/gnuradio/gr_zmq.py (ZeroMQ PUSH/PULL), alternating; raw TCP from
+          ../shared/peers/limits/sock_bw.c at 128 KiB and at FlowMesh's frame size.
+  tags    bench/net-tags.yaml (one tag per 1024 items, every offset checked) vs bench/net-counter.yaml.
+  latency bench/net-latency.yaml: p50/p99 through one edge at 10 Msps.
   cpu     CPU use of bench/tone-throttled.yaml (tone -> filter -> file, throttled to 1 Msps, 10 s)
           and the throttle's achieved rate.
 The figure for FlowMesh is items / wall time of the whole `flowmesh run` process.
@@ -99,6 +104,58 @@ def cpu():
           f"(throttle error {1e7 / wall / 1e6 - 1:+.2%}), CPU {cpu_s:.3f} s = {cpu_s / wall:.1%} of one core")
 
 
+def fm_dist(path, n):
+    t0 = time.perf_counter()
+    p = subprocess.run([FM, "run", "--distributed", "-q", path], capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        sys.exit(f"{path} failed:\n{p.stderr}")
+    return n / (time.perf_counter() - t0) / 1e6, p.stderr
+
+
+def gr_zmq(typ, n):
+    out = sh([GR_PY, os.path.join(PEERS, "gnuradio", "gr_zmq.py"), "run", "--type", typ,
+              "--pattern", "push", "--n", str(n), "--repeat", "1"]).stdout
+    return float(re.search(r"Msps min/med/max = ([\d.]+)/", out).group(1))
+
+
+def net(runs):
+    subprocess.run(["gcc", "-O2", "-o", "/tmp/fm_sock_bw", os.path.join(PEERS, "limits", "sock_bw.c")], check=True)
+    for chunk in (131072, 262144 + 24):
+        r = [float(re.search(r": ([\d.]+) GB/s", sh(["/tmp/fm_sock_bw", "tcp", str(chunk), "8192"]).stdout).group(1))
+             for _ in range(3)]
+        print(f"raw TCP loopback, {chunk}-byte writes (sock_bw, 3 runs): {stats([x * 1000 for x in r])} MB/s")
+    print("| edge | N | FlowMesh CRC on Msps min/med/max | FlowMesh CRC off | GNU Radio ZeroMQ PUSH/PULL | ratio (CRC on, medians) | GB/s (CRC on) |")
+    print("|---|---|---|---|---|---|---|")
+    for typ, gtyp, n, size in [("f32", "f", 500_000_000, 4), ("cf32", "c", 250_000_000, 8)]:
+        path = os.path.join(ROOT, "bench", f"net-{typ}.yaml")
+        off = variant(path, "  connections:", "  runtime: {network: {crc: false}}\n  connections:")
+        on_r, off_r, gr = [], [], []
+        for _ in range(runs):
+            on_r.append(fm_dist(path, n)[0])
+            off_r.append(fm_dist(off, n)[0])
+            gr.append(gr_zmq(gtyp, n))
+        os.unlink(off)
+        med = statistics.median(on_r)
+        print(f"| net-{typ} | {n:.1e} | {stats(on_r)} | {stats(off_r)} | {stats(gr)} | {med / statistics.median(gr):.2f}x | {med * size / 1e3:.2f} |")
+
+
+def tags(runs):
+    base, tagged = [], []
+    for _ in range(runs):
+        base.append(fm_dist(os.path.join(ROOT, "bench", "net-counter.yaml"), 250_000_000)[0])
+        r, err = fm_dist(os.path.join(ROOT, "bench", "net-tags.yaml"), 250_000_000)
+        tagged.append(r)
+    line = [l for l in err.splitlines() if "stream_checker" in l]
+    print(f"u64 counter across processes: no tags {stats(base)} Msps; one tag per 1024 items {stats(tagged)} Msps "
+          f"({statistics.median(tagged) / statistics.median(base) - 1:+.1%}); receiver: {line[-1] if line else '?'}")
+
+
+def latency(runs):
+    for _ in range(runs):
+        _, err = fm_dist(os.path.join(ROOT, "bench", "net-latency.yaml"), 50_000_000)
+        print([l for l in err.splitlines() if "latency_probe" in l][-1])
+
+
 def main():
     args = sys.argv[1:]
     runs = 5
@@ -110,7 +167,8 @@ def main():
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "flowmesh"], cwd=ROOT, check=True)
     print(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {os.uname().sysname} {os.uname().release} nproc={os.cpu_count()}")
     for w in what:
-        {"chain": lambda: chain(runs), "memory": memory, "cpu": cpu}[w]()
+        {"chain": lambda: chain(runs), "memory": memory, "cpu": cpu, "net": lambda: net(runs),
+         "tags": lambda: tags(runs), "latency": lambda: latency(3)}[w]()
 
 
 if __name__ == "__main__":

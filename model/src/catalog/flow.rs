@@ -43,6 +43,11 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::vlen())
         .param(ParamDescriptor::new("period", ParamType::Int, "items between tags").default(1024i64).min(1.0))
         .param(ParamDescriptor::new("key", ParamType::String, "tag key").default("tick"))
+        .param(ParamDescriptor::new(
+            "value",
+            ParamType::Enum(vec!["offset", "time"]),
+            "tag value: the tag's offset, or the wall-clock time in ns when it was added (for latency_probe)",
+        ).default("offset"))
         .input(PortDescriptor::typed("in", "items"))
         .output(PortDescriptor::typed("out", "the same items, tagged")),
     ]

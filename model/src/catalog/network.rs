@@ -67,7 +67,19 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
              counter that a `gap` tag does not cover; counts items and lost items.",
         )
         .param(ParamDescriptor::new("expect", ParamType::Int, "fail unless delivered + lost equals this at the end").optional().min(0.0))
+        .param(ParamDescriptor::new("tag_key", ParamType::String, "also check that every tag with this key sits on the item whose value equals the tag's value (a `tagger` upstream); empty: no check").default(""))
         .input(PortDescriptor::fixed("in", U64, "counter items"))
+        .tags(TagPolicy::None),
+        BlockDescriptor::new(
+            "latency_probe",
+            Category::Debug,
+            "Measures how long items took to get here: each tag with `key` carries the wall-clock time (ns) \
+             at which a `tagger` with `value: time` added it. At the end prints count, p50, p99 and max.",
+        )
+        .param(ParamDescriptor::item_type(&ItemType::ALL))
+        .param(ParamDescriptor::vlen())
+        .param(ParamDescriptor::new("key", ParamType::String, "tag key carrying the send time").default("tick"))
+        .input(PortDescriptor::typed("in", "tagged items"))
         .tags(TagPolicy::None),
     ]
 }

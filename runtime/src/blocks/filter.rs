@@ -85,7 +85,7 @@ impl Branch {
 }
 
 /// `Σ x[k]·t[k]` over eight lanes.
-#[inline]
+#[inline(always)]
 fn dot_real(x: &[f32], t: &[f32]) -> f32 {
     let n = x.len().min(t.len());
     let (x8, xr) = x[..n].as_chunks::<8>();
@@ -104,7 +104,7 @@ fn dot_real(x: &[f32], t: &[f32]) -> f32 {
 }
 
 /// Interleaved complex samples `x` times real taps given twice (`t2`).
-#[inline]
+#[inline(always)]
 fn dot_cf_real(x: &[f32], t2: &[f32]) -> Complex32 {
     let n = x.len().min(t2.len());
     let (x8, xr) = x[..n].as_chunks::<8>();
@@ -126,7 +126,7 @@ fn dot_cf_real(x: &[f32], t2: &[f32]) -> Complex32 {
 
 /// Interleaved complex samples `x` times complex taps laid out as `a`, `b`:
 /// lane `l` accumulates `a[l]·x[l] + b[l]·x[l^1]`.
-#[inline]
+#[inline(always)]
 fn dot_cf_complex(x: &[f32], a: &[f32], b: &[f32]) -> Complex32 {
     let n = x.len().min(a.len()).min(b.len());
     let (x8, xr) = x[..n].as_chunks::<8>();
@@ -161,7 +161,7 @@ pub trait Sample: Item + Default {
 
 impl Sample for f32 {
     const COMPLEX: bool = false;
-    #[inline]
+    #[inline(always)]
     fn dot(x: &[f32], taps: &Branch) -> f32 {
         match taps {
             Branch::Real { rev, .. } => dot_real(x, rev),
@@ -174,7 +174,7 @@ impl Sample for f32 {
 
 impl Sample for Complex32 {
     const COMPLEX: bool = true;
-    #[inline]
+    #[inline(always)]
     fn dot(x: &[Complex32], taps: &Branch) -> Complex32 {
         let xf: &[f32] = bytemuck::cast_slice(x);
         match taps {
@@ -182,6 +182,13 @@ impl Sample for Complex32 {
             Branch::Complex { a, b, .. } => dot_cf_complex(xf, a, b),
         }
     }
+}
+
+/// [`PolyFir::process`] compiled for AVX2+FMA and SSE4.1, picked at run time
+/// by CPU (the dot products inline into it).
+#[multiversion::multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
+pub fn process_fast<T: Sample>(fir: &mut PolyFir<T>, inp: &[T], out: &mut [T]) -> (usize, usize) {
+    fir.process(inp, out)
 }
 
 // ---------------------------------------------------------------------------
@@ -251,6 +258,7 @@ impl<T: Sample> PolyFir<T> {
     /// Filters what it can of `inp` into `out`; returns `(consumed, produced)`.
     /// Consumes input beyond the last output up to what the next output
     /// needs, keeping it in the history.
+    #[inline(always)]
     pub fn process(&mut self, inp: &[T], out: &mut [T]) -> (usize, usize) {
         let PolyFir {
             branches,
@@ -318,7 +326,7 @@ fn run<'a, T: Sample>(fir: &mut PolyFir<T>, io: &mut WorkIo<'a>) -> &'a mut [T] 
     }
     let inp = &io.input::<T>(0)[..avail];
     let out = &mut io.output::<T>(0)[..space];
-    let (c, p) = fir.process(inp, out);
+    let (c, p) = process_fast(fir, inp, out);
     io.consume(0, c);
     io.produce(0, p);
     &mut out[..p]

@@ -60,6 +60,8 @@ pub fn net_message_source(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
 /// first item may have any value (a restarted segment resumes mid-stream);
 /// every later one must follow it.
 pub struct StreamChecker {
+    tag_key: String,
+    tags_checked: u64,
     started: bool,
     skipped: u64,
     next: u64,
@@ -89,6 +91,18 @@ impl Block for StreamChecker {
             })
             .collect();
         let x = io.input::<u64>(0);
+        if !self.tag_key.is_empty() {
+            for t in io.tags(0).iter().filter(|t| *t.key == *self.tag_key) {
+                let i = (t.offset - base) as usize;
+                if i < n && t.value.as_u64() != Some(x[i]) {
+                    return Err(BlockError::Failed(format!(
+                        "tag `{}` with value {} sits on item {} whose value is {}",
+                        self.tag_key, t.value, t.offset, x[i]
+                    )));
+                }
+                self.tags_checked += 1;
+            }
+        }
         if !self.started {
             self.started = true;
             self.next = x[0];
@@ -130,6 +144,12 @@ impl Block for StreamChecker {
     }
 
     fn stop(&mut self) -> Result<()> {
+        if !self.tag_key.is_empty() {
+            eprintln!(
+                "stream_checker: {} items in order, {} lost, {} `{}` tags on the right items",
+                self.delivered, self.lost, self.tags_checked, self.tag_key
+            );
+        }
         if let Some(e) = self.expect {
             if self.skipped + self.delivered + self.lost != e {
                 return Err(BlockError::Failed(format!(
@@ -146,6 +166,7 @@ impl Block for StreamChecker {
             "delivered" => Some(Pmt::I64(self.delivered as i64)),
             "lost" => Some(Pmt::I64(self.lost as i64)),
             "gaps" => Some(Pmt::I64(self.gaps as i64)),
+            "tags_checked" => Some(Pmt::I64(self.tags_checked as i64)),
             _ => None,
         }
     }
@@ -153,6 +174,8 @@ impl Block for StreamChecker {
 
 pub fn stream_checker(p: &Params) -> Result<BuiltBlock, String> {
     Ok(BuiltBlock::new(StreamChecker {
+        tag_key: p.str("tag_key").unwrap_or("").to_string(),
+        tags_checked: 0,
         started: false,
         skipped: 0,
         next: 0,

@@ -102,6 +102,9 @@ impl NetSink {
     }
 
     fn drop_conn(&mut self, why: &str) {
+        if self.consumer_done {
+            self.conn = None;
+        }
         if self.conn.take().is_some() {
             tracing::warn!(
                 "edge {}: lost consumer {} ({why}); keeping {} items for its return",
