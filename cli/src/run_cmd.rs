@@ -103,9 +103,8 @@ pub fn supervise(
         .map(|s| s.items_out().max(s.items_in()))
         .collect();
     let mut last_t = t0;
-    while !running.is_finished() {
-        std::thread::sleep(Duration::from_millis(5));
-        if bar.is_hidden() || last_t.elapsed() < Duration::from_millis(500) {
+    while !running.wait_timeout(Duration::from_millis(500)) {
+        if bar.is_hidden() {
             continue;
         }
         let dt = last_t.elapsed().as_secs_f64();

@@ -98,6 +98,8 @@ struct Ctx {
     stop: AtomicBool,
     /// Workers still running; requests to a graph with none are refused.
     alive: std::sync::atomic::AtomicUsize,
+    /// Signalled when the last worker ends.
+    ended: (Mutex<bool>, std::sync::Condvar),
     abort: AtomicBool,
     error: Mutex<Option<Error>>,
     signals: Vec<Arc<Signal>>,
@@ -229,6 +231,16 @@ impl Running {
     /// True once every worker has ended.
     pub fn is_finished(&self) -> bool {
         self.workers.iter().all(|w| w.is_finished())
+    }
+
+    /// Waits up to `timeout` for the graph to end; true if it has.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let (m, cv) = &self.handle.ctx.ended;
+        let g = m.lock().unwrap_or_else(|e| e.into_inner());
+        let (g, _) = cv
+            .wait_timeout_while(g, timeout, |ended| !*ended)
+            .unwrap_or_else(|e| e.into_inner());
+        *g
     }
 
     /// Waits for the graph to end.
@@ -543,6 +555,7 @@ pub fn start(graph: Graph) -> Result<Running> {
     let ctx = Arc::new(Ctx {
         stop: AtomicBool::new(false),
         alive: std::sync::atomic::AtomicUsize::new(groups.len()),
+        ended: (Mutex::new(false), std::sync::Condvar::new()),
         abort: AtomicBool::new(false),
         error: Mutex::new(None),
         signals: signals.clone(),
@@ -621,7 +634,11 @@ fn worker(mut nodes: Vec<Node>, signal: Arc<Signal>, ctx: Arc<Ctx>) -> Vec<Node>
     for node in nodes.iter_mut() {
         drain_inbox_after_end(node);
     }
-    ctx.alive.fetch_sub(1, Ordering::AcqRel);
+    if ctx.alive.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let (m, cv) = &ctx.ended;
+        *m.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+    }
     nodes
 }
 

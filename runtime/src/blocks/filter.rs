@@ -157,6 +157,30 @@ pub trait Sample: Item + Default {
     const COMPLEX: bool;
     /// Dot product of a window of `L` samples with a branch's reversed taps.
     fn dot(x: &[Self], taps: &Branch) -> Self;
+    /// `out[j] = Σ_k rev[k]·x[j + k]` for every `j`, summed tap by tap in
+    /// order (see [`fir_block`]); `x` holds `out.len() + rev.len() − 1` samples.
+    fn fir_real(x: &[Self], rev: &[f32], out: &mut [Self]);
+}
+
+/// Outputs at a time in [`fir_block`] (keeps them in L1).
+const FIR_BLOCK: usize = 1024;
+
+/// The transposed FIR: for each tap, one multiply-add pass over a block of
+/// outputs, which vectorises fully. Each output is summed tap by tap in
+/// order, so it is the same number whatever block or chunk it falls in.
+/// `w` is scalars per sample (1 real, 2 interleaved complex).
+#[multiversion::multiversion(targets("x86_64+avx+avx2+fma", "x86_64+sse4.1"))]
+fn fir_block(x: &[f32], rev: &[f32], out: &mut [f32], w: usize) {
+    for (b, ob) in out.chunks_mut(FIR_BLOCK * w).enumerate() {
+        let base = b * FIR_BLOCK * w;
+        ob.fill(0.0);
+        for (k, tk) in rev.iter().enumerate() {
+            let xs = &x[base + k * w..base + k * w + ob.len()];
+            for (o, v) in ob.iter_mut().zip(xs) {
+                *o += tk * v;
+            }
+        }
+    }
 }
 
 impl Sample for f32 {
@@ -170,6 +194,9 @@ impl Sample for f32 {
             Branch::Complex { rev, .. } => x.iter().zip(rev).map(|(a, t)| a * t.re).sum(),
         }
     }
+    fn fir_real(x: &[f32], rev: &[f32], out: &mut [f32]) {
+        fir_block(x, rev, out, 1)
+    }
 }
 
 impl Sample for Complex32 {
@@ -181,6 +208,14 @@ impl Sample for Complex32 {
             Branch::Real { rev2, .. } => dot_cf_real(xf, rev2),
             Branch::Complex { a, b, .. } => dot_cf_complex(xf, a, b),
         }
+    }
+    fn fir_real(x: &[Complex32], rev: &[f32], out: &mut [Complex32]) {
+        fir_block(
+            bytemuck::cast_slice(x),
+            rev,
+            bytemuck::cast_slice_mut(out),
+            2,
+        )
     }
 }
 
@@ -277,6 +312,34 @@ impl<T: Sample> PolyFir<T> {
         let mut e = *end;
         let mut produced = 0;
         let mut scratch_ready = false;
+        if let (1, 1, 0, Branch::Real { rev, .. }) = (interp, decim, la, &branches[0]) {
+            // One sample in, one out, real taps: whole blocks of outputs in
+            // transposed form. Outputs whose window starts in the history
+            // come from `scratch` (history ++ the first new samples).
+            let m = out.len().min((h + avail).saturating_sub(e));
+            let straddle = m.min((h + nt - 1).saturating_sub(e));
+            if straddle > 0 {
+                scratch.clear();
+                scratch.extend_from_slice(hist);
+                scratch.extend_from_slice(&inp[..avail.min(nt - 1)]);
+                let st = e + 1 - nt;
+                T::fir_real(
+                    &scratch[st..st + straddle + nt - 1],
+                    rev,
+                    &mut out[..straddle],
+                );
+            }
+            if m > straddle {
+                let st = e + straddle + 1 - nt - h;
+                T::fir_real(
+                    &inp[st..st + (m - straddle) + nt - 1],
+                    rev,
+                    &mut out[straddle..m],
+                );
+            }
+            produced = m;
+            e += m;
+        }
         while produced < out.len() && e + la < h + avail {
             let start = e + 1 - nt;
             let taps = &branches[*phase];

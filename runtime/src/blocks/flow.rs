@@ -45,7 +45,7 @@ pub fn head(p: &Params) -> Result<BuiltBlock, String> {
 }
 
 /// `throttle`: at most `rate` items per second on average. It passes items in
-/// bursts of about 5 ms and sleeps in between (no busy wait).
+/// bursts of about 10 ms and sleeps in between (no busy wait).
 /// Input `in`, output `out`; `rate` (settable), `overflow` (drop | wait).
 ///
 /// It is live: time does not stop when the output is full. With `overflow:
@@ -64,7 +64,7 @@ pub struct Throttle {
 
 /// How much time a throttle releases at once: long enough that a throttled
 /// graph wakes rarely (low CPU), short against any rate measurement.
-const BURST_SECONDS: f64 = 0.005;
+const BURST_SECONDS: f64 = 0.010;
 
 impl Throttle {
     fn min_burst(&self) -> u64 {
