@@ -382,37 +382,11 @@ pub fn start(graph: Graph) -> Result<Running> {
     let mut out_index: Vec<Vec<usize>> = vec![];
     let mut msg_senders: Vec<Vec<usize>> = vec![];
     for node in &graph.nodes {
-        let (mut s, mut m) = (0, 0);
-        let mut idx = vec![];
-        for p in &node.built.inputs {
-            match p.kind {
-                ResolvedKind::Stream(_) => {
-                    idx.push(s);
-                    s += 1
-                }
-                ResolvedKind::Message => {
-                    idx.push(m);
-                    m += 1
-                }
-            }
-        }
+        let (idx, s, m) = split_ports(&node.built.inputs);
         inputs.push((0..s).map(|_| None).collect());
         msg_senders.push(vec![0; m]);
         in_index.push(idx);
-        let (mut s, mut m) = (0, 0);
-        let mut idx = vec![];
-        for p in &node.built.outputs {
-            match p.kind {
-                ResolvedKind::Stream(_) => {
-                    idx.push(s);
-                    s += 1
-                }
-                ResolvedKind::Message => {
-                    idx.push(m);
-                    m += 1
-                }
-            }
-        }
+        let (idx, s, m) = split_ports(&node.built.outputs);
         outputs.push((0..s).map(|_| None).collect());
         msg_outs.push((0..m).map(|_| MsgOutPort::default()).collect());
         out_index.push(idx);
@@ -593,6 +567,26 @@ pub fn start(graph: Graph) -> Result<Running> {
         workers,
         started,
     })
+}
+
+/// For each port, its index among the ports of its kind (stream or
+/// message); and how many stream and message ports there are.
+fn split_ports(ports: &[flowmesh_model::catalog::ResolvedPort]) -> (Vec<usize>, usize, usize) {
+    let (mut s, mut m) = (0, 0);
+    let idx = ports
+        .iter()
+        .map(|p| match p.kind {
+            ResolvedKind::Stream(_) => {
+                s += 1;
+                s - 1
+            }
+            ResolvedKind::Message => {
+                m += 1;
+                m - 1
+            }
+        })
+        .collect();
+    (idx, s, m)
 }
 
 fn reader_index(p: &InputPort) -> usize {
