@@ -221,7 +221,6 @@ pub fn now_ns() -> i64 {
 /// each tag's time stamp (a `tagger` with `value: time`) and its arrival.
 pub struct LatencyProbe {
     key: String,
-    item_size: usize,
     delays_ns: Vec<i64>,
 }
 
@@ -248,7 +247,6 @@ impl Block for LatencyProbe {
                 self.delays_ns.push(now - sent);
             }
         }
-        let _ = self.item_size;
         io.consume(0, n);
         Ok(Work::Ok)
     }
@@ -281,7 +279,6 @@ pub fn latency_probe(p: &Params) -> Result<BuiltBlock, String> {
     let st = stream_type(p);
     Ok(BuiltBlock::new(LatencyProbe {
         key: p.str("key").unwrap_or("tick").to_string(),
-        item_size: st.item_size(),
         delays_ns: vec![],
     })
     .input("in", st)

@@ -197,19 +197,12 @@ fn const_op<T: Arith>(p: &Params, multiply: bool) -> Result<BuiltBlock, String> 
     .settable())
 }
 
-fn multiply_const_t<T: Arith>(p: &Params) -> Result<BuiltBlock, String> {
-    const_op::<T>(p, true)
-}
-fn add_const_t<T: Arith>(p: &Params) -> Result<BuiltBlock, String> {
-    const_op::<T>(p, false)
-}
-
 pub fn multiply_const(p: &Params) -> Result<BuiltBlock, String> {
-    crate::dispatch_item!(stream_type(p).item, multiply_const_t(p))
+    crate::dispatch_item!(stream_type(p).item, const_op(p, true))
 }
 
 pub fn add_const(p: &Params) -> Result<BuiltBlock, String> {
-    crate::dispatch_item!(stream_type(p).item, add_const_t(p))
+    crate::dispatch_item!(stream_type(p).item, const_op(p, false))
 }
 
 /// `add` / `multiply`: inputs `in0..inN-1`, output `out`.
@@ -252,17 +245,11 @@ fn stream_op<T: Arith>(p: &Params, multiply: bool) -> Result<BuiltBlock, String>
     }
     Ok(b.output("out", st))
 }
-fn add_t<T: Arith>(p: &Params) -> Result<BuiltBlock, String> {
-    stream_op::<T>(p, false)
-}
-fn multiply_t<T: Arith>(p: &Params) -> Result<BuiltBlock, String> {
-    stream_op::<T>(p, true)
-}
 
 pub fn add(p: &Params) -> Result<BuiltBlock, String> {
-    crate::dispatch_item!(stream_type(p).item, add_t(p))
+    crate::dispatch_item!(stream_type(p).item, stream_op(p, false))
 }
 
 pub fn multiply(p: &Params) -> Result<BuiltBlock, String> {
-    crate::dispatch_item!(stream_type(p).item, multiply_t(p))
+    crate::dispatch_item!(stream_type(p).item, stream_op(p, true))
 }

@@ -37,7 +37,7 @@ pub fn net_source(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
     let edge = p.str("edge").ok_or("missing edge")?;
     let from = p.str("from").ok_or("missing from")?;
     let start = p.u64("start").unwrap_or(0);
-    let source = NetSource::new(env.net.clone(), edge, from, st, true).resume_from(start);
+    let source = NetSource::new(env.net.clone(), edge, from, st).resume_from(start);
     Ok(BuiltBlock::new(source)
         .output("out", st)
         .tag_policy(TagPolicy::Custom)

@@ -100,7 +100,6 @@ impl Block for VectorSource {
 
 /// Converts a list parameter (`Items`) to the bytes of items of type `t`.
 pub fn items_to_bytes(v: &Pmt, t: ItemType) -> Result<Vec<u8>, String> {
-    use num_complex::Complex;
     let cs: Vec<num_complex::Complex64> = match v {
         Pmt::Vector(TypedVec::F64(x)) => x.iter().map(|r| (*r).into()).collect(),
         Pmt::Vector(TypedVec::Cf64(x)) => x.clone(),
@@ -113,7 +112,6 @@ pub fn items_to_bytes(v: &Pmt, t: ItemType) -> Result<Vec<u8>, String> {
         let v: Vec<T> = cs.iter().map(|c| T::from_c64(*c)).collect();
         bytemuck::cast_slice(&v).to_vec()
     }
-    let _ = std::marker::PhantomData::<Complex<f32>>;
     Ok(crate::dispatch_item!(t, conv(&cs)))
 }
 

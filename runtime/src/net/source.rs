@@ -110,8 +110,7 @@ pub struct NetSource {
 }
 
 impl NetSource {
-    pub fn new(env: Arc<NetEnv>, edge: &str, from: &str, st: StreamType, crc: bool) -> Self {
-        let _ = crc;
+    pub fn new(env: Arc<NetEnv>, edge: &str, from: &str, st: StreamType) -> Self {
         NetSource {
             env,
             edge: edge.to_string(),
