@@ -253,7 +253,13 @@ impl Header {
 
 /// CRC32C (Castagnoli) of a body, hardware-accelerated where available.
 pub fn crc(parts: &[&[u8]]) -> u32 {
-    parts.iter().fold(0, |c, p| crc32c::crc32c_append(c, p))
+    // crc-fast picks the widest kernel the CPU has at run time (VPCLMULQDQ
+    // on AVX-512 machines: ~4x the SSE4.2 `crc32` instruction loop).
+    let mut d = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+    for p in parts {
+        d.update(p);
+    }
+    d.finalize() as u32
 }
 
 /// A stream tag on the wire: absolute offset, key, value.
@@ -529,6 +535,15 @@ mod tests {
             resume_msg_seq: 7,
             crc: true,
         }
+    }
+
+    #[test]
+    fn crc_is_crc32c_over_the_concatenated_parts() {
+        // The CRC-32/ISCSI check value (RFC 3720, Castagnoli).
+        assert_eq!(crc(&[b"123456789"]), 0xE306_9283);
+        assert_eq!(crc(&[b"1234", b"", b"56789"]), 0xE306_9283);
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        assert_eq!(crc(&[&big[..4097], &big[4097..]]), crc(&[&big]));
     }
 
     #[test]
