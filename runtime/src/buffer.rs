@@ -145,6 +145,9 @@ struct Padded(AtomicU64);
 
 struct ReaderSlot {
     read: Padded,
+    /// The writer may not write at or past this offset for this reader
+    /// (`u64::MAX`: no limit). See [`Reader::set_horizon`].
+    horizon: Padded,
     done: AtomicBool,
     pending_tags: AtomicUsize,
     tags: Mutex<VecDeque<Tag>>,
@@ -160,6 +163,8 @@ pub struct Shared {
     writer_done: AtomicBool,
     writer_signal: Arc<Signal>,
     readers: Box<[ReaderSlot]>,
+    /// Some reader has set a horizon: the writer re-reads them every time.
+    horizons: AtomicBool,
 }
 
 impl Shared {
@@ -195,6 +200,7 @@ pub fn channel(
         .into_iter()
         .map(|signal| ReaderSlot {
             read: Padded::default(),
+            horizon: Padded(AtomicU64::new(u64::MAX)),
             done: AtomicBool::new(false),
             pending_tags: AtomicUsize::new(0),
             tags: Mutex::new(VecDeque::new()),
@@ -210,11 +216,13 @@ pub fn channel(
         writer_done: AtomicBool::new(false),
         writer_signal,
         readers,
+        horizons: AtomicBool::new(false),
     });
     let writer = Writer {
         shared: shared.clone(),
         write: 0,
         min_read: 0,
+        horizon: u64::MAX,
     };
     let readers = (0..n)
         .map(|idx| Reader {
@@ -223,6 +231,7 @@ pub fn channel(
             read: 0,
             write: 0,
             tags: Vec::new(),
+            tag_start: 0,
         })
         .collect();
     Ok((writer, readers))
@@ -233,6 +242,8 @@ pub struct Writer {
     shared: Arc<Shared>,
     write: u64,
     min_read: u64,
+    /// Lowest horizon of the readers not done (cached).
+    horizon: u64,
 }
 
 impl Writer {
@@ -248,31 +259,38 @@ impl Writer {
         self.shared.item_size
     }
 
-    /// Free space in items. Readers that are done do not hold space.
+    /// Free space in items. Readers that are done do not hold space, and a
+    /// reader's horizon caps how far ahead of it the writer may go.
     #[inline]
     pub fn space(&mut self) -> usize {
         let cap = self.shared.capacity as u64;
-        if self.write - self.min_read >= cap {
-            self.refresh();
-        }
-        let free = cap - (self.write - self.min_read);
-        if free < cap / 2 {
+        let free = self.free(cap);
+        if free < cap / 2 || self.shared.horizons.load(Ordering::Relaxed) {
             // Cheap enough, and keeps chunks large.
             self.refresh();
-            return (cap - (self.write - self.min_read)) as usize;
+            return self.free(cap) as usize;
         }
         free as usize
     }
 
+    #[inline]
+    fn free(&self, cap: u64) -> u64 {
+        let ring = cap.saturating_sub(self.write - self.min_read);
+        ring.min(self.horizon.saturating_sub(self.write))
+    }
+
     fn refresh(&mut self) {
         let mut min = self.write;
+        let mut horizon = u64::MAX;
         for r in self.shared.readers.iter() {
             if r.done.load(Ordering::Acquire) {
                 continue;
             }
             min = min.min(r.read.0.load(Ordering::Acquire));
+            horizon = horizon.min(r.horizon.0.load(Ordering::Acquire));
         }
         self.min_read = min;
+        self.horizon = horizon;
     }
 
     /// True when every reader is done (or there are none): nothing written
@@ -346,7 +364,10 @@ pub struct Reader {
     idx: usize,
     read: u64,
     write: u64,
+    /// Tags pulled from the writer, sorted by offset; those before
+    /// `tag_start` are consumed (dropped in bulk, not one consume at a time).
     tags: Vec<Tag>,
+    tag_start: usize,
 }
 
 impl Reader {
@@ -384,10 +405,24 @@ impl Reader {
         let slot = &self.shared.readers[self.idx];
         let mut q = slot.tags.lock().unwrap_or_else(|e| e.into_inner());
         let n = q.len();
+        let old = self.tags.len();
         self.tags.extend(q.drain(..));
         slot.pending_tags.fetch_sub(n, Ordering::AcqRel);
         drop(q);
-        self.tags.sort_by_key(|t| t.offset);
+        // Tags usually arrive in order: sort only when they did not.
+        let fresh = &self.tags[old.max(self.tag_start)..];
+        let last = old
+            .checked_sub(1)
+            .filter(|&l| l >= self.tag_start)
+            .map(|l| self.tags[l].offset);
+        let in_order = fresh.windows(2).all(|w| w[0].offset <= w[1].offset)
+            && match (last, fresh.first()) {
+                (Some(l), Some(f)) => l <= f.offset,
+                _ => true,
+            };
+        if !in_order {
+            self.tags[self.tag_start..].sort_by_key(|t| t.offset);
+        }
     }
 
     /// True when the writer has finished and everything it wrote was read.
@@ -420,7 +455,7 @@ impl Reader {
     /// Tags on items not yet consumed, sorted by offset (may include tags
     /// beyond the available items).
     pub fn tags(&self) -> &[Tag] {
-        &self.tags
+        &self.tags[self.tag_start..]
     }
 
     /// Consumes `n` items, frees their space and wakes the writer.
@@ -435,11 +470,34 @@ impl Reader {
             .read
             .0
             .store(self.read, Ordering::Release);
-        if !self.tags.is_empty() {
+        if self.tag_start < self.tags.len() {
             let read = self.read;
-            self.tags.retain(|t| t.offset >= read);
+            self.tag_start += self.tags[self.tag_start..].partition_point(|t| t.offset < read);
+            if self.tag_start == self.tags.len() {
+                self.tags.clear();
+                self.tag_start = 0;
+            } else if self.tag_start >= 256 && self.tag_start * 2 >= self.tags.len() {
+                self.tags.drain(..self.tag_start);
+                self.tag_start = 0;
+            }
         }
         self.shared.writer_signal.notify();
+    }
+
+    /// Lets the writer run at most up to absolute offset `upto` (exclusive)
+    /// for this reader, however much space the ring has; raising it wakes the
+    /// writer. A reader that keeps a long history (a network sink's
+    /// retention) uses it so that fresh items are written just before they
+    /// are read, while still hot in cache, instead of a whole ring ahead.
+    pub fn set_horizon(&self, upto: u64) {
+        let slot = &self.shared.readers[self.idx].horizon.0;
+        let old = slot.swap(upto, Ordering::AcqRel);
+        if !self.shared.horizons.load(Ordering::Relaxed) {
+            self.shared.horizons.store(true, Ordering::Release);
+        }
+        if upto > old {
+            self.shared.writer_signal.notify();
+        }
     }
 
     /// Marks this reader done: the writer stops waiting for it.
@@ -529,5 +587,24 @@ mod tests {
         assert_eq!(w.space(), 1024);
         rs[0].finish();
         assert!(w.all_readers_done());
+    }
+
+    #[test]
+    fn horizon_caps_the_writer_and_raising_it_frees_space() {
+        let (mut w, mut rs) = channel(4096, 4, sig(), vec![sig()]).unwrap();
+        let cap = w.space();
+        rs[0].set_horizon(100);
+        assert_eq!(w.space(), 100);
+        w.produce(100);
+        assert_eq!(w.space(), 0, "at the horizon although the ring is empty");
+        rs[0].set_horizon(250);
+        assert_eq!(w.space(), 150);
+        let a = rs[0].available();
+        rs[0].consume(a);
+        rs[0].set_horizon(u64::MAX);
+        assert_eq!(w.space(), cap, "no horizon: the whole ring");
+        rs[0].set_horizon(10);
+        rs[0].finish();
+        assert_eq!(w.space(), cap, "a finished reader's horizon does not count");
     }
 }

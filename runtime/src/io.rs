@@ -204,6 +204,12 @@ impl<'a> WorkIo<'a> {
         );
         p.produced += n;
     }
+    /// Caps how far the writer upstream of input `i` may run ahead: it may
+    /// not write items at or past absolute offset `upto` until this is
+    /// raised (see [`Reader::set_horizon`]).
+    pub fn set_input_horizon(&self, i: usize, upto: u64) {
+        self.inputs[i].reader.set_horizon(upto);
+    }
     /// Absolute offset of the next unconsumed item of input `i`.
     pub fn nitems_read(&self, i: usize) -> u64 {
         self.inputs[i].reader.position() + self.inputs[i].consumed as u64
