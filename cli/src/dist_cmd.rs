@@ -17,6 +17,7 @@ pub struct WorkerArgs {
     pub stdin_peers: bool,
     pub generation: u64,
     pub resume: bool,
+    pub threads: Option<u32>,
     pub quiet: bool,
 }
 
@@ -38,6 +39,7 @@ pub fn worker(file: &Path, a: WorkerArgs) -> Result<()> {
         token: token(),
         generation: a.generation,
         resume: a.resume,
+        threads: a.threads,
     };
     let seg = start_segment(&doc, &cfg)?;
     if a.stdin_peers {
@@ -75,12 +77,18 @@ pub fn distributed(file: &Path, quiet: bool) -> Result<()> {
     let plan = flowmesh_worker::plan(&doc)?;
     let exe = std::env::current_exe().context("cannot find the flowmesh executable")?;
     let token = random_token();
+    // The workers share this machine: each gets its share of the cores
+    // (unless the file sets spec.runtime.threads), so that the processes
+    // together run one thread per core instead of one per core each.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let share = (cores / plan.segments.len().max(1)).max(1);
     let mut children = vec![];
     for seg in plan.segments.keys() {
         let mut c = Command::new(&exe);
         c.arg("worker")
             .arg(file)
             .args(["--segment", seg, "--listen", "127.0.0.1:0", "--stdin-peers"])
+            .args(["--threads", &share.to_string()])
             .env("FLOWMESH_TOKEN", &token)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -63,6 +63,10 @@ enum Cmd {
         /// `mode: append` file sinks already hold.
         #[arg(long)]
         resume: bool,
+        /// Pool threads for this segment unless the file sets
+        /// spec.runtime.threads (default: one per core).
+        #[arg(long)]
+        threads: Option<u32>,
         #[arg(long, short)]
         quiet: bool,
     },
@@ -150,6 +154,7 @@ fn main() -> ExitCode {
             stdin_peers,
             generation,
             resume,
+            threads,
             quiet,
         } => dist_cmd::worker(
             &file,
@@ -160,6 +165,7 @@ fn main() -> ExitCode {
                 stdin_peers,
                 generation,
                 resume,
+                threads,
                 quiet,
             },
         ),

@@ -65,6 +65,9 @@ pub struct Config {
     /// A restart: ask each input edge to start where this segment's output
     /// (its `append` file sinks) left off.
     pub resume: bool,
+    /// Pool threads for this segment when its file does not set
+    /// `spec.runtime.threads` (None: one per available core).
+    pub threads: Option<u32>,
 }
 
 /// For each `net_source` of `sub`, the edge offset its downstream has made
@@ -164,6 +167,10 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
                 .params
                 .insert("start".into(), serde_json::json!(at));
         }
+    }
+    if let Some(t) = cfg.threads {
+        let rt = sub.runtime.get_or_insert_with(Default::default);
+        rt.threads.get_or_insert(t.max(1));
     }
     let sub = &sub;
     let env = NetEnv::new(
