@@ -128,7 +128,7 @@ def net(runs):
         print(f"raw TCP loopback, {chunk}-byte writes (sock_bw, 3 runs): {stats([x * 1000 for x in r])} MB/s")
     print("| edge | N | FlowMesh CRC on Msps min/med/max | FlowMesh CRC off | GNU Radio ZeroMQ PUSH/PULL | ratio (CRC on, medians) | GB/s (CRC on) |")
     print("|---|---|---|---|---|---|---|")
-    for typ, gtyp, n, size in [("f32", "f", 500_000_000, 4), ("cf32", "c", 250_000_000, 8)]:
+    for typ, gtyp, n, size in [("f32", "f", 2_000_000_000, 4), ("cf32", "c", 1_000_000_000, 8)]:
         path = os.path.join(ROOT, "bench", f"net-{typ}.yaml")
         off = variant(path, "  connections:", "  runtime: {network: {crc: false}}\n  connections:")
         on_r, off_r, gr = [], [], []
