@@ -232,6 +232,7 @@ pub fn channel(
             write: 0,
             tags: Vec::new(),
             tag_start: 0,
+            horizon_allowed: true,
         })
         .collect();
     Ok((writer, readers))
@@ -368,6 +369,8 @@ pub struct Reader {
     /// `tag_start` are consumed (dropped in bulk, not one consume at a time).
     tags: Vec<Tag>,
     tag_start: usize,
+    /// False when the writer must not be capped (it is fed by a live block).
+    horizon_allowed: bool,
 }
 
 impl Reader {
@@ -489,7 +492,13 @@ impl Reader {
     /// writer. A reader that keeps a long history (a network sink's
     /// retention) uses it so that fresh items are written just before they
     /// are read, while still hot in cache, instead of a whole ring ahead.
+    ///
+    /// A no-op on a reader whose writer is fed by a live block (see
+    /// [`Reader::forbid_horizon`]).
     pub fn set_horizon(&self, upto: u64) {
+        if !self.horizon_allowed {
+            return;
+        }
         let slot = &self.shared.readers[self.idx].horizon.0;
         let old = slot.swap(upto, Ordering::AcqRel);
         if !self.shared.horizons.load(Ordering::Relaxed) {
@@ -498,6 +507,17 @@ impl Reader {
         if upto > old {
             self.shared.writer_signal.notify();
         }
+    }
+
+    /// Makes [`Reader::set_horizon`] a no-op: the writer runs in real time
+    /// (downstream of a live block) and must get the whole ring, or it would
+    /// drop items while there is still room.
+    pub fn forbid_horizon(&mut self) {
+        self.horizon_allowed = false;
+        self.shared.readers[self.idx]
+            .horizon
+            .0
+            .store(u64::MAX, Ordering::Release);
     }
 
     /// Marks this reader done: the writer stops waiting for it.
@@ -606,5 +626,14 @@ mod tests {
         rs[0].set_horizon(10);
         rs[0].finish();
         assert_eq!(w.space(), cap, "a finished reader's horizon does not count");
+    }
+
+    #[test]
+    fn a_forbidden_horizon_is_ignored() {
+        let (mut w, mut rs) = channel(4096, 4, sig(), vec![sig()]).unwrap();
+        let cap = w.space();
+        rs[0].forbid_horizon();
+        rs[0].set_horizon(10);
+        assert_eq!(w.space(), cap);
     }
 }

@@ -392,6 +392,20 @@ pub fn start(graph: Graph) -> Result<Running> {
         out_index.push(idx);
     }
 
+    // Blocks downstream of a live block (a throttle, a live source): their
+    // readers may not cap them with a horizon, or a live source would drop
+    // items long before the buffers and an edge's retention are full.
+    let mut live_fed: Vec<bool> = graph.nodes.iter().map(|n| n.built.live).collect();
+    for n in graph.topological_order() {
+        if graph
+            .stream_edges
+            .iter()
+            .any(|e| e.to.0 == n && live_fed[e.from.0])
+        {
+            live_fed[n] = true;
+        }
+    }
+
     // Stream buffers: one per connected or unconnected output port.
     for (ni, node) in graph.nodes.iter().enumerate() {
         for (pi, port) in node.built.outputs.iter().enumerate() {
@@ -433,7 +447,10 @@ pub fn start(graph: Graph) -> Result<Running> {
                 message: e.to_string(),
             })?;
             outputs[ni][out_index[ni][pi]] = Some(OutputPort::new(w, st));
-            for (e, r) in readers.iter().zip(rs) {
+            for (e, mut r) in readers.iter().zip(rs) {
+                if live_fed[ni] {
+                    r.forbid_horizon();
+                }
                 let (tn, tp) = e.to;
                 inputs[tn][in_index[tn][tp]] = Some(InputPort::new(r, st));
             }
