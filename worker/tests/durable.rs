@@ -1,0 +1,71 @@
+//! `durable_positions`: where a restarted segment asks its input edges to
+//! resume, worked out from what its `append` file sinks already hold.
+
+use flowmesh_model::validate::validate_text;
+use flowmesh_worker::{durable_positions, plan};
+
+fn sub(yaml: &str, segment: &str) -> flowmesh_model::FlowGraphSpec {
+    let (doc, report) = validate_text(yaml);
+    assert!(report.is_ok(), "{report:?}");
+    plan(&doc.expect("parsed")).expect("partition").segments[segment].clone()
+}
+
+fn graph(dir: &std::path::Path) -> String {
+    format!(
+        r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {{name: durable}}
+spec:
+  blocks:
+    src:  {{kind: signal_source, params: {{type: f32, samp_rate: 1e6, frequency: 1e3}}, segment: a}}
+    fir:  {{kind: fir_filter, params: {{type: f32, taps: [0.25, 0.25, 0.25, 0.25], decimation: 4}}, segment: b}}
+    full: {{kind: file_sink, params: {{type: f32, path: {full}, mode: append}}, segment: b}}
+    dec:  {{kind: file_sink, params: {{type: f32, path: {dec}, mode: append}}, segment: b}}
+  connections:
+    - [src.out, fir.in]
+    - [src.out, full.in]
+    - [fir.out, dec.in]
+"#,
+        full = dir.join("full.f32").display(),
+        dec = dir.join("dec.f32").display(),
+    )
+}
+
+fn source_of(sub: &flowmesh_model::FlowGraphSpec) -> String {
+    sub.blocks
+        .iter()
+        .find(|(_, b)| b.kind == "net_source")
+        .map(|(n, _)| n.clone())
+        .expect("segment b has a net_source")
+}
+
+#[test]
+fn the_smallest_position_over_all_append_sinks_wins_taking_decimation_into_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = sub(&graph(dir.path()), "b");
+    let src = source_of(&b);
+
+    // Nothing written yet: start at 0.
+    assert_eq!(durable_positions(&b)[&src], 0);
+
+    // 1000 items at the undecimated sink, 200 at the decimated one
+    // (= 800 source items): the decimated sink is behind and wins.
+    std::fs::write(dir.path().join("full.f32"), vec![0u8; 1000 * 4]).unwrap();
+    std::fs::write(dir.path().join("dec.f32"), vec![0u8; 200 * 4]).unwrap();
+    assert_eq!(durable_positions(&b)[&src], 800);
+
+    // The decimated sink catches up past the other: the full sink wins.
+    std::fs::write(dir.path().join("dec.f32"), vec![0u8; 300 * 4]).unwrap();
+    assert_eq!(durable_positions(&b)[&src], 1000);
+}
+
+#[test]
+fn a_partly_written_last_item_is_not_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = sub(&graph(dir.path()), "b");
+    let src = source_of(&b);
+    std::fs::write(dir.path().join("full.f32"), vec![0u8; 10 * 4 + 3]).unwrap();
+    std::fs::write(dir.path().join("dec.f32"), vec![0u8; 100 * 4]).unwrap();
+    assert_eq!(durable_positions(&b)[&src], 10);
+}
