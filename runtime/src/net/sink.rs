@@ -28,6 +28,12 @@ use crate::io::WorkIo;
 pub const MAX_FRAME_PAYLOAD: usize = 256 * 1024;
 /// Below this many unsent bytes the sink waits up to `flush_us` for more.
 pub const BATCH_BYTES: usize = 64 * 1024;
+/// While the consumer keeps up, upstream may write at most this far ahead
+/// of what was sent, so frames go out while their items are still in cache.
+pub const LOOKAHEAD_BYTES: usize = 1 << 20;
+/// Sending that made no progress for this long lifts the lookahead limit:
+/// a stalled or absent consumer gets the whole buffer (2R) as before.
+pub const STALL: Duration = Duration::from_millis(5);
 /// A silent connection gets a heartbeat after this long.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A connection silent for this long is dropped (the consumer will reconnect).
@@ -61,6 +67,8 @@ pub struct NetSink {
     rx: Decoder,
     eos_sent: bool,
     unsent_since: Option<Instant>,
+    /// Last time sending made progress or had nothing to send.
+    last_progress: Instant,
     last_tx: Instant,
     last_rx: Instant,
     signal_set: bool,
@@ -94,6 +102,7 @@ impl NetSink {
             rx: Decoder::new(),
             eos_sent: false,
             unsent_since: None,
+            last_progress: Instant::now(),
             last_tx: Instant::now(),
             last_rx: Instant::now(),
             signal_set: false,
@@ -259,6 +268,7 @@ impl Block for NetSink {
                     let unsent = written - self.sent;
                     if unsent == 0 {
                         self.unsent_since = None;
+                        self.last_progress = now;
                         break;
                     }
                     let since = *self.unsent_since.get_or_insert(now);
@@ -271,10 +281,12 @@ impl Block for NetSink {
                     }
                     let n = unsent.min((MAX_FRAME_PAYLOAD / isz).max(1) as u64);
                     let (from, to) = (self.sent, self.sent + n);
-                    let tags: Vec<WireTag> = io
-                        .tags(0)
+                    // Tags are sorted by offset; the window may hold many.
+                    let all = io.tags(0);
+                    let lo = all.partition_point(|t| t.offset < from);
+                    let hi = lo + all[lo..].partition_point(|t| t.offset < to);
+                    let tags: Vec<WireTag> = all[lo..hi]
                         .iter()
-                        .filter(|t| t.offset >= from && t.offset < to)
                         .map(|t| WireTag {
                             offset: t.offset,
                             key: t.key.to_string(),
@@ -324,6 +336,7 @@ impl Block for NetSink {
                     Ok(n) => {
                         p.done += n;
                         self.last_tx = now;
+                        self.last_progress = now;
                         if p.done == total {
                             self.sent = p.to;
                             self.pending = None;
@@ -356,6 +369,16 @@ impl Block for NetSink {
             io.consume(0, avail as usize);
             return Ok(Work::Done);
         }
+
+        let stalled = self.conn.is_none() || now.duration_since(self.last_progress) > STALL;
+        io.set_input_horizon(
+            0,
+            if stalled {
+                u64::MAX
+            } else {
+                self.sent + (LOOKAHEAD_BYTES / isz).max(1) as u64
+            },
+        );
 
         // Free what is acknowledged and older than the retention window.
         let keep_from = self
