@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use flowmesh_model::pmt::cbor;
 use flowmesh_model::{ItemType, Pmt};
 use flowmesh_runtime::net::frame::{
-    self, Answer, FrameError, FrameType, GapCause, Header, Hello, Reason, WireTag, FLAG_TAGS,
-    MAX_BODY,
+    self, Answer, FrameError, FrameType, GapCause, Header, Hello, Reason, WireTag, FLAG_CRC,
+    FLAG_TAGS, HEADER_LEN, MAX_BODY,
 };
 use flowmesh_runtime::net::fuzzing::{check_frame_bytes, Checked};
 
@@ -34,8 +34,12 @@ enum Expect {
     Rejected(fn(&FrameError) -> bool),
 }
 
+/// The producer instance in the worked example of docs/protocol.md.
+const INSTANCE: u64 = 0x2f1c_9a3e_7b04_d5c8;
+
 /// A DATA frame as `net_sink` writes it: header, optional tags section
-/// (u32 length + CBOR), payload; CRC32C over tags section and payload.
+/// (u32 length + CBOR), payload; CRC flag and CRC32C over tags section and
+/// payload when `crc`.
 fn data_frame(first: u64, items: u32, payload: &[u8], tags: &[WireTag], crc: bool) -> Vec<u8> {
     let mut tag_bytes = vec![];
     let mut h = Header::new(FrameType::Data, first, items);
@@ -47,6 +51,7 @@ fn data_frame(first: u64, items: u32, payload: &[u8], tags: &[WireTag], crc: boo
     }
     h.len = (tag_bytes.len() + payload.len()) as u32;
     if crc {
+        h.flags |= FLAG_CRC;
         h.crc = frame::crc(&[&tag_bytes, payload]);
     }
     let mut out = h.encode().to_vec();
@@ -75,7 +80,28 @@ fn hello() -> Hello {
         resume_offset: 4096,
         resume_msg_seq: 0,
         crc: true,
+        instance: INSTANCE,
     }
+}
+
+/// Two u64 items whose CRC32C is 0: the second is chosen by running the
+/// CRC backwards from the register value that gives 0.
+fn zero_crc_payload() -> Vec<u8> {
+    const POLY: u32 = 0x82F6_3B78;
+    let mut p = 4096u64.to_le_bytes().to_vec();
+    p.extend_from_slice(&[0, 0, 0, 0]);
+    let start = !frame::crc(&[&p]);
+    let mut r = !0u32;
+    for _ in 0..32 {
+        r = if r & 0x8000_0000 != 0 {
+            ((r ^ POLY) << 1) | 1
+        } else {
+            r << 1
+        };
+    }
+    p.extend_from_slice(&(r ^ start).to_le_bytes());
+    assert_eq!(frame::crc(&[&p]), 0);
+    p
 }
 
 fn cat(parts: &[&[u8]]) -> Vec<u8> {
@@ -91,6 +117,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Expect)> {
     let welcome = Answer::Welcome {
         crc: true,
         retained_from: 4096,
+        instance: INSTANCE,
     }
     .encode();
     let refuse = Answer::Refuse {
@@ -107,6 +134,11 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Expect)> {
     }];
     let data_tags = data_frame(4096, 2, &payload, &tags, true);
     let data_nocrc = data_frame(0, 5, b"hello", &[], false);
+    let data_crc_zero = data_frame(4096, 2, &zero_crc_payload(), &[], true);
+    let mut bad_crc_zero = data_crc_zero.clone();
+    bad_crc_zero[HEADER_LEN + 3] ^= 0x10;
+    let mut bad_stray_crc = data.clone();
+    bad_stray_crc[1] &= !FLAG_CRC;
     let gap = ctl(
         Gap,
         100,
@@ -140,6 +172,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ("ok_data", data.clone(), v(false, &[Data])),
         ("ok_data_tags", data_tags.clone(), v(false, &[Data])),
         ("ok_data_nocrc", data_nocrc, v(false, &[Data])),
+        ("ok_data_crc_zero", data_crc_zero, v(false, &[Data])),
         ("ok_gap", gap, v(false, &[Gap])),
         ("ok_ack", ctl(Ack, 4098, 0, &[], false), v(false, &[Ack])),
         ("ok_msg", msg, v(false, &[Msg])),
@@ -186,6 +219,25 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Expect)> {
             "bad_crc",
             bad_crc,
             Expect::Rejected(|e| matches!(e, FrameError::Crc { offset: 4096, .. })),
+        ),
+        (
+            "bad_crc_zero",
+            bad_crc_zero,
+            Expect::Rejected(|e| {
+                matches!(
+                    e,
+                    FrameError::Crc {
+                        offset: 4096,
+                        expected: 0,
+                        ..
+                    }
+                )
+            }),
+        ),
+        (
+            "bad_stray_crc",
+            bad_stray_crc,
+            Expect::Rejected(|e| matches!(e, FrameError::StrayCrc(_))),
         ),
         (
             "bad_flags",

@@ -64,9 +64,10 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             "stream_checker",
             Category::Debug,
             "Test fixture for counter streams: fails the run on any jump, repeat or reordering of the u64 \
-             counter that a `gap` tag does not cover; counts items and lost items.",
+             counter that a `gap` tag does not cover; counts items and lost items. A `gap` with cause \
+             `restart` (the producer started over) starts a new counter stream.",
         )
-        .param(ParamDescriptor::new("expect", ParamType::Int, "fail unless delivered + lost equals this at the end").optional().min(0.0))
+        .param(ParamDescriptor::new("expect", ParamType::Int, "fail unless delivered + lost equals this at the end (after a restart: in the last counter stream)").optional().min(0.0))
         .param(ParamDescriptor::new("tag_key", ParamType::String, "also check that every tag with this key sits on the item whose value equals the tag's value (a `tagger` upstream); empty: no check").default(""))
         .input(PortDescriptor::fixed("in", U64, "counter items"))
         .tags(TagPolicy::None),

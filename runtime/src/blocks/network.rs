@@ -58,7 +58,10 @@ pub fn net_message_source(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
 /// `stream_checker`: input `in` (u64 counter items); parameter `expect`.
 /// Fails on any jump, repeat or reordering not covered by a `gap` tag. The
 /// first item may have any value (a restarted segment resumes mid-stream);
-/// every later one must follow it.
+/// every later one must follow it. A `gap` with cause `restart` (the
+/// producer started over) starts a new stream: the item it sits on may have
+/// any value again, and `expect` applies to the last such stream (its
+/// first value plus what followed must reach `expect`).
 pub struct StreamChecker {
     tag_key: String,
     tags_checked: u64,
@@ -68,6 +71,7 @@ pub struct StreamChecker {
     delivered: u64,
     lost: u64,
     gaps: u64,
+    restarts: u64,
     expect: Option<u64>,
 }
 
@@ -78,7 +82,7 @@ impl Block for StreamChecker {
             return Ok(Work::Ok);
         }
         let base = io.nitems_read(0);
-        let gaps: Vec<(u64, u64, u64)> = io
+        let gaps: Vec<(u64, u64, u64, bool)> = io
             .tags(0)
             .iter()
             .filter(|t| &*t.key == keys::GAP)
@@ -87,6 +91,7 @@ impl Block for StreamChecker {
                     t.offset,
                     t.value.get("first").and_then(Pmt::as_u64).unwrap_or(0),
                     t.value.get("count").and_then(Pmt::as_u64).unwrap_or(0),
+                    t.value.get("cause").and_then(Pmt::as_str) == Some("restart"),
                 )
             })
             .collect();
@@ -111,7 +116,7 @@ impl Block for StreamChecker {
         let mut g = gaps.iter().peekable();
         for (i, v) in x[..n].iter().enumerate() {
             let off = base + i as u64;
-            while let Some(&&(at, first, count)) = g.peek() {
+            while let Some(&&(at, first, count, restart)) = g.peek() {
                 if at > off {
                     break;
                 }
@@ -123,6 +128,12 @@ impl Block for StreamChecker {
                     self.next += count;
                     self.lost += count;
                     self.gaps += 1;
+                    if restart {
+                        // A new stream: it continues from whatever comes.
+                        self.restarts += 1;
+                        self.next = *v;
+                        self.skipped = *v;
+                    }
                 }
             }
             if *v != self.next {
@@ -151,10 +162,12 @@ impl Block for StreamChecker {
             );
         }
         if let Some(e) = self.expect {
-            if self.skipped + self.delivered + self.lost != e {
+            // `next` = first value + items + gap counts since the last start.
+            if self.next != e {
                 return Err(BlockError::Failed(format!(
-                    "expected {e} items, got {} delivered + {} lost (+ {} before the first one)",
-                    self.delivered, self.lost, self.skipped
+                    "expected {e} items, got {} delivered + {} lost (+ {} before the first one, \
+                     {} restarts): the stream ends before item {}",
+                    self.delivered, self.lost, self.skipped, self.restarts, self.next
                 )));
             }
         }
@@ -166,6 +179,7 @@ impl Block for StreamChecker {
             "delivered" => Some(Pmt::I64(self.delivered as i64)),
             "lost" => Some(Pmt::I64(self.lost as i64)),
             "gaps" => Some(Pmt::I64(self.gaps as i64)),
+            "restarts" => Some(Pmt::I64(self.restarts as i64)),
             "tags_checked" => Some(Pmt::I64(self.tags_checked as i64)),
             _ => None,
         }
@@ -182,6 +196,7 @@ pub fn stream_checker(p: &Params) -> Result<BuiltBlock, String> {
         delivered: 0,
         lost: 0,
         gaps: 0,
+        restarts: 0,
         expect: p.u64("expect"),
     })
     .input("in", StreamType::scalar(ItemType::U64))

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A consumer connection accepted for an edge, waiting for its sink block.
 pub struct Incoming {
     pub conn: Box<dyn Conn>,
+    /// The consumer's HELLO, with `crc` replaced by what WELCOME granted.
     pub hello: Hello,
+    /// The producer instance WELCOME announced.
+    pub instance: u64,
 }
 
 /// What a served edge carries.
@@ -39,6 +42,11 @@ pub struct Served {
     pub signal: Mutex<Option<Arc<Signal>>>,
     /// Oldest item offset (or message sequence) still held, for WELCOME.
     pub retained_from: AtomicU64,
+    /// The producing block's instance id, for WELCOME.
+    pub instance: AtomicU64,
+    /// Whether the producing block sends CRCs when asked (WELCOME grants
+    /// `crc` only if the consumer asked and this is set).
+    pub crc: AtomicBool,
 }
 
 impl Served {
@@ -115,11 +123,13 @@ impl NetEnv {
         }
     }
 
-    /// Registers an edge this process produces.
-    pub fn serve(&self, edge: &str, kind: ServedKind) -> Arc<Served> {
-        self.served
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    /// Registers the block producing an edge: chooses its instance id
+    /// (returned) and whether it grants CRC. A block built again for the
+    /// same edge is a new instance: consumers see a restart.
+    pub fn serve(&self, edge: &str, kind: ServedKind, crc: bool) -> (Arc<Served>, u64) {
+        let instance = new_instance();
+        let mut map = self.served.lock().unwrap_or_else(|e| e.into_inner());
+        let served = map
             .entry(edge.to_string())
             .or_insert_with(|| {
                 Arc::new(Served {
@@ -127,9 +137,17 @@ impl NetEnv {
                     slot: Mutex::new(None),
                     signal: Mutex::new(None),
                     retained_from: AtomicU64::new(0),
+                    instance: AtomicU64::new(instance),
+                    crc: AtomicBool::new(crc),
                 })
             })
-            .clone()
+            .clone();
+        served.retained_from.store(0, Ordering::Release);
+        served.crc.store(crc, Ordering::Release);
+        served.instance.store(instance, Ordering::Release);
+        // A connection accepted for the previous block is not ours.
+        drop(served.take());
+        (served, instance)
     }
 
     /// Starts accepting consumers on `addr`; returns the bound address.
@@ -148,7 +166,7 @@ impl NetEnv {
     fn accept(&self, mut s: Box<dyn Stream>) {
         let peer = s.peer_addr();
         match self.handshake(&mut s) {
-            Ok((hello, served, crc)) => {
+            Ok((hello, served, crc, instance)) => {
                 let conn = match s.into_conn() {
                     Ok(c) => c,
                     Err(e) => {
@@ -173,6 +191,7 @@ impl NetEnv {
                 *served.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Incoming {
                     conn,
                     hello: Hello { crc, ..hello },
+                    instance,
                 });
                 if let Some(sig) = served
                     .signal
@@ -190,7 +209,10 @@ impl NetEnv {
         }
     }
 
-    fn handshake(&self, s: &mut Box<dyn Stream>) -> Result<(Hello, Arc<Served>, bool), Refusal> {
+    fn handshake(
+        &self,
+        s: &mut Box<dyn Stream>,
+    ) -> Result<(Hello, Arc<Served>, bool, u64), Refusal> {
         let refuse = |reason, message: String| Refusal { reason, message };
         s.set_timeout(Some(HANDSHAKE_TIMEOUT))
             .map_err(|e| refuse(Reason::Protocol, e.to_string()))?;
@@ -200,11 +222,16 @@ impl NetEnv {
         s.write_all(&frame::preamble())
             .map_err(|e| refuse(Reason::Protocol, e.to_string()))?;
         if let Err(e) = frame::check_preamble(&p) {
-            let reason = match e {
-                FrameError::Version { .. } => Reason::BadVersion,
-                _ => Reason::Protocol,
-            };
-            return Err(refuse(reason, e.to_string()));
+            return Err(match e {
+                FrameError::Version { ours, theirs } => refuse(
+                    Reason::BadVersion,
+                    format!(
+                        "the consumer speaks FlowMesh protocol v{theirs}, this build speaks v{ours}: \
+                         run the same FlowMesh version on both segments"
+                    ),
+                ),
+                e => refuse(Reason::Protocol, e.to_string()),
+            });
         }
         let (h, body) = read_frame(&mut **s).map_err(|e| refuse(Reason::Protocol, e))?;
         if h.kind != FrameType::Hello {
@@ -262,14 +289,16 @@ impl NetEnv {
             }
             ServedKind::Message => {}
         }
-        let crc = hello.crc;
+        let crc = hello.crc && served.crc.load(Ordering::Acquire);
+        let instance = served.instance.load(Ordering::Acquire);
         let welcome = Answer::Welcome {
             crc,
             retained_from: served.retained_from.load(Ordering::Acquire),
+            instance,
         };
         s.write_all(&welcome.encode())
             .map_err(|e| refuse(Reason::Protocol, e.to_string()))?;
-        Ok((hello, served, crc))
+        Ok((hello, served, crc, instance))
     }
 }
 
@@ -293,18 +322,55 @@ pub fn read_frame(s: &mut dyn Stream) -> Result<(Header, Vec<u8>), String> {
     Ok((h, body))
 }
 
+/// Why the consumer's side of a handshake failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// The producer's preamble names another protocol version: retrying
+    /// cannot help.
+    Version { ours: u16, theirs: u16 },
+    /// Anything else (timeouts, a foreign peer, a malformed answer).
+    Other(String),
+}
+
+impl From<String> for HandshakeError {
+    fn from(s: String) -> Self {
+        HandshakeError::Other(s)
+    }
+}
+
 /// The consumer side of the handshake: sends HELLO, returns the answer.
-pub fn client_handshake(s: &mut dyn Stream, hello: &Hello) -> Result<Answer, String> {
+pub fn client_handshake(s: &mut dyn Stream, hello: &Hello) -> Result<Answer, HandshakeError> {
     s.set_timeout(Some(HANDSHAKE_TIMEOUT))
         .map_err(|e| e.to_string())?;
     s.write_all(&frame::preamble()).map_err(|e| e.to_string())?;
     let mut p = [0u8; 8];
     s.read_exact(&mut p)
         .map_err(|e| format!("the producer sent no preamble: {e}"))?;
-    frame::check_preamble(&p).map_err(|e| e.to_string())?;
+    match frame::check_preamble(&p) {
+        Ok(_) => {}
+        Err(FrameError::Version { ours, theirs }) => {
+            return Err(HandshakeError::Version { ours, theirs })
+        }
+        Err(e) => return Err(HandshakeError::Other(e.to_string())),
+    }
     let body = hello.encode();
     s.write_all(&frame::control(FrameType::Hello, 0, 0, &body, false))
         .map_err(|e| e.to_string())?;
     let (h, body) = read_frame(s)?;
-    Answer::decode(&h, &body).map_err(|e| e.to_string())
+    Answer::decode(&h, &body).map_err(|e| HandshakeError::Other(e.to_string()))
+}
+
+/// A random instance id in `1..2^63` (CBOR bodies carry non-negative
+/// 64-bit signed integers). std's `RandomState` is seeded from the OS
+/// random source; time, process id and a counter make every call differ.
+pub fn new_instance() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    (h.finish() >> 1).max(1)
 }

@@ -39,9 +39,10 @@ pub struct Checked {
 /// - [`Decoder`] gets `data` in two pieces, split at the value of the first
 ///   byte; it is run on all of `data` and, when `data` starts with a valid
 ///   preamble, on the bytes after the preamble.
-/// - Every decoded frame re-encodes with [`frame::control`] (plus its flags
-///   and, where the decoder did not check it, its CRC field) to exactly the
-///   bytes it came from, which decode again to the same header and body.
+/// - Every decoded frame re-encodes with [`frame::control`] (plus its flags;
+///   with a CRC exactly when it has the CRC flag, which the decoder checked,
+///   and a zero CRC field otherwise) to exactly the bytes it came from,
+///   which decode again to the same header and body.
 /// - [`Header::decode`] on the first 24 bytes: what decodes re-encodes to
 ///   the same 24 bytes (the header encoding is canonical).
 /// - [`Hello::decode`], [`frame::decode_tags`] and message bodies on all of
@@ -151,14 +152,17 @@ fn decode_stream(data: &[u8]) -> Checked {
 fn check_frame(f: &Frame, original: &[u8]) {
     let h = f.header;
     assert_eq!(h.len as usize, f.body.len());
-    // The decoder checked a non-zero CRC on DATA and MSG; elsewhere the field
-    // is carried as it is.
-    let checked = matches!(h.kind, FrameType::Data | FrameType::Msg) && h.crc != 0;
+    // The decoder checked the CRC of every frame with the CRC flag (only
+    // DATA and MSG can have it); without the flag the field is zero.
+    let checked = h.has_crc();
+    assert!(checked || h.crc == 0, "a CRC without the flag decoded");
+    assert!(
+        !checked || matches!(h.kind, FrameType::Data | FrameType::Msg),
+        "a {:?} frame with the CRC flag decoded",
+        h.kind
+    );
     let mut bytes = frame::control(h.kind, h.a, h.b, &f.body, checked);
     bytes[1] = h.flags;
-    if !checked {
-        bytes[20..24].copy_from_slice(&h.crc.to_le_bytes());
-    }
     assert_eq!(bytes, original, "{:?} frame re-encodes differently", h.kind);
     let mut d = Decoder::new();
     d.push(&bytes);

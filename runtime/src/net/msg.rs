@@ -5,6 +5,11 @@
 //! after a reconnect, starting after the last sequence number the consumer
 //! says it delivered; the source delivers each sequence number once, in
 //! order. End of stream is an EOS frame naming the last sequence number.
+//!
+//! Sequence numbers belong to one producer instance (WELCOME names it). A
+//! consumer that last talked to another instance (the producer restarted
+//! without its state) gets every message the new one still holds, and
+//! starts its de-duplication afresh for the new numbering.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, IoSlice};
@@ -18,7 +23,7 @@ use flowmesh_model::{ItemType, Pmt};
 use super::env::{NetEnv, Served, ServedKind};
 use super::frame::{self, Decoder, FrameType, Hello};
 use super::sink::{HEARTBEAT, PEER_TIMEOUT};
-use super::source::{connector, Connector};
+use super::source::{connector, Connector, Welcomed};
 use super::transport::Conn;
 use crate::block::{Block, BlockError, Result, Work};
 use crate::io::{Poster, WorkIo};
@@ -68,6 +73,7 @@ fn push(
 /// `net_message_sink`: message input `in`; parameter `edge`.
 pub struct NetMessageSink {
     served: Arc<Served>,
+    instance: u64,
     edge: String,
     /// Unacknowledged messages: (sequence, encoded).
     queue: VecDeque<(u64, Vec<u8>)>,
@@ -84,8 +90,11 @@ pub struct NetMessageSink {
 
 impl NetMessageSink {
     pub fn new(env: &NetEnv, edge: &str) -> Self {
+        // Message frames always carry a CRC.
+        let (served, instance) = env.serve(edge, ServedKind::Message, true);
         NetMessageSink {
-            served: env.serve(edge, ServedKind::Message),
+            served,
+            instance,
             edge: edge.to_string(),
             queue: VecDeque::new(),
             last_seq: 0,
@@ -125,13 +134,28 @@ impl Block for NetMessageSink {
         }
         let first = self.queue.front().map_or(self.last_seq + 1, |m| m.0);
         self.served.retained_from.store(first, Ordering::Release);
-        if let Some(inc) = self.served.take() {
+        if let Some(inc) = self.served.take().filter(|i| i.instance == self.instance) {
             self.drop_conn("replaced by a new connection");
-            let done = inc.hello.resume_msg_seq;
-            while self.queue.front().is_some_and(|m| m.0 <= done) {
-                self.queue.pop_front();
+            if inc.hello.instance != 0 && inc.hello.instance != self.instance {
+                // The consumer counts in another instance's sequence numbers
+                // (this producer restarted): acknowledge nothing, resend all.
+                tracing::warn!(
+                    "message edge {}: the consumer last talked to producer instance {:016x}, \
+                     this is {:016x} (a restart): sending from message {}",
+                    self.edge,
+                    inc.hello.instance,
+                    self.instance,
+                    first
+                );
+                self.next_send = first;
+            } else {
+                let done = inc.hello.resume_msg_seq;
+                while self.queue.front().is_some_and(|m| m.0 <= done) {
+                    self.queue.pop_front();
+                }
+                self.next_send =
+                    (done + 1).max(self.queue.front().map_or(self.last_seq + 1, |m| m.0));
             }
-            self.next_send = (done + 1).max(self.queue.front().map_or(self.last_seq + 1, |m| m.0));
             let mut c = inc.conn;
             c.set_waker(io.waker().clone())?;
             self.conn = Some(c);
@@ -224,9 +248,17 @@ pub struct NetMessageSource {
     conn: Option<Box<dyn Conn>>,
     rx: Decoder,
     out: Vec<u8>,
+    /// Last sequence number delivered, in the current instance's numbering.
     delivered: u64,
+    /// Messages delivered in all.
+    count: u64,
     acked: u64,
     eos: Option<u64>,
+    /// Whether WELCOME granted CRC (then every MSG must carry one).
+    crc: bool,
+    /// The producer instance of the last WELCOME (0: none yet).
+    instance: u64,
+    restarts: u64,
     last_rx: Instant,
     last_tx: Instant,
 }
@@ -243,8 +275,12 @@ impl NetMessageSource {
             rx: Decoder::new(),
             out: vec![],
             delivered: 0,
+            count: 0,
             acked: 0,
             eos: None,
+            crc: true,
+            instance: 0,
+            restarts: 0,
             last_rx: Instant::now(),
             last_tx: Instant::now(),
         }
@@ -284,6 +320,7 @@ impl Block for NetMessageSource {
                 resume_offset: 0,
                 resume_msg_seq: 0,
                 crc: true,
+                instance: 0,
             };
             let (shared, env, from) = (self.shared.clone(), self.env.clone(), self.from.clone());
             std::thread::Builder::new()
@@ -296,9 +333,35 @@ impl Block for NetMessageSource {
                 return Err(BlockError::Failed(e));
             }
             match g.ready.take() {
-                Some((mut c, _)) => {
+                Some(w) => {
                     drop(g);
+                    let Welcomed {
+                        conn: mut c,
+                        crc,
+                        retained_from,
+                        instance,
+                    } = w;
                     c.set_waker(io.waker().clone())?;
+                    if self.instance != 0 && instance != self.instance {
+                        // The producer restarted without its state: its
+                        // sequence numbers start afresh; take all it sends.
+                        self.restarts += 1;
+                        tracing::warn!(
+                            "message edge {}: the producer restarted (instance {:016x}, was \
+                             {:016x}); unacknowledged messages of the old one after {} are lost, \
+                             continuing with the new one from message {}",
+                            self.edge,
+                            instance,
+                            self.instance,
+                            self.delivered,
+                            retained_from.max(1)
+                        );
+                        self.delivered = retained_from.saturating_sub(1);
+                        self.acked = self.delivered;
+                        self.eos = None;
+                    }
+                    self.instance = instance;
+                    self.crc = crc;
                     self.conn = Some(c);
                     self.last_rx = now;
                 }
@@ -306,6 +369,7 @@ impl Block for NetMessageSource {
                     if !g.want {
                         g.want = true;
                         g.resume_msg = self.delivered;
+                        g.instance = self.instance;
                         self.shared.cv.notify_all();
                     }
                     return Ok(Work::Deadline(now + Duration::from_secs(1)));
@@ -324,6 +388,12 @@ impl Block for NetMessageSource {
                 Ok(Some(f)) => match f.header.kind {
                     FrameType::Msg => {
                         let seq = f.header.a;
+                        if self.crc && !f.header.has_crc() {
+                            self.drop_conn(&format!(
+                                "protocol error: message {seq} without a CRC on a connection that negotiated CRC"
+                            ));
+                            break;
+                        }
                         if seq <= self.delivered {
                             continue; // a resend of something delivered
                         }
@@ -344,6 +414,7 @@ impl Block for NetMessageSource {
                             }
                         }
                         self.delivered = seq;
+                        self.count += 1;
                     }
                     FrameType::Eos => self.eos = Some(f.header.b as u64),
                     FrameType::Heartbeat => {}
@@ -405,7 +476,12 @@ impl Block for NetMessageSource {
     }
 
     fn get(&self, name: &str) -> Option<Pmt> {
-        (name == "delivered").then_some(Pmt::I64(self.delivered as i64))
+        match name {
+            "delivered" => Some(Pmt::I64(self.count as i64)),
+            "last_seq" => Some(Pmt::I64(self.delivered as i64)),
+            "restarts" => Some(Pmt::I64(self.restarts as i64)),
+            _ => None,
+        }
     }
 }
 

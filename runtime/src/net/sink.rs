@@ -10,6 +10,10 @@
 //! written straight from the double-mapped input buffer (no copy). A slow or
 //! absent consumer leaves the buffer full, which stops the upstream blocks:
 //! backpressure.
+//!
+//! Offsets are this block's own: it has a random instance id (WELCOME), and
+//! a consumer that names another instance in HELLO (this producer restarted
+//! without its state) gets everything still held, whatever offset it asks.
 
 use std::io::{ErrorKind, IoSlice};
 use std::sync::atomic::Ordering;
@@ -19,7 +23,9 @@ use std::time::{Duration, Instant};
 use flowmesh_model::StreamType;
 
 use super::env::{NetEnv, Served, ServedKind};
-use super::frame::{self, Decoder, FrameType, GapCause, Header, Reason, WireTag, FLAG_TAGS};
+use super::frame::{
+    self, Decoder, FrameType, GapCause, Header, Reason, WireTag, FLAG_CRC, FLAG_TAGS,
+};
 use super::transport::Conn;
 use crate::block::{Block, Result, Work};
 use crate::io::WorkIo;
@@ -50,6 +56,9 @@ struct Pending {
 /// The `net_sink` block.
 pub struct NetSink {
     served: Arc<Served>,
+    /// This block's instance id (WELCOME): a consumer that names another
+    /// one resumes in another numbering and gets everything retained.
+    instance: u64,
     edge: String,
     st: StreamType,
     retain_items: u64,
@@ -85,8 +94,10 @@ impl NetSink {
         crc: bool,
         flush: Duration,
     ) -> Self {
+        let (served, instance) = env.serve(edge, ServedKind::Stream(st), crc);
         NetSink {
-            served: env.serve(edge, ServedKind::Stream(st)),
+            served,
+            instance,
             edge: edge.to_string(),
             st,
             retain_items: (retention / st.item_size()).max(1) as u64,
@@ -222,14 +233,29 @@ impl Block for NetSink {
         }
 
         // A (re)connecting consumer names where it resumes.
-        if let Some(inc) = self.served.take() {
+        if let Some(inc) = self.served.take().filter(|i| i.instance == self.instance) {
             self.drop_conn("replaced by a new connection");
             let mut conn = inc.conn;
             conn.set_waker(io.waker().clone())?;
             self.peer = conn.peer_addr();
             self.crc = inc.hello.crc && self.crc_wanted;
             let r = inc.hello.resume_offset;
-            if r < base {
+            if inc.hello.instance != 0 && inc.hello.instance != self.instance {
+                // The consumer resumes in another instance's numbering (this
+                // producer restarted without its state): `r` means nothing
+                // here, so send everything still held. The consumer marks
+                // the restart with a `gap` tag.
+                tracing::warn!(
+                    "edge {}: consumer {} last talked to producer instance {:016x}, this is \
+                     {:016x} (a restart): sending from item {base}, not {r}",
+                    self.edge,
+                    self.peer,
+                    inc.hello.instance,
+                    self.instance
+                );
+                self.sent = base;
+                self.acked = base;
+            } else if r < base {
                 // Older than anything retained: say exactly what is lost.
                 let body = (base - r).to_le_bytes();
                 self.control.extend_from_slice(&frame::control(
@@ -305,6 +331,7 @@ impl Block for NetSink {
                         &data[((from - base) as usize) * isz..((to - base) as usize) * isz];
                     h.len = (tag_bytes.len() + payload.len()) as u32;
                     if self.crc {
+                        h.flags |= FLAG_CRC;
                         h.crc = frame::crc(&[&tag_bytes, payload]);
                     }
                     let mut head = h.encode().to_vec();

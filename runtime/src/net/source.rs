@@ -8,9 +8,17 @@
 //! this block wants; the block itself only does non-blocking reads, placing
 //! DATA payloads straight into its output buffer and publishing a frame only
 //! once it is whole and its CRC32C matches. A broken or corrupt connection is
-//! dropped and resumed from the next offset. Any discontinuity (GAP frame or
-//! an unexpected offset) becomes exactly one `gap` tag {first, count, cause}
-//! on the next delivered item and is added to the `lost` counter.
+//! dropped and resumed from the next offset. Any discontinuity (GAP frame,
+//! an unexpected offset, or a producer that restarted without its state)
+//! becomes exactly one `gap` tag {first, count, cause} on the next delivered
+//! item and is added to the `lost` counter.
+//!
+//! The block remembers the producer instance (WELCOME) it last talked to
+//! and names it in HELLO. When a WELCOME names another instance, the
+//! producer restarted: it numbers its items from its own start and sends
+//! everything it still holds; the block emits a `restart` gap and continues
+//! its output with the new producer's items (its output offsets, and the
+//! tags on them, stay monotonic).
 
 use std::io::{ErrorKind, IoSlice};
 use std::sync::{Arc, Condvar, Mutex};
@@ -18,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use flowmesh_model::{Pmt, StreamType};
 
-use super::env::{client_handshake, NetEnv};
+use super::env::{client_handshake, HandshakeError, NetEnv};
 use super::frame::{
     self, Answer, FrameType, GapCause, Header, Hello, Reason, FLAG_TAGS, HEADER_LEN,
 };
@@ -34,12 +42,22 @@ const ACK_BYTES: u64 = 256 * 1024;
 /// … or this often (time).
 const ACK_EVERY: Duration = Duration::from_millis(2);
 
+/// An established connection and what its WELCOME said.
+pub(crate) struct Welcomed {
+    pub(crate) conn: Box<dyn Conn>,
+    pub(crate) crc: bool,
+    pub(crate) retained_from: u64,
+    pub(crate) instance: u64,
+}
+
 #[derive(Default)]
 pub(crate) struct ConnState {
     pub(crate) want: bool,
     pub(crate) resume: u64,
     pub(crate) resume_msg: u64,
-    pub(crate) ready: Option<(Box<dyn Conn>, bool)>,
+    /// The producer instance the block last talked to (0: none), for HELLO.
+    pub(crate) instance: u64,
+    pub(crate) ready: Option<Welcomed>,
     pub(crate) error: Option<String>,
     pub(crate) stop: bool,
     pub(crate) signal: Option<Arc<Signal>>,
@@ -89,8 +107,14 @@ pub struct NetSource {
     thread: Option<std::thread::JoinHandle<()>>,
     conn: Option<Box<dyn Conn>>,
     crc: bool,
+    /// Next item offset wanted, in the current producer instance's numbering.
     expected: u64,
     lost: u64,
+    /// The start offset plus every item output (the `delivered` counter).
+    delivered: u64,
+    /// The producer instance of the last WELCOME (0: none yet).
+    instance: u64,
+    restarts: u64,
     gap: Option<Pmt>,
     hdr: [u8; HEADER_LEN],
     hdr_have: usize,
@@ -122,6 +146,9 @@ impl NetSource {
             crc: true,
             expected: 0,
             lost: 0,
+            delivered: 0,
+            instance: 0,
+            restarts: 0,
             gap: None,
             hdr: [0; HEADER_LEN],
             hdr_have: 0,
@@ -143,6 +170,7 @@ impl NetSource {
     pub fn resume_from(mut self, offset: u64) -> Self {
         self.expected = offset;
         self.acked = offset;
+        self.delivered = offset;
         self
     }
 
@@ -165,6 +193,7 @@ impl NetSource {
             resume_offset: 0,
             resume_msg_seq: 0,
             crc: self.crc,
+            instance: 0,
         };
         let from = self.from.clone();
         self.thread = Some(
@@ -226,13 +255,23 @@ impl NetSource {
             self.edge,
             cause.name()
         );
-        self.lost += count;
         self.expected = first + count;
-        // One tag per discontinuity; consecutive gaps before the next item merge.
+        self.pend_gap(first, count, cause);
+    }
+
+    /// Adds a discontinuity to the `gap` tag for the next delivered item:
+    /// one tag per discontinuity, and consecutive ones before the next item
+    /// merge (first `first`, summed `count`; the cause is the first one's,
+    /// except that a `restart` always shows).
+    fn pend_gap(&mut self, first: u64, count: u64, cause: GapCause) {
+        self.lost += count;
         self.gap = Some(match self.gap.take() {
             Some(Pmt::Map(mut m)) => {
                 let c = m.get("count").and_then(Pmt::as_u64).unwrap_or(0) + count;
                 m.insert("count".into(), Pmt::I64(c as i64));
+                if cause == GapCause::Restart {
+                    m.insert("cause".into(), Pmt::String(cause.name().into()));
+                }
                 Pmt::Map(m)
             }
             _ => Pmt::map([
@@ -241,6 +280,32 @@ impl NetSource {
                 ("cause", Pmt::String(cause.name().into())),
             ]),
         });
+    }
+
+    /// A WELCOME from another producer instance than the last one: the
+    /// producer restarted without its state and sends from its oldest item,
+    /// `retained_from`, in its own numbering. The tag's `first` is the next
+    /// offset wanted from the old instance (in its numbering), its `count`
+    /// the items of the new instance that will never arrive (those before
+    /// `retained_from`; 0 for a fresh producer). How many items the old
+    /// instance had beyond `first` is unknown and not counted.
+    fn note_restart(&mut self, instance: u64, retained_from: u64) {
+        tracing::warn!(
+            "edge {}: the producer restarted (instance {:016x}, was {:016x}): items of the old \
+             one from offset {} on that had not arrived are lost; continuing with the new one \
+             from offset {retained_from}",
+            self.edge,
+            instance,
+            self.instance,
+            self.expected,
+        );
+        self.restarts += 1;
+        let first = self.expected;
+        self.pend_gap(first, retained_from, GapCause::Restart);
+        self.expected = retained_from;
+        self.acked = retained_from;
+        // An end of stream announced by the old instance no longer applies.
+        self.eos = None;
     }
 
     /// Reads into `buf` from the connection; `None` when nothing (more) is there.
@@ -447,7 +512,7 @@ impl NetSource {
                         vec![]
                     };
                     self.rx = Rx::Header;
-                    if self.crc && h.crc != 0 {
+                    if h.has_crc() {
                         let c = frame::crc(&[&body_tags, &out[at..at + payload]]);
                         if c != h.crc {
                             self.drop_conn(&format!(
@@ -456,6 +521,12 @@ impl NetSource {
                             ));
                             break;
                         }
+                    } else if self.crc {
+                        self.drop_conn(&format!(
+                            "protocol error: DATA frame at offset {} without a CRC on a connection that negotiated CRC",
+                            h.a
+                        ));
+                        break;
                     }
                     let wire_tags = if body_tags.len() > 4 {
                         match frame::decode_tags(&body_tags[4..]) {
@@ -496,6 +567,7 @@ impl NetSource {
                     io.produce(0, n);
                     produced += n;
                     self.expected = first + n as u64;
+                    self.delivered += n as u64;
                 }
             }
         }
@@ -509,7 +581,7 @@ impl NetSource {
 pub(crate) fn connector(shared: Arc<Connector>, env: Arc<NetEnv>, from: String, hello: Hello) {
     let mut backoff = Duration::from_millis(20);
     loop {
-        let (resume, resume_msg, delay) = {
+        let (resume, resume_msg, instance, delay) = {
             let mut g = shared.state.lock().unwrap_or_else(|e| e.into_inner());
             while !g.want && !g.stop {
                 g = shared.cv.wait(g).unwrap_or_else(|e| e.into_inner());
@@ -518,12 +590,17 @@ pub(crate) fn connector(shared: Arc<Connector>, env: Arc<NetEnv>, from: String, 
                 return;
             }
             g.attempts += 1;
-            (g.resume, g.resume_msg, std::mem::take(&mut g.delay))
+            (
+                g.resume,
+                g.resume_msg,
+                g.instance,
+                std::mem::take(&mut g.delay),
+            )
         };
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
-        let attempt = (|| -> std::result::Result<(Box<dyn Conn>, bool), (bool, String)> {
+        let attempt = (|| -> std::result::Result<Welcomed, (bool, String)> {
             let addr = env.peer(&from, Duration::from_secs(1)).ok_or((
                 false,
                 format!("the address of segment `{from}` is not known yet"),
@@ -535,12 +612,34 @@ pub(crate) fn connector(shared: Arc<Connector>, env: Arc<NetEnv>, from: String, 
             let h = Hello {
                 resume_offset: resume,
                 resume_msg_seq: resume_msg,
+                instance,
                 ..hello.clone()
             };
-            match client_handshake(&mut *s, &h).map_err(|e| (false, format!("{addr}: {e}")))? {
-                Answer::Welcome { crc, .. } => {
+            let answer = client_handshake(&mut *s, &h).map_err(|e| match e {
+                // Retrying cannot help: fail the block with the reason.
+                HandshakeError::Version { ours, theirs } => (
+                    true,
+                    format!(
+                        "edge {}: producer at {addr} speaks FlowMesh protocol v{theirs}, this \
+                         build speaks v{ours}: run the same FlowMesh version on both segments",
+                        hello.edge
+                    ),
+                ),
+                HandshakeError::Other(e) => (false, format!("{addr}: {e}")),
+            })?;
+            match answer {
+                Answer::Welcome {
+                    crc,
+                    retained_from,
+                    instance,
+                } => {
                     let conn = s.into_conn().map_err(|e| (false, e.to_string()))?;
-                    Ok((conn, crc))
+                    Ok(Welcomed {
+                        conn,
+                        crc,
+                        retained_from,
+                        instance,
+                    })
                 }
                 Answer::Refuse { reason, message } => {
                     let fatal = !matches!(
@@ -559,6 +658,7 @@ pub(crate) fn connector(shared: Arc<Connector>, env: Arc<NetEnv>, from: String, 
                 backoff = Duration::from_millis(20);
             }
             Err((true, msg)) => {
+                tracing::error!("{msg}");
                 g.error = Some(msg);
                 g.want = false;
             }
@@ -589,11 +689,16 @@ impl Block for NetSource {
             if let Some(e) = g.error.take() {
                 return Err(BlockError::Failed(e));
             }
-            if let Some((mut conn, crc)) = g.ready.take() {
+            if let Some(w) = g.ready.take() {
                 drop(g);
+                let mut conn = w.conn;
                 conn.set_waker(io.waker().clone())?;
                 self.peer = conn.peer_addr();
-                self.crc = crc;
+                self.crc = w.crc;
+                if self.instance != 0 && w.instance != self.instance {
+                    self.note_restart(w.instance, w.retained_from);
+                }
+                self.instance = w.instance;
                 self.conn = Some(conn);
                 self.reconnects += 1;
                 self.connected_at = self.expected;
@@ -609,6 +714,7 @@ impl Block for NetSource {
                 if !g.want {
                     g.want = true;
                     g.resume = self.expected;
+                    g.instance = self.instance;
                     if self.reconnects > 0 && self.expected == self.connected_at {
                         self.fruitless = (self.fruitless * 2)
                             .clamp(Duration::from_millis(20), Duration::from_secs(2));
@@ -697,7 +803,9 @@ impl Block for NetSource {
         match name {
             "expected" => Some(Pmt::I64(self.expected as i64)),
             "lost" => Some(Pmt::I64(self.lost as i64)),
-            "delivered" => Some(Pmt::I64((self.expected - self.lost) as i64)),
+            "delivered" => Some(Pmt::I64(self.delivered as i64)),
+            "restarts" => Some(Pmt::I64(self.restarts as i64)),
+            "instance" => Some(Pmt::I64(self.instance as i64)),
             "peer" => Some(Pmt::String(self.peer.clone())),
             "connections" => Some(Pmt::I64(self.reconnects as i64)),
             _ => None,

@@ -1,0 +1,558 @@
+//! The edge protocol's corner cases, with segments in one process over the
+//! in-process transport (docs/protocol.md): a producer replaced by a fresh
+//! one (restart without state) on stream and message edges, a peer speaking
+//! another protocol version, and CRC checking on the consumer.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flowmesh_model::partition::{partition, Partition};
+use flowmesh_model::spec::{parse_yaml_value, FlowGraphDocument, FlowGraphSpec};
+use flowmesh_model::{Pmt, TypedVec};
+use flowmesh_runtime::blocks::Env;
+use flowmesh_runtime::net::env::{read_frame, NetEnv};
+use flowmesh_runtime::net::frame::{
+    self, Answer, FrameType, Header, Reason, FLAG_CRC, PROTOCOL_VERSION,
+};
+use flowmesh_runtime::net::transport::{AcceptFn, Conn, Mem, Stream, Transport};
+use flowmesh_runtime::signal::Signal;
+use flowmesh_runtime::{start, Graph, Running};
+
+fn spec(text: &str) -> FlowGraphSpec {
+    serde_json::from_value::<FlowGraphDocument>(parse_yaml_value(text).unwrap())
+        .unwrap()
+        .spec
+}
+
+fn segment(p: &Partition, seg: &str, env: &Arc<NetEnv>) -> Running {
+    start(Graph::from_spec_in(&p.segments[seg], Env { net: env.clone() }).unwrap()).unwrap()
+}
+
+/// Polls `cond` every 5 ms for up to 20 s.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn get_u64(r: &Running, block: &str, name: &str) -> u64 {
+    r.handle()
+        .get(block, name)
+        .ok()
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0)
+}
+
+// ------------------------------------------------ a transport that can die
+
+/// A connection that the kill switch can end from outside.
+type Shared = Arc<Mutex<Option<Box<dyn Conn>>>>;
+
+/// The producer's side of the in-process transport, with a kill switch that
+/// ends every connection at once and accepts no more — what a killed
+/// process looks like to its consumers.
+#[derive(Clone)]
+struct Killable {
+    inner: Mem,
+    dead: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<Shared>>>,
+}
+
+impl Killable {
+    fn new(inner: &Mem) -> Self {
+        Killable {
+            inner: inner.clone(),
+            dead: Arc::default(),
+            conns: Arc::default(),
+        }
+    }
+    fn kill(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().iter() {
+            // Dropping the pipe end closes it and wakes both sides.
+            drop(c.lock().unwrap().take());
+        }
+    }
+}
+
+struct KStream {
+    inner: Box<dyn Stream>,
+    owner: Killable,
+}
+
+struct KConn {
+    inner: Shared,
+    peer: String,
+}
+
+fn gone() -> io::Error {
+    io::Error::from(io::ErrorKind::BrokenPipe)
+}
+
+impl Read for KStream {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(b)
+    }
+}
+
+impl Write for KStream {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.inner.write(b)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Stream for KStream {
+    fn set_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        self.inner.set_timeout(t)
+    }
+    fn peer_addr(&self) -> String {
+        self.inner.peer_addr()
+    }
+    fn local_addr(&self) -> String {
+        self.inner.local_addr()
+    }
+    fn into_conn(self: Box<Self>) -> io::Result<Box<dyn Conn>> {
+        let peer = self.inner.peer_addr();
+        let inner = Arc::new(Mutex::new(Some(self.inner.into_conn()?)));
+        self.owner.conns.lock().unwrap().push(inner.clone());
+        if self.owner.dead.load(Ordering::SeqCst) {
+            inner.lock().unwrap().take();
+        }
+        Ok(Box::new(KConn { inner, peer }))
+    }
+}
+
+impl Conn for KConn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.lock().unwrap().as_mut() {
+            Some(c) => c.read(buf),
+            None => Err(gone()),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self.inner.lock().unwrap().as_mut() {
+            Some(c) => c.write_vectored(bufs),
+            None => Err(gone()),
+        }
+    }
+    fn set_waker(&mut self, signal: Arc<Signal>) -> io::Result<()> {
+        match self.inner.lock().unwrap().as_mut() {
+            Some(c) => c.set_waker(signal),
+            None => {
+                signal.notify();
+                Ok(())
+            }
+        }
+    }
+    fn peer_addr(&self) -> String {
+        self.peer.clone()
+    }
+    fn shutdown_write(&mut self) {
+        if let Some(c) = self.inner.lock().unwrap().as_mut() {
+            c.shutdown_write();
+        }
+    }
+}
+
+impl Transport for Killable {
+    fn listen(&self, addr: &str, accept: AcceptFn) -> io::Result<String> {
+        let owner = self.clone();
+        self.inner.listen(
+            addr,
+            Arc::new(move |s: Box<dyn Stream>| {
+                if !owner.dead.load(Ordering::SeqCst) {
+                    accept(Box::new(KStream {
+                        inner: s,
+                        owner: owner.clone(),
+                    }));
+                }
+            }),
+        )
+    }
+    fn connect(&self, addr: &str, timeout: Duration) -> io::Result<Box<dyn Stream>> {
+        self.inner.connect(addr, timeout)
+    }
+}
+
+// ------------------------------------------------ producer restart, stream
+
+fn counter_spec(n: u64, rate: f64) -> String {
+    format!(
+        r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {{name: t}}
+spec:
+  blocks:
+    src:   {{kind: counter_source, params: {{n: {n}}}, segment: a}}
+    thr:   {{kind: throttle, params: {{type: u64, rate: {rate}, overflow: wait}}, segment: a}}
+    tag:   {{kind: tagger, params: {{type: u64, period: 1000}}, segment: a}}
+    check: {{kind: stream_checker, params: {{expect: {n}, tag_key: tick}}, segment: b}}
+    sink:  {{kind: vector_sink, params: {{type: u64}}, segment: b}}
+  connections:
+    - [src.out, thr.in]
+    - [thr.out, tag.in]
+    - [tag.out, check.in]
+    - [tag.out, sink.in]
+"#
+    )
+}
+
+#[test]
+fn a_producer_replaced_mid_stream_gives_one_restart_gap_and_loses_nothing_of_the_new_one() {
+    const N: u64 = 100_000;
+    let slow = partition(&spec(&counter_spec(N, 50_000.0))).unwrap();
+    let fast = partition(&spec(&counter_spec(N, 1e7))).unwrap();
+    let edge = slow.edges.iter().find(|e| e.id == "tag.out>b").unwrap();
+    let rx = edge.source_block.clone();
+    let mem = Mem::new();
+
+    // The first producer, paced so that it is killed mid-stream.
+    let kill1 = Killable::new(&mem);
+    let p1 = NetEnv::new(Arc::new(kill1.clone()), "t", 1, "tok");
+    p1.listen("mem-a1").unwrap();
+    let producer1 = segment(&slow, "a", &p1);
+
+    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    c.set_peer("a", "mem-a1");
+    let consumer = segment(&slow, "b", &c);
+    wait_until("the consumer receives 10000 items", || {
+        get_u64(&consumer, &rx, "expected") >= 10_000
+    });
+
+    // Kill it: connections end, nothing more is accepted. A fresh producer
+    // (new instance, numbering from 0) takes over at another address.
+    kill1.kill();
+    producer1.handle().stop();
+    let p2 = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    p2.listen("mem-a2").unwrap();
+    let producer2 = segment(&fast, "a", &p2);
+    c.set_peer("a", "mem-a2");
+
+    let b = consumer
+        .wait()
+        .expect("the consumer and its checker succeed");
+    producer2.wait().expect("the second producer finishes");
+    drop(producer1); // stopped; its sink waits for a consumer that never returns
+
+    let Some(Pmt::Vector(TypedVec::U64(data))) = b.get("sink", "data") else {
+        panic!("no data")
+    };
+    let Some(Pmt::List(tags)) = b.get("sink", "tags") else {
+        panic!("no tags")
+    };
+    let gaps: Vec<&Pmt> = tags
+        .iter()
+        .filter(|t| t.get("key").and_then(Pmt::as_str) == Some("gap"))
+        .collect();
+    assert_eq!(gaps.len(), 1, "exactly one gap tag: {gaps:?}");
+    let g = gaps[0];
+    let at = g.get("offset").and_then(Pmt::as_u64).unwrap() as usize;
+    let v = g.get("value").unwrap();
+    assert_eq!(v.get("cause").and_then(Pmt::as_str), Some("restart"), "{v}");
+    assert_eq!(v.get("count").and_then(Pmt::as_u64), Some(0), "{v}");
+    // `first`: the next offset the consumer wanted from the old producer.
+    assert_eq!(v.get("first").and_then(Pmt::as_u64), Some(at as u64), "{v}");
+    assert!(at >= 10_000 && (at as u64) < N, "restart at {at}");
+    // Before the restart: the old producer's items in order; after it:
+    // every item of the new one, from its first.
+    assert!(data[..at].iter().enumerate().all(|(i, &x)| x == i as u64));
+    assert_eq!(data.len() - at, N as usize, "items of the new producer");
+    assert!(data[at..].iter().enumerate().all(|(i, &x)| x == i as u64));
+    // Tags of the new producer land on its items (output offsets continue).
+    let ticks: Vec<u64> = tags
+        .iter()
+        .filter(|t| t.get("key").and_then(Pmt::as_str) == Some("tick"))
+        .map(|t| t.get("offset").and_then(Pmt::as_u64).unwrap())
+        .collect();
+    assert_eq!(ticks.len() as u64, (at as u64).div_ceil(1000) + N / 1000);
+    for w in ticks.windows(2) {
+        assert!(w[0] < w[1], "tag offsets are monotonic: {ticks:?}");
+    }
+    for &o in &ticks {
+        assert_eq!(data[o as usize] % 1000, 0, "tick at {o}");
+    }
+    assert_eq!(b.get(&rx, "restarts"), Some(Pmt::I64(1)));
+    assert_eq!(b.get(&rx, "lost"), Some(Pmt::I64(0)));
+    assert_eq!(b.get("check", "restarts"), Some(Pmt::I64(1)));
+    assert_eq!(b.get("check", "gaps"), Some(Pmt::I64(1)));
+    assert_eq!(
+        b.get("check", "tags_checked").and_then(|v| v.as_u64()),
+        Some(ticks.len() as u64)
+    );
+}
+
+// ------------------------------------------------ producer restart, messages
+
+fn strobe_spec(text: &str, count: u64, period: f64) -> String {
+    format!(
+        r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {{name: t}}
+spec:
+  blocks:
+    strobe: {{kind: message_strobe, params: {{count: {count}, period: {period}, message: {text}}}, segment: a}}
+    dbg:    {{kind: message_debug, params: {{display: false}}, segment: c}}
+  connections:
+    - [strobe.out, dbg.in]
+"#
+    )
+}
+
+#[test]
+fn a_message_edge_across_a_producer_restart_loses_no_message_of_the_new_producer() {
+    let old = partition(&spec(&strobe_spec("old", 100_000, 0.002))).unwrap();
+    let new = partition(&spec(&strobe_spec("new", 20, 0.001))).unwrap();
+    let rx = old.edges[0].source_block.clone();
+    let mem = Mem::new();
+
+    let kill1 = Killable::new(&mem);
+    let p1 = NetEnv::new(Arc::new(kill1.clone()), "t", 1, "tok");
+    p1.listen("mem-a1").unwrap();
+    let producer1 = segment(&old, "a", &p1);
+    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    c.set_peer("a", "mem-a1");
+    let consumer = segment(&old, "c", &c);
+    wait_until("the consumer delivers 5 messages", || {
+        get_u64(&consumer, &rx, "delivered") >= 5
+    });
+
+    kill1.kill();
+    producer1.handle().stop();
+    let p2 = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    p2.listen("mem-a2").unwrap();
+    let producer2 = segment(&new, "a", &p2);
+    // Its first messages are sent before the consumer is back: they wait.
+    std::thread::sleep(Duration::from_millis(30));
+    c.set_peer("a", "mem-a2");
+
+    let r = consumer.wait().expect("the consumer finishes");
+    producer2.wait().expect("the second producer finishes");
+    drop(producer1);
+
+    let Some(Pmt::List(msgs)) = r.get("dbg", "messages") else {
+        panic!("no messages")
+    };
+    let old_ones = msgs
+        .iter()
+        .take_while(|m| **m == Pmt::String("old".into()))
+        .count();
+    assert!(old_ones >= 5, "{msgs:?}");
+    assert_eq!(
+        &msgs[old_ones..],
+        &vec![Pmt::String("new".into()); 20][..],
+        "every message of the new producer, once, in order"
+    );
+    assert_eq!(r.get(&rx, "restarts"), Some(Pmt::I64(1)));
+    assert_eq!(r.get(&rx, "last_seq"), Some(Pmt::I64(20)));
+    assert_eq!(
+        r.get(&rx, "delivered"),
+        Some(Pmt::I64(old_ones as i64 + 20))
+    );
+}
+
+// ------------------------------------------------ protocol version mismatch
+
+const PAIR: &str = r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {name: t}
+spec:
+  blocks:
+    src:  {kind: counter_source, params: {n: 5000}, segment: a}
+    sink: {kind: vector_sink, params: {type: u64}, segment: b}
+  connections:
+    - [src.out, sink.in]
+"#;
+
+fn preamble_v2() -> [u8; 8] {
+    let mut p = frame::preamble();
+    p[4..6].copy_from_slice(&2u16.to_le_bytes());
+    p
+}
+
+#[test]
+fn a_producer_speaking_another_version_fails_the_consumer_with_a_clear_message() {
+    let p = partition(&spec(PAIR)).unwrap();
+    let mem = Mem::new();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let n = attempts.clone();
+    // A producer from a future build: answers with a version 2 preamble.
+    mem.listen(
+        "mem-v2",
+        Arc::new(move |mut s: Box<dyn Stream>| {
+            n.fetch_add(1, Ordering::SeqCst);
+            let mut pre = [0u8; 8];
+            let _ = s.read_exact(&mut pre);
+            let _ = s.write_all(&preamble_v2());
+            let mut b = [0u8; 256];
+            while matches!(s.read(&mut b), Ok(k) if k > 0) {}
+        }),
+    )
+    .unwrap();
+    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    c.set_peer("a", "mem-v2");
+    let consumer = segment(&p, "b", &c);
+    assert!(
+        consumer.wait_timeout(Duration::from_secs(10)),
+        "the consumer keeps retrying"
+    );
+    let err = consumer
+        .wait()
+        .err()
+        .expect("the consumer fails")
+        .to_string();
+    assert!(
+        err.contains(
+            "edge src.out>b: producer at mem-v2 speaks FlowMesh protocol v2, this build speaks v1: \
+             run the same FlowMesh version on both segments"
+        ),
+        "{err}"
+    );
+    assert_eq!(attempts.load(Ordering::SeqCst), 1, "no retries");
+}
+
+#[test]
+fn a_consumer_speaking_another_version_is_refused_and_the_producer_serves_others() {
+    let p = partition(&spec(PAIR)).unwrap();
+    let mem = Mem::new();
+    let prod = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    prod.listen("mem-a").unwrap();
+    let producer = segment(&p, "a", &prod);
+
+    // A consumer from a future build.
+    let mut s = mem.connect("mem-a", Duration::from_secs(1)).unwrap();
+    s.set_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&preamble_v2()).unwrap();
+    let mut pre = [0u8; 8];
+    s.read_exact(&mut pre).unwrap();
+    assert_eq!(frame::check_preamble(&pre), Ok(PROTOCOL_VERSION));
+    let (h, body) = read_frame(&mut *s).unwrap();
+    let Answer::Refuse { reason, message } = Answer::decode(&h, &body).unwrap() else {
+        panic!("not refused")
+    };
+    assert_eq!(reason, Reason::BadVersion);
+    assert!(
+        message.contains("the consumer speaks FlowMesh protocol v2, this build speaks v1"),
+        "{message}"
+    );
+    drop(s);
+    assert!(!producer.is_finished());
+
+    // A consumer of the right version gets everything.
+    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    c.set_peer("a", "mem-a");
+    let b = segment(&p, "b", &c).wait().unwrap();
+    producer.wait().expect("the producer is unaffected");
+    let Some(Pmt::Vector(TypedVec::U64(data))) = b.get("sink", "data") else {
+        panic!("no data")
+    };
+    assert_eq!(data, (0..5000).collect::<Vec<u64>>());
+}
+
+// ------------------------------------------------ CRC on the stream consumer
+
+/// Two u64 items whose CRC32C is 0 (the last four bytes are chosen by
+/// running the CRC backwards from the register value that gives 0).
+fn zero_crc_items() -> Vec<u8> {
+    const POLY: u32 = 0x82F6_3B78;
+    let mut p = 42u64.to_le_bytes().to_vec();
+    p.extend_from_slice(&[7, 0, 0, 0]);
+    let start = !frame::crc(&[&p]);
+    let mut r = !0u32;
+    for _ in 0..32 {
+        r = if r & 0x8000_0000 != 0 {
+            ((r ^ POLY) << 1) | 1
+        } else {
+            r << 1
+        };
+    }
+    p.extend_from_slice(&(r ^ start).to_le_bytes());
+    assert_eq!(frame::crc(&[&p]), 0);
+    p
+}
+
+fn data_frame(first: u64, payload: &[u8], flags: u8, crc: u32) -> Vec<u8> {
+    let mut h = Header::new(FrameType::Data, first, (payload.len() / 8) as u32);
+    h.len = payload.len() as u32;
+    h.flags = flags;
+    h.crc = crc;
+    let mut out = h.encode().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn the_consumer_checks_a_zero_crc_and_rejects_frames_without_one() {
+    let p = partition(&spec(PAIR)).unwrap();
+    let rx = p.edges[0].source_block.clone();
+    let mem = Mem::new();
+    let items = zero_crc_items();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let n = conns.clone();
+    let sent = items.clone();
+    // A hand-written producer: a corrupted frame whose true CRC is 0, then
+    // a frame without the CRC flag, then the good frame and EOS; one per
+    // connection (the consumer must drop the first two and reconnect).
+    mem.listen(
+        "mem-crc",
+        Arc::new(move |mut s: Box<dyn Stream>| {
+            let k = n.fetch_add(1, Ordering::SeqCst);
+            s.set_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut pre = [0u8; 8];
+            s.read_exact(&mut pre).unwrap();
+            s.write_all(&frame::preamble()).unwrap();
+            let (h, body) = read_frame(&mut *s).unwrap();
+            assert_eq!(h.kind, FrameType::Hello);
+            let hello = frame::Hello::decode(&body).unwrap();
+            assert!(hello.crc);
+            assert_eq!(hello.resume_offset, 0);
+            assert_eq!(hello.instance, if k == 0 { 0 } else { 77 });
+            let welcome = Answer::Welcome {
+                crc: true,
+                retained_from: 0,
+                instance: 77,
+            };
+            s.write_all(&welcome.encode()).unwrap();
+            let frames = match k {
+                0 => {
+                    let mut bad = sent.clone();
+                    bad[3] ^= 0x01;
+                    data_frame(0, &bad, FLAG_CRC, 0)
+                }
+                1 => data_frame(0, &sent, 0, 0),
+                _ => [
+                    data_frame(0, &sent, FLAG_CRC, 0),
+                    frame::control(FrameType::Eos, 2, 0, &[], false),
+                ]
+                .concat(),
+            };
+            s.write_all(&frames).unwrap();
+            let mut b = [0u8; 256];
+            while matches!(s.read(&mut b), Ok(k) if k > 0) {}
+        }),
+    )
+    .unwrap();
+    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    c.set_peer("a", "mem-crc");
+    let b = segment(&p, "b", &c).wait().expect("the consumer finishes");
+    let Some(Pmt::Vector(TypedVec::U64(data))) = b.get("sink", "data") else {
+        panic!("no data")
+    };
+    let want: Vec<u64> = items
+        .chunks(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(data, want, "only the intact frame is delivered");
+    assert_eq!(conns.load(Ordering::SeqCst), 3);
+    assert_eq!(b.get(&rx, "connections"), Some(Pmt::I64(3)));
+    assert_eq!(b.get("sink", "tags"), Some(Pmt::List(vec![])));
+}
