@@ -213,6 +213,11 @@ impl Block for NetMessageSink {
             }
             let mut conn = self.conn.take().expect("connected");
             let r = push(&mut conn, &mut self.out, &mut self.last_tx);
+            // Wake on the peer's frames, and on room once a write blocked.
+            let r = r.and_then(|()| {
+                conn.arm(true, !self.out.is_empty())
+                    .map_err(|e| e.to_string())
+            });
             self.conn = Some(conn);
             if let Err(e) = r {
                 self.drop_conn(&e);
@@ -450,6 +455,11 @@ impl Block for NetMessageSource {
             }
             let mut conn = self.conn.take().expect("connected");
             let r = push(&mut conn, &mut self.out, &mut self.last_tx);
+            // Wake on the peer's frames, and on room once a write blocked.
+            let r = r.and_then(|()| {
+                conn.arm(true, !self.out.is_empty())
+                    .map_err(|e| e.to_string())
+            });
             self.conn = Some(conn);
             if let Err(e) = r {
                 self.drop_conn(&e);

@@ -81,6 +81,8 @@ pub struct NetSink {
     last_tx: Instant,
     last_rx: Instant,
     signal_set: bool,
+    /// A write of this work call found the socket full.
+    write_blocked: bool,
     /// The consumer said it will read no more (CLOSE, normal).
     consumer_done: bool,
 }
@@ -117,6 +119,7 @@ impl NetSink {
             last_tx: Instant::now(),
             last_rx: Instant::now(),
             signal_set: false,
+            write_blocked: false,
             consumer_done: false,
         }
     }
@@ -191,6 +194,12 @@ impl NetSink {
 
     /// Writes queued control bytes; false if the socket is full.
     fn flush_control(&mut self) -> bool {
+        let blocked = !self.flush_control_inner();
+        self.write_blocked |= blocked && self.conn.is_some();
+        !blocked
+    }
+
+    fn flush_control_inner(&mut self) -> bool {
         while !self.control.is_empty() {
             let Some(conn) = self.conn.as_mut() else {
                 return false;
@@ -275,6 +284,7 @@ impl Block for NetSink {
             self.last_rx = Instant::now();
         }
 
+        self.write_blocked = false;
         self.read_control();
         if self.consumer_done {
             io.consume(0, avail as usize);
@@ -369,7 +379,10 @@ impl Block for NetSink {
                             self.pending = None;
                         }
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        self.write_blocked = true;
+                        break;
+                    }
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) => {
                         self.drop_conn(&e.to_string());
@@ -413,6 +426,14 @@ impl Block for NetSink {
             .min(self.sent.saturating_sub(self.retain_items))
             .max(base);
         io.consume(0, (keep_from - base) as usize);
+
+        // The reactor wakes us for the consumer's frames, and for room once
+        // a write blocked (one-shot: asked for again on every wait).
+        if let Some(conn) = self.conn.as_mut() {
+            if let Err(e) = conn.arm(true, self.write_blocked) {
+                self.drop_conn(&e.to_string());
+            }
+        }
 
         // Wake for the flush deadline or the next heartbeat; unconnected,
         // only the acceptor's signal (or a periodic look) matters.

@@ -106,6 +106,8 @@ pub struct NetSource {
     shared: Arc<Connector>,
     thread: Option<std::thread::JoinHandle<()>>,
     conn: Option<Box<dyn Conn>>,
+    /// The last receive stopped because the output was full.
+    waiting_for_room: bool,
     crc: bool,
     /// Next item offset wanted, in the current producer instance's numbering.
     expected: u64,
@@ -143,6 +145,7 @@ impl NetSource {
             shared: Connector::new(),
             thread: None,
             conn: None,
+            waiting_for_room: false,
             crc: true,
             expected: 0,
             lost: 0,
@@ -333,6 +336,7 @@ impl NetSource {
 
     /// Receives frames until the socket is drained or the output is full.
     fn receive(&mut self, io: &mut WorkIo<'_>) -> Result<()> {
+        self.waiting_for_room = false;
         let isz = self.st.item_size();
         let out = io.output_bytes(0);
         let mut produced = 0usize;
@@ -477,6 +481,7 @@ impl NetSource {
                     }
                     let at = produced * isz;
                     if out.len() - at < payload {
+                        self.waiting_for_room = true;
                         break; // wait for downstream to make room
                     }
                     if *have < payload {
@@ -748,6 +753,14 @@ impl Block for NetSource {
         if self.eos == Some(self.expected) && self.control.is_empty() && self.acked == self.expected
         {
             return Ok(Work::Done);
+        }
+        // Ask the reactor for the next wake-up: data (unless the output is
+        // full: downstream's consumption wakes us then), and room to write
+        // if control frames are waiting.
+        if let Some(conn) = self.conn.as_mut() {
+            if let Err(e) = conn.arm(!self.waiting_for_room, !self.control.is_empty()) {
+                self.drop_conn(&e.to_string());
+            }
         }
         let next = (self.last_ack + ACK_EVERY).min(self.last_tx + HEARTBEAT);
         Ok(Work::Deadline(next.max(now + Duration::from_micros(200))))

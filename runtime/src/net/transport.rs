@@ -10,11 +10,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once, OnceLock};
 use std::time::Duration;
 
-use mio::{Events, Interest, Poll, Registry, Token};
+use rustix::buffer::spare_capacity;
+use rustix::event::epoll;
 
 use crate::signal::Signal;
 
@@ -27,6 +29,15 @@ pub trait Conn: Send {
     /// `signal` is notified whenever the connection may have become
     /// readable or writable (or closed).
     fn set_waker(&mut self, signal: Arc<Signal>) -> io::Result<()>;
+    /// Asks for the next wake-up: when the connection becomes readable
+    /// (`read`) or writable (`write`), or closes. A TCP connection's
+    /// registration is one-shot, so a block calls this each time it is about
+    /// to wait on the socket; not calling it means "do not wake me for this
+    /// connection" (the block then relies on its own deadline).
+    fn arm(&mut self, read: bool, write: bool) -> io::Result<()> {
+        let _ = (read, write);
+        Ok(())
+    }
     /// The peer's address, as this side sees it.
     fn peer_addr(&self) -> String;
     /// Half-closes: no more writes; reads continue until the peer closes.
@@ -55,58 +66,94 @@ pub trait Transport: Send + Sync {
 
 // ---------------------------------------------------------------- TCP
 
-/// One mio poll thread per process: maps readiness events to signals.
+/// A connection's entry in the reactor: whom to wake, and whether its
+/// one-shot registration is armed.
+struct Registration {
+    signal: Arc<Signal>,
+    armed: Arc<AtomicBool>,
+}
+
+/// One epoll thread per process: maps readiness to signals. Registrations
+/// are one-shot: after an event the socket is silent until its block asks
+/// again ([`Conn::arm`]), so a block that is busy anyway costs neither the
+/// reactor a wake-up nor the peer's sending thread the wake-up call inside
+/// the kernel.
 struct Reactor {
-    registry: Registry,
-    wakers: Mutex<HashMap<Token, Arc<Signal>>>,
-    next: AtomicUsize,
+    epoll: OwnedFd,
+    regs: Mutex<HashMap<u64, Registration>>,
+    next: AtomicU64,
 }
 
 fn reactor() -> io::Result<&'static Reactor> {
-    static R: OnceLock<Reactor> = OnceLock::new();
-    if let Some(r) = R.get() {
-        return Ok(r);
-    }
-    let mut poll = Poll::new()?;
-    let registry = poll.registry().try_clone()?;
-    let r = R.get_or_init(|| Reactor {
-        registry,
-        wakers: Mutex::new(HashMap::new()),
-        next: AtomicUsize::new(1),
+    static R: OnceLock<Result<Reactor, String>> = OnceLock::new();
+    static STARTED: Once = Once::new();
+    let r = R
+        .get_or_init(|| {
+            Ok(Reactor {
+                epoll: epoll::create(epoll::CreateFlags::CLOEXEC)
+                    .map_err(|e| format!("cannot create the network reactor: {e}"))?,
+                regs: Mutex::new(HashMap::new()),
+                next: AtomicU64::new(1),
+            })
+        })
+        .as_ref()
+        .map_err(|e| io::Error::other(e.clone()))?;
+    STARTED.call_once(|| {
+        if let Err(e) = std::thread::Builder::new()
+            .name("flowmesh-reactor".into())
+            .spawn(move || r.run())
+        {
+            tracing::error!("cannot start the network reactor: {e}");
+        }
     });
-    std::thread::Builder::new()
-        .name("flowmesh-reactor".into())
-        .spawn(move || {
-            let mut events = Events::with_capacity(256);
-            loop {
-                if let Err(e) = poll.poll(&mut events, None) {
-                    if e.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
+    Ok(r)
+}
+
+impl Reactor {
+    fn run(&self) {
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
+        loop {
+            events.clear();
+            match epoll::wait(&self.epoll, spare_capacity(&mut events), None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
                     tracing::error!("network reactor stopped: {e}");
                     return;
                 }
-                let wakers = R
-                    .get()
-                    .expect("set")
-                    .wakers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                for ev in events.iter() {
-                    if let Some(s) = wakers.get(&ev.token()) {
-                        s.notify();
-                    }
+            }
+            let regs = self.regs.lock().unwrap_or_else(|e| e.into_inner());
+            for ev in &events {
+                if let Some(reg) = regs.get(&ev.data.u64()) {
+                    reg.armed.store(false, Ordering::Release);
+                    reg.signal.notify();
                 }
             }
-        })?;
-    Ok(r)
+        }
+    }
 }
 
 /// A TCP connection registered with the reactor.
 pub struct TcpConn {
-    stream: mio::net::TcpStream,
-    token: Option<Token>,
+    stream: TcpStream,
+    token: Option<u64>,
+    armed: Arc<AtomicBool>,
+    /// The interest of the last arming: (read, write).
+    interest: (bool, bool),
     peer: String,
+}
+
+impl TcpConn {
+    fn flags(read: bool, write: bool) -> epoll::EventFlags {
+        let mut f = epoll::EventFlags::ONESHOT | epoll::EventFlags::RDHUP;
+        if read {
+            f |= epoll::EventFlags::IN;
+        }
+        if write {
+            f |= epoll::EventFlags::OUT;
+        }
+        f
+    }
 }
 
 impl Conn for TcpConn {
@@ -121,22 +168,48 @@ impl Conn for TcpConn {
         let token = match self.token {
             Some(t) => t,
             None => {
-                let t = Token(r.next.fetch_add(1, Ordering::Relaxed));
-                r.registry.register(
-                    &mut self.stream,
-                    t,
-                    Interest::READABLE | Interest::WRITABLE,
+                let t = r.next.fetch_add(1, Ordering::Relaxed);
+                self.armed.store(true, Ordering::Release);
+                self.interest = (true, true);
+                epoll::add(
+                    &r.epoll,
+                    &self.stream,
+                    epoll::EventData::new_u64(t),
+                    Self::flags(true, true),
                 )?;
                 self.token = Some(t);
                 t
             }
         };
-        r.wakers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(token, signal.clone());
-        // Edge-triggered: make sure the block looks at least once.
+        r.regs.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            token,
+            Registration {
+                signal: signal.clone(),
+                armed: self.armed.clone(),
+            },
+        );
+        // Make sure the block looks at least once.
         signal.notify();
+        Ok(())
+    }
+    fn arm(&mut self, read: bool, write: bool) -> io::Result<()> {
+        let Some(token) = self.token else {
+            return Ok(());
+        };
+        if self.armed.load(Ordering::Acquire) && self.interest == (read, write) {
+            return Ok(());
+        }
+        // Armed before the call: an event right after it clears the flag
+        // again, so the next arm() is not skipped.
+        self.armed.store(true, Ordering::Release);
+        self.interest = (read, write);
+        let r = reactor()?;
+        epoll::modify(
+            &r.epoll,
+            &self.stream,
+            epoll::EventData::new_u64(token),
+            Self::flags(read, write),
+        )?;
         Ok(())
     }
     fn peer_addr(&self) -> String {
@@ -150,11 +223,8 @@ impl Conn for TcpConn {
 impl Drop for TcpConn {
     fn drop(&mut self) {
         if let (Some(t), Ok(r)) = (self.token, reactor()) {
-            let _ = r.registry.deregister(&mut self.stream);
-            r.wakers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&t);
+            let _ = epoll::delete(&r.epoll, &self.stream);
+            r.regs.lock().unwrap_or_else(|e| e.into_inner()).remove(&t);
         }
     }
 }
@@ -178,8 +248,10 @@ impl Stream for TcpStream {
         let peer = Stream::peer_addr(&*self);
         self.set_nonblocking(true)?;
         Ok(Box::new(TcpConn {
-            stream: mio::net::TcpStream::from_std(*self),
+            stream: *self,
             token: None,
+            armed: Arc::new(AtomicBool::new(false)),
+            interest: (false, false),
             peer,
         }))
     }
