@@ -833,6 +833,12 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
             .zip(&node.msg_eos)
             .all(|(s, e)| e >= s);
     let message_driven_end = is_source && node.outputs.is_empty() && messages_ended;
+    // Nobody reads our outputs any more: end now, even in the middle of a
+    // sleep (a throttle between bursts would otherwise linger up to a burst).
+    if !node.outputs.is_empty() && node.outputs.iter().all(|o| o.writer.all_readers_done()) {
+        finish(node)?;
+        return Ok(true);
+    }
     if let Some(t) = node.sleep_until {
         if Instant::now() < t {
             return Ok(progress);
