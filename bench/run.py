@@ -9,7 +9,8 @@ Usage: python3 bench/run.py [chain] [memory] [cpu] [net] [tags] [latency] [--run
   net     bench/net-{f32,cf32}.yaml with `flowmesh run --distributed` (CRC on and off) vs
           ../shared/peers/gnuradio/gr_zmq.py (ZeroMQ PUSH/PULL), alternating; raw TCP from
           ../shared/peers/limits/sock_bw.c at 128 KiB and at FlowMesh's frame size.
-  tags    bench/net-tags.yaml (one tag per 1024 items, every offset checked) vs bench/net-counter.yaml.
+  tags    bench/net-tags.yaml (one tag per 1024 items, every offset checked) vs the same graph with one
+          tag in all (and bench/net-counter.yaml, no tagger, for reference).
   latency bench/net-latency.yaml: p50/p99 through one edge at 10 Msps.
   cpu     CPU use of bench/tone-throttled.yaml (tone -> filter -> file, throttled to 1 Msps, 10 s)
           and the throttle's achieved rate.
@@ -98,12 +99,23 @@ def memory():
           f"wall {wall:.2f} s, {len(p.stdout.splitlines())} detection lines")
 
 
-def cpu():
-    p, wall, cpu_s, _ = child_usage([FM, "run", os.path.join(ROOT, "bench", "tone-throttled.yaml")])
-    ran = float(re.search(r"finished in ([\d.]+) s", p.stderr).group(1))
-    print(f"tone-throttled (1 Msps, 1e7 items): graph ran {ran:.3f} s -> {1e7 / ran / 1e6:.4f} Msps "
-          f"(throttle error {1e7 / ran / 1e6 - 1:+.2%}); process wall {wall:.3f} s, "
-          f"CPU {cpu_s:.3f} s = {cpu_s / wall:.1%} of one core")
+def cpu(runs):
+    pct, err = [], []
+    for _ in range(runs):
+        # A fresh output file: rewriting the previous run's 80 MB after a
+        # truncate makes ext4 flush it on close (24-42 ms), which is not the
+        # pipeline's work.
+        if os.path.exists("/tmp/flowmesh-tone-throttled.cf32"):
+            os.unlink("/tmp/flowmesh-tone-throttled.cf32")
+        p, wall, cpu_s, _ = child_usage([FM, "run", os.path.join(ROOT, "bench", "tone-throttled.yaml")])
+        ran = float(re.search(r"finished in ([\d.]+) s", p.stderr).group(1))
+        pct.append(cpu_s / wall * 100)
+        err.append((1e7 / ran / 1e6 - 1) * 100)
+        print(f"tone-throttled (1 Msps, 1e7 items): graph ran {ran:.3f} s -> {1e7 / ran / 1e6:.4f} Msps "
+              f"(throttle error {err[-1]:+.2f}%); process wall {wall:.3f} s, "
+              f"CPU {cpu_s:.3f} s = {pct[-1]:.2f}% of one core")
+    print(f"tone-throttled over {runs} runs: CPU {min(pct):.2f} / {statistics.median(pct):.2f} / {max(pct):.2f} % of one core; "
+          f"throttle error {min(err):+.2f} / {statistics.median(err):+.2f} / {max(err):+.2f} %")
 
 
 def fm_dist(path, n):
@@ -142,14 +154,21 @@ def net(runs):
 
 
 def tags(runs):
-    base, tagged = [], []
+    # Baseline: the same graph (counter -> tagger -> edge -> checker) with one
+    # tag in total, so the figure isolates what tags cost, not the tagger's copy.
+    tagged_path = os.path.join(ROOT, "bench", "net-tags.yaml")
+    one_tag = variant(tagged_path, "period: 1024", "period: 250000000")
+    plain, base, tagged = [], [], []
     for _ in range(runs):
-        base.append(fm_dist(os.path.join(ROOT, "bench", "net-counter.yaml"), 250_000_000)[0])
-        r, err = fm_dist(os.path.join(ROOT, "bench", "net-tags.yaml"), 250_000_000)
+        plain.append(fm_dist(os.path.join(ROOT, "bench", "net-counter.yaml"), 250_000_000)[0])
+        base.append(fm_dist(one_tag, 250_000_000)[0])
+        r, err = fm_dist(tagged_path, 250_000_000)
         tagged.append(r)
+    os.unlink(one_tag)
     line = [l for l in err.splitlines() if "stream_checker" in l]
-    print(f"u64 counter across processes: no tags {stats(base)} Msps; one tag per 1024 items {stats(tagged)} Msps "
-          f"({statistics.median(tagged) / statistics.median(base) - 1:+.1%}); receiver: {line[-1] if line else '?'}")
+    print(f"u64 counter across processes: counter -> checker {stats(plain)} Msps; with the tagger, one tag in all "
+          f"{stats(base)} Msps; one tag per 1024 items {stats(tagged)} Msps "
+          f"({statistics.median(tagged) / statistics.median(base) - 1:+.1%} vs one tag); receiver: {line[-1] if line else '?'}")
 
 
 def latency(runs):
@@ -169,7 +188,7 @@ def main():
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "flowmesh"], cwd=ROOT, check=True)
     print(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {os.uname().sysname} {os.uname().release} nproc={os.cpu_count()}")
     for w in what:
-        {"chain": lambda: chain(runs), "memory": memory, "cpu": cpu, "net": lambda: net(runs),
+        {"chain": lambda: chain(runs), "memory": memory, "cpu": lambda: cpu(runs), "net": lambda: net(runs),
          "tags": lambda: tags(runs), "latency": lambda: latency(3)}[w]()
 
 
