@@ -316,8 +316,27 @@ impl Writer {
         std::slice::from_raw_parts_mut(self.shared.map.ptr_at(off), items * self.shared.item_size)
     }
 
-    /// Queues a tag for every reader. Must precede the `produce` that
-    /// publishes the tagged item.
+    /// Queues tags for every reader (one lock per reader for the batch) and
+    /// empties `tags`. Must precede the `produce` that publishes the tagged
+    /// items.
+    pub fn add_tags(&self, tags: &mut Vec<Tag>) {
+        if tags.is_empty() {
+            return;
+        }
+        for r in self.shared.readers.iter() {
+            if r.done.load(Ordering::Relaxed) {
+                continue;
+            }
+            r.tags
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(tags.iter().cloned());
+            r.pending_tags.fetch_add(tags.len(), Ordering::Release);
+        }
+        tags.clear();
+    }
+
+    /// Queues one tag for every reader (see [`Writer::add_tags`]).
     pub fn add_tag(&self, tag: Tag) {
         for r in self.shared.readers.iter() {
             if r.done.load(Ordering::Relaxed) {

@@ -909,9 +909,8 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
         }
     }
     for o in node.outputs.iter_mut() {
-        for t in o.tags.drain(..) {
-            o.writer.add_tag(t);
-        }
+        // One lock per reader for the whole batch.
+        o.writer.add_tags(&mut o.tags);
         if o.produced > 0 {
             moved = true;
             o.writer.produce(o.produced);

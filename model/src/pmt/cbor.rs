@@ -150,6 +150,23 @@ pub fn encode_into(v: &Pmt, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends the head of an array of `len` items (for encoders that write a
+/// list without building a [`Pmt::List`]).
+pub fn encode_array_head(len: usize, out: &mut Vec<u8>) {
+    head(out, 4, len as u64);
+}
+
+/// Appends `s` as a text string, exactly as [`Pmt::String`] encodes.
+pub fn encode_text(s: &str, out: &mut Vec<u8>) {
+    head(out, 3, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Appends `i` as an integer, exactly as [`Pmt::I64`] encodes.
+pub fn encode_i64(i: i64, out: &mut Vec<u8>) {
+    encode_int(i, out);
+}
+
 /// Writes a head (major type + argument) with the shortest argument.
 fn head(out: &mut Vec<u8>, major: u8, arg: u64) {
     let m = major << 5;

@@ -182,7 +182,7 @@ pub fn throttle(p: &Params) -> Result<BuiltBlock, String> {
 pub struct Tagger {
     time: bool,
     period: u64,
-    key: String,
+    key: std::sync::Arc<str>,
     item_size: usize,
 }
 
@@ -199,7 +199,14 @@ impl Block for Tagger {
         let mut o = start.div_ceil(self.period) * self.period;
         while o < end {
             let v = if self.time { now_ns() } else { o as i64 };
-            io.add_tag(0, Tag::new(o, &self.key, Pmt::I64(v)));
+            io.add_tag(
+                0,
+                Tag {
+                    offset: o,
+                    key: self.key.clone(),
+                    value: Pmt::I64(v),
+                },
+            );
             o += self.period;
         }
         io.consume(0, n);
@@ -213,7 +220,7 @@ pub fn tagger(p: &Params) -> Result<BuiltBlock, String> {
     Ok(BuiltBlock::new(Tagger {
         time: p.str("value") == Some("time"),
         period: p.u64("period").unwrap_or(1024).max(1),
-        key: p.str("key").unwrap_or("tick").to_string(),
+        key: p.str("key").unwrap_or("tick").into(),
         item_size: st.item_size(),
     })
     .input("in", st)

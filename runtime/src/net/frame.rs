@@ -291,18 +291,27 @@ pub struct WireTag {
 
 /// Encodes tags as the CBOR list `[[offset, key, value], ...]`.
 pub fn encode_tags(tags: &[WireTag]) -> Vec<u8> {
-    let list = Pmt::List(
-        tags.iter()
-            .map(|t| {
-                Pmt::List(vec![
-                    Pmt::I64(t.offset as i64),
-                    Pmt::String(t.key.clone()),
-                    t.value.clone(),
-                ])
-            })
-            .collect(),
+    let mut out = Vec::new();
+    encode_tags_into(
+        tags.iter().map(|t| (t.offset, t.key.as_str(), &t.value)),
+        &mut out,
     );
-    cbor::encode(&list)
+    out
+}
+
+/// [`encode_tags`] straight from borrowed parts, appending to `out`: the
+/// same bytes, without building a [`Pmt`] tree or copying keys and values.
+pub fn encode_tags_into<'a>(
+    tags: impl ExactSizeIterator<Item = (u64, &'a str, &'a Pmt)>,
+    out: &mut Vec<u8>,
+) {
+    cbor::encode_array_head(tags.len(), out);
+    for (offset, key, value) in tags {
+        cbor::encode_array_head(3, out);
+        cbor::encode_i64(offset as i64, out);
+        cbor::encode_text(key, out);
+        cbor::encode_into(value, out);
+    }
 }
 
 /// Decodes [`encode_tags`]' output.

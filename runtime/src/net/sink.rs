@@ -23,9 +23,7 @@ use std::time::{Duration, Instant};
 use flowmesh_model::StreamType;
 
 use super::env::{NetEnv, Served, ServedKind};
-use super::frame::{
-    self, Decoder, FrameType, GapCause, Header, Reason, WireTag, FLAG_CRC, FLAG_TAGS,
-};
+use super::frame::{self, Decoder, FrameType, GapCause, Header, Reason, FLAG_CRC, FLAG_TAGS};
 use super::transport::Conn;
 use crate::block::{Block, Result, Work};
 use crate::io::WorkIo;
@@ -321,20 +319,18 @@ impl Block for NetSink {
                     let all = io.tags(0);
                     let lo = all.partition_point(|t| t.offset < from);
                     let hi = lo + all[lo..].partition_point(|t| t.offset < to);
-                    let tags: Vec<WireTag> = all[lo..hi]
-                        .iter()
-                        .map(|t| WireTag {
-                            offset: t.offset,
-                            key: t.key.to_string(),
-                            value: t.value.clone(),
-                        })
-                        .collect();
+                    let tags = &all[lo..hi];
                     let mut tag_bytes = vec![];
                     let mut h = Header::new(FrameType::Data, from, n as u32);
                     if !tags.is_empty() {
-                        let t = frame::encode_tags(&tags);
-                        tag_bytes.extend_from_slice(&(t.len() as u32).to_le_bytes());
-                        tag_bytes.extend_from_slice(&t);
+                        // u32 length, then the CBOR list, written in place.
+                        tag_bytes.extend_from_slice(&[0; 4]);
+                        frame::encode_tags_into(
+                            tags.iter().map(|t| (t.offset, &*t.key, &t.value)),
+                            &mut tag_bytes,
+                        );
+                        let len = (tag_bytes.len() - 4) as u32;
+                        tag_bytes[..4].copy_from_slice(&len.to_le_bytes());
                         h.flags = FLAG_TAGS;
                     }
                     let payload =

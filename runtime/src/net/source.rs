@@ -108,6 +108,8 @@ pub struct NetSource {
     conn: Option<Box<dyn Conn>>,
     /// The last receive stopped because the output was full.
     waiting_for_room: bool,
+    /// The key of the last tag received, shared by the next ones.
+    last_key: Option<Arc<str>>,
     crc: bool,
     /// Next item offset wanted, in the current producer instance's numbering.
     expected: u64,
@@ -146,6 +148,7 @@ impl NetSource {
             thread: None,
             conn: None,
             waiting_for_room: false,
+            last_key: None,
             crc: true,
             expected: 0,
             lost: 0,
@@ -567,7 +570,18 @@ impl NetSource {
                         .into_iter()
                         .filter(|t| t.offset >= first && t.offset < first + n as u64)
                     {
-                        io.add_tag(0, Tag::new(out_first + (t.offset - first), &t.key, t.value));
+                        // Tags mostly repeat a few keys: share one Arc<str>.
+                        if self.last_key.as_deref() != Some(t.key.as_str()) {
+                            self.last_key = Some(Arc::from(t.key.as_str()));
+                        }
+                        io.add_tag(
+                            0,
+                            Tag {
+                                offset: out_first + (t.offset - first),
+                                key: self.last_key.clone().expect("set above"),
+                                value: t.value,
+                            },
+                        );
                     }
                     io.produce(0, n);
                     produced += n;
