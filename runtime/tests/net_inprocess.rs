@@ -132,3 +132,82 @@ spec:
     assert!(!producer.is_finished());
     producer.handle().stop();
 }
+
+#[test]
+fn a_consumer_with_the_wrong_edge_type_or_vector_length_is_refused_and_the_producer_serves_the_right_one(
+) {
+    let text = r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {name: t}
+spec:
+  blocks:
+    src:  {kind: counter_source, params: {n: 5000}, segment: a}
+    sink: {kind: null_sink, params: {type: u64, expect: 5000}, segment: b}
+  connections:
+    - [src.out, sink.in]
+"#;
+    let p = partition(&spec(text)).unwrap();
+    let mem: Arc<dyn Transport> = Arc::new(Mem::new());
+    let prod_env = NetEnv::new(mem.clone(), "t", 1, "k");
+    prod_env.listen("mem-a").unwrap();
+    let producer =
+        start(Graph::from_spec_in(&p.segments["a"], Env { net: prod_env }).unwrap()).unwrap();
+    let rx = p.edges[0].source_block.clone();
+
+    // Each wrong consumer: its net_source altered one way, the rest of its
+    // segment made to match, so only the handshake can object.
+    let wrong = |param: &str, value: serde_json::Value, sink_type: &str| {
+        let mut b = p.segments["b"].clone();
+        b.blocks
+            .get_mut(&rx)
+            .unwrap()
+            .params
+            .insert(param.into(), value);
+        b.blocks
+            .get_mut("sink")
+            .unwrap()
+            .params
+            .insert("type".into(), serde_json::json!(sink_type));
+        if param == "vlen" {
+            b.blocks
+                .get_mut("sink")
+                .unwrap()
+                .params
+                .insert("vlen".into(), serde_json::json!(2));
+        }
+        b.blocks.get_mut("sink").unwrap().params.remove("expect");
+        let env = NetEnv::new(mem.clone(), "t", 1, "k");
+        env.set_peer("a", "mem-a");
+        run(Graph::from_spec_in(&b, Env { net: env }).unwrap())
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let msg = wrong("edge", serde_json::json!("src.out>elsewhere"), "u64");
+    assert!(
+        msg.contains("edge src.out>elsewhere is not produced here"),
+        "{msg}"
+    );
+    let msg = wrong("type", serde_json::json!("u32"), "u32");
+    assert!(
+        msg.contains(
+            "the producer sends u64 (8 bytes per item), the consumer expects u32x1 (4 bytes)"
+        ),
+        "{msg}"
+    );
+    let msg = wrong("vlen", serde_json::json!(2), "u64");
+    assert!(
+        msg.contains(
+            "the producer sends u64 (8 bytes per item), the consumer expects u64x2 (16 bytes)"
+        ),
+        "{msg}"
+    );
+
+    // The producer was not disturbed: the right consumer gets every item.
+    assert!(!producer.is_finished());
+    let env = NetEnv::new(mem.clone(), "t", 1, "k");
+    env.set_peer("a", "mem-a");
+    run(Graph::from_spec_in(&p.segments["b"], Env { net: env }).unwrap()).expect("served");
+    producer.wait().expect("producer ends after its consumer");
+}

@@ -179,6 +179,14 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         cfg.generation,
         &cfg.token,
     );
+    // The graph first: its network sinks are then served from the first
+    // connection on, so a consumer never hears "edge not produced here"
+    // from a segment that is still starting.
+    let graph =
+        Graph::from_spec_in(sub, Env { net: env.clone() }).map_err(|source| Error::Build {
+            segment: cfg.segment.clone(),
+            source,
+        })?;
     let listening = env.listen(&cfg.listen).map_err(|source| Error::Listen {
         addr: cfg.listen.clone(),
         source,
@@ -186,11 +194,6 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
     for (s, a) in &cfg.peers {
         env.set_peer(s, a);
     }
-    let graph =
-        Graph::from_spec_in(sub, Env { net: env.clone() }).map_err(|source| Error::Build {
-            segment: cfg.segment.clone(),
-            source,
-        })?;
     let running = start(graph).map_err(|source| Error::Run {
         segment: cfg.segment.clone(),
         source,

@@ -38,6 +38,9 @@ use crate::signal::Signal;
 use crate::tag::{keys, Tag};
 
 /// Acknowledge at least this often (bytes delivered) …
+/// How long a producer may answer "edge not produced here" before the
+/// consumer gives up (it may still be building its graph at first).
+pub const UNKNOWN_EDGE_GRACE: Duration = Duration::from_secs(10);
 const ACK_BYTES: u64 = 256 * 1024;
 /// … or this often (time).
 const ACK_EVERY: Duration = Duration::from_millis(2);
@@ -599,6 +602,9 @@ impl NetSource {
 /// as the block's error.
 pub(crate) fn connector(shared: Arc<Connector>, env: Arc<NetEnv>, from: String, hello: Hello) {
     let mut backoff = Duration::from_millis(20);
+    // A producer that does not serve our edge may still be building its
+    // graph; one that keeps saying so runs a different FlowGraph.
+    let mut unknown_since: Option<Instant> = None;
     loop {
         let (resume, resume_msg, instance, delay) = {
             let mut g = shared.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -661,6 +667,22 @@ pub(crate) fn connector(shared: Arc<Connector>, env: Arc<NetEnv>, from: String, 
                     })
                 }
                 Answer::Refuse { reason, message } => {
+                    if reason == Reason::UnknownEdge {
+                        let since = *unknown_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= UNKNOWN_EDGE_GRACE {
+                            return Err((
+                                true,
+                                format!(
+                                    "{addr} refused the connection for {} s: {message}; the \
+                                     producing segment runs a different FlowGraph: start both \
+                                     segments from the same file",
+                                    UNKNOWN_EDGE_GRACE.as_secs()
+                                ),
+                            ));
+                        }
+                    } else {
+                        unknown_since = None;
+                    }
                     let fatal = !matches!(
                         reason,
                         Reason::UnknownEdge | Reason::Busy | Reason::ShuttingDown
@@ -675,6 +697,7 @@ pub(crate) fn connector(shared: Arc<Connector>, env: Arc<NetEnv>, from: String, 
                 g.ready = Some(c);
                 g.want = false;
                 backoff = Duration::from_millis(20);
+                unknown_since = None;
             }
             Err((true, msg)) => {
                 tracing::error!("{msg}");
