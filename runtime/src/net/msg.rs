@@ -28,6 +28,9 @@ use super::transport::Conn;
 use crate::block::{Block, BlockError, Result, Work};
 use crate::io::{Poster, WorkIo};
 
+/// Why [`pump`] stops when the peer closed its side in order.
+const CLOSED: &str = "connection closed";
+
 /// Reads everything available into a decoder; `Err` with a reason when the
 /// connection is gone.
 fn pump(
@@ -38,7 +41,7 @@ fn pump(
     let mut buf = [0u8; 16384];
     loop {
         match conn.read(&mut buf) {
-            Ok(0) => return Err("connection closed".into()),
+            Ok(0) => return Err(CLOSED.into()),
             Ok(n) => {
                 *last_rx = Instant::now();
                 rx.push(&buf[..n]);
@@ -83,6 +86,8 @@ pub struct NetMessageSink {
     out: Vec<u8>,
     rx: Decoder,
     eos_sent: bool,
+    /// The consumer acknowledged everything, had EOS, and closed.
+    consumer_finished: bool,
     last_rx: Instant,
     last_tx: Instant,
     signal_set: bool,
@@ -103,6 +108,7 @@ impl NetMessageSink {
             out: vec![],
             rx: Decoder::new(),
             eos_sent: false,
+            consumer_finished: false,
             last_rx: Instant::now(),
             last_tx: Instant::now(),
             signal_set: false,
@@ -162,12 +168,13 @@ impl Block for NetMessageSink {
             self.last_rx = Instant::now();
         }
         let now = Instant::now();
+        let mut lost = None;
         if let Some(mut conn) = self.conn.take() {
             let r = pump(&mut conn, &mut self.rx, &mut self.last_rx);
             self.conn = Some(conn);
-            if let Err(e) = r {
-                self.drop_conn(&e);
-            }
+            // Apply what arrived before the end of the connection (a final
+            // MSG_ACK followed by the consumer's close) before dropping it.
+            lost = r.err();
         }
         loop {
             match self.rx.next_frame() {
@@ -189,6 +196,20 @@ impl Block for NetMessageSink {
                     break;
                 }
             }
+        }
+        if let Some(e) = lost {
+            // A consumer that acknowledged everything after we sent EOS and
+            // then closed has finished: it only closes once EOS is delivered.
+            if e == CLOSED && self.eos_sent && self.queue.is_empty() && io.messages_ended() {
+                tracing::info!("message edge {}: consumer finished", self.edge);
+                self.consumer_finished = true;
+                self.conn = None;
+            } else {
+                self.drop_conn(&e);
+            }
+        }
+        if self.consumer_finished {
+            return Ok(Work::Ok);
         }
         if self.conn.is_some() {
             let from = self.next_send;
@@ -384,10 +405,8 @@ impl Block for NetMessageSource {
         let mut conn = self.conn.take().expect("connected");
         let r = pump(&mut conn, &mut self.rx, &mut self.last_rx);
         self.conn = Some(conn);
-        if let Err(e) = r {
-            self.drop_conn(&e);
-            return Ok(Work::Deadline(now + Duration::from_millis(10)));
-        }
+        // Frames that arrived before the end of the connection still count.
+        let lost = r.err();
         loop {
             match self.rx.next_frame() {
                 Ok(Some(f)) => match f.header.kind {
@@ -438,6 +457,10 @@ impl Block for NetMessageSource {
                     break;
                 }
             }
+        }
+        if let Some(e) = lost {
+            self.drop_conn(&e);
+            return Ok(Work::Deadline(now + Duration::from_millis(10)));
         }
         if self.conn.is_some() {
             if self.delivered > self.acked {
