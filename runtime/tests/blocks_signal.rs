@@ -420,3 +420,170 @@ fn sources_declare_catalog_ports() {
         assert_eq!(built.outputs, outs, "{kind} outputs");
     }
 }
+
+// ---------------------------------------------------------------------------
+// The vectorised oscillator: every item equals `sin_cos_phase` of the
+// documented integer phase, bit for bit, over long runs, at any frequency,
+// under any chunking, and across frequency changes.
+
+/// Runs `signal_source` with `params` into a collector of `n` items; returns
+/// the items and tags.
+fn run_source<T: Item>(
+    params: &serde_json::Value,
+    n: usize,
+    chunking: Option<(u64, usize)>,
+    buffer_bytes: usize,
+    cmd: &[Pmt],
+) -> (Vec<T>, Vec<Tag>) {
+    let mut r = Run::new("signal_source", params.clone(), n);
+    r.chunking = chunking;
+    r.buffer_bytes = buffer_bytes;
+    r.cmd = cmd.to_vec();
+    let (items, tags) = r.go::<T>();
+    assert_eq!(items.len(), n);
+    (items, tags)
+}
+
+/// Chunkings (seed, largest chunk, buffer bytes): chunks of one item, sizes
+/// that are not multiples of the kernel's eight lanes, and large ones.
+const CHUNKINGS: [(u64, usize, usize); 6] = [
+    (1, 1, 4096),
+    (2, 3, 8192),
+    (3, 7, 16384),
+    (4, 17, 16384),
+    (5, 500, 65536),
+    (6, 4096, 262_144),
+];
+
+/// The cf32 item `A·exp(jθ) + offset` computed directly from a phase.
+fn direct_cf32(ph: u64, a: f64, off: f64) -> Complex32 {
+    let (s, c) = sin_cos_phase(ph);
+    Complex32::new((a * c + off) as f32, (a * s) as f32)
+}
+
+const FS: f64 = 1e6;
+
+/// Frequencies: the benchmark's tone, negative ones, within 1 Hz of
+/// Nyquist (both signs), Nyquist itself, an irrational-looking ratio, a very
+/// slow one and zero.
+const FREQUENCIES: [f64; 9] = [
+    50e3,
+    -12_345.678,
+    499_999.0,
+    -499_999.5,
+    500_000.0,
+    FS / 3.0,
+    137_035.999,
+    0.001,
+    0.0,
+];
+
+#[test]
+fn cf32_tone_is_sin_cos_phase_per_item_over_a_million_items() {
+    let n = 1_000_003;
+    let (a, off, ph0) = (0.5, 0.125, 0.7);
+    for f in FREQUENCIES {
+        let p = json!({"type": "cf32", "samp_rate": FS, "frequency": f,
+                       "amplitude": a, "offset": off, "phase": ph0});
+        let (y, _) = run_source::<Complex32>(&p, n, None, 1 << 16, &[]);
+        for (i, z) in y.iter().enumerate() {
+            let want = direct_cf32(phase(ph0, f, FS, i as u64), a, off);
+            assert!(
+                z.re.to_bits() == want.re.to_bits() && z.im.to_bits() == want.im.to_bits(),
+                "f = {f}: item {i} is {z}, sin_cos_phase gives {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn f32_cos_and_sin_are_sin_cos_phase_per_item_over_a_million_items() {
+    let n = 1_000_003;
+    let (a, off, ph0) = (2.5, -0.75, -2.0);
+    for f in [50e3, -499_999.5, 0.001, FS / 7.0] {
+        for (w, sine) in [("cos", false), ("sin", true)] {
+            let p = json!({"type": "f32", "waveform": w, "samp_rate": FS, "frequency": f,
+                           "amplitude": a, "offset": off, "phase": ph0});
+            let (y, _) = run_source::<f32>(&p, n, None, 1 << 16, &[]);
+            for (i, v) in y.iter().enumerate() {
+                let (s, c) = sin_cos_phase(phase(ph0, f, FS, i as u64));
+                let want = (a * if sine { s } else { c } + off) as f32;
+                assert!(
+                    v.to_bits() == want.to_bits(),
+                    "{w} f = {f}: item {i} is {v}, sin_cos_phase gives {want}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tone_is_identical_under_random_chunkings() {
+    let n = 200_003;
+    let cf = json!({"type": "cf32", "samp_rate": FS, "frequency": -123_456.7,
+                    "amplitude": 0.3, "offset": 0.01, "phase": 1.0});
+    let (reference, _) = run_source::<Complex32>(&cf, n, None, 1 << 16, &[]);
+    for (seed, max, buf) in CHUNKINGS {
+        let (y, _) = run_source::<Complex32>(&cf, n, Some((seed, max)), buf, &[]);
+        assert!(
+            y == reference,
+            "cf32 output differs in chunks of 1..={max} with {buf}-byte buffers"
+        );
+    }
+    for w in ["cos", "sin"] {
+        let p = json!({"type": "f32", "waveform": w, "samp_rate": FS,
+                       "frequency": 333_333.3, "amplitude": 1.5, "phase": -0.5});
+        let (reference, _) = run_source::<f32>(&p, n, None, 1 << 16, &[]);
+        for (seed, max, buf) in CHUNKINGS {
+            let (y, _) = run_source::<f32>(&p, n, Some((seed, max)), buf, &[]);
+            assert!(
+                y == reference,
+                "f32 {w} output differs in chunks of 1..={max} with {buf}-byte buffers"
+            );
+        }
+    }
+}
+
+#[test]
+fn frequency_change_mid_stream_gives_values_that_depend_only_on_n() {
+    let n = 300_000;
+    let (f1, f2, ph0, a) = (50e3, -499_999.5, 0.25, 0.5);
+    let p = json!({"type": "cf32", "samp_rate": FS, "frequency": f1,
+                   "amplitude": a, "phase": ph0});
+    let cmd = [Pmt::map([("frequency", Pmt::F64(f2))])];
+    let inc2 = turns_to_phase(f2 / FS);
+    let mut seen_k = vec![];
+    let runs = std::iter::once(None).chain(CHUNKINGS.iter().map(|&(s, m, b)| Some((s, m, b))));
+    for chunking in runs {
+        let (c, buf) = match chunking {
+            Some((s, m, b)) => (Some((s, m)), b),
+            None => (None, 1 << 16),
+        };
+        let (y, tags) = run_source::<Complex32>(&p, n, c, buf, &cmd);
+        let k = tags
+            .iter()
+            .find(|t| &*t.key == "param")
+            .expect("param tag at the change")
+            .offset;
+        assert!(k < n as u64, "change applied at {k}");
+        seen_k.push(k);
+        // Before the change the old phase; from it on, the phase continues
+        // from item k at the new increment. Either way the value of item i
+        // is sin_cos_phase of a phase that is a function of i (and k).
+        let pk = phase(ph0, f1, FS, k);
+        for (i, z) in y.iter().enumerate() {
+            let i = i as u64;
+            let ph = if i < k {
+                phase(ph0, f1, FS, i)
+            } else {
+                pk.wrapping_add((i - k).wrapping_mul(inc2))
+            };
+            let want = direct_cf32(ph, a, 0.0);
+            assert!(
+                z.re.to_bits() == want.re.to_bits() && z.im.to_bits() == want.im.to_bits(),
+                "{chunking:?}: item {i} is {z}, want {want} (change at {k})"
+            );
+        }
+    }
+    eprintln!("frequency change applied at items {seen_k:?}");
+}
