@@ -431,18 +431,10 @@ impl Reader {
         self.tags.extend(q.drain(..));
         slot.pending_tags.fetch_sub(n, Ordering::AcqRel);
         drop(q);
-        // Tags usually arrive in order: sort only when they did not.
-        let fresh = &self.tags[old.max(self.tag_start)..];
-        let last = old
-            .checked_sub(1)
-            .filter(|&l| l >= self.tag_start)
-            .map(|l| self.tags[l].offset);
-        let in_order = fresh.windows(2).all(|w| w[0].offset <= w[1].offset)
-            && match (last, fresh.first()) {
-                (Some(l), Some(f)) => l <= f.offset,
-                _ => true,
-            };
-        if !in_order {
+        // Tags usually arrive in order: sort only when they did not (the
+        // last old tag and the new ones are enough to tell).
+        let from = old.saturating_sub(1).max(self.tag_start);
+        if !self.tags[from..].is_sorted_by_key(|t| t.offset) {
             self.tags[self.tag_start..].sort_by_key(|t| t.offset);
         }
     }

@@ -53,11 +53,15 @@ fn pump(
     }
 }
 
-/// Writes `out` as far as the socket takes it.
-fn push(
+/// Writes `out` as far as the socket takes it, asks to be woken for the
+/// peer's frames (and for room if a write blocked), and checks the peer is
+/// not silent; `Err` with the reason to drop the connection.
+fn send(
     conn: &mut Box<dyn Conn>,
     out: &mut Vec<u8>,
     last_tx: &mut Instant,
+    last_rx: Instant,
+    now: Instant,
 ) -> std::result::Result<(), String> {
     while !out.is_empty() {
         match conn.write_vectored(&[IoSlice::new(out)]) {
@@ -65,10 +69,14 @@ fn push(
                 out.drain(..n);
                 *last_tx = Instant::now();
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e.to_string()),
         }
+    }
+    conn.arm(true, !out.is_empty()).map_err(|e| e.to_string())?;
+    if now.duration_since(last_rx) > PEER_TIMEOUT {
+        return Err("silent for too long".into());
     }
     Ok(())
 }
@@ -232,18 +240,9 @@ impl Block for NetMessageSink {
                 self.out
                     .extend_from_slice(&frame::control(FrameType::Heartbeat, 0, 0, &[], false));
             }
-            let mut conn = self.conn.take().expect("connected");
-            let r = push(&mut conn, &mut self.out, &mut self.last_tx);
-            // Wake on the peer's frames, and on room once a write blocked.
-            let r = r.and_then(|()| {
-                conn.arm(true, !self.out.is_empty())
-                    .map_err(|e| e.to_string())
-            });
-            self.conn = Some(conn);
-            if let Err(e) = r {
+            let conn = self.conn.as_mut().expect("connected");
+            if let Err(e) = send(conn, &mut self.out, &mut self.last_tx, self.last_rx, now) {
                 self.drop_conn(&e);
-            } else if now.duration_since(self.last_rx) > PEER_TIMEOUT {
-                self.drop_conn("silent for too long");
             }
         }
         if io.messages_ended() && self.eos_sent && self.queue.is_empty() && self.out.is_empty() {
@@ -476,18 +475,9 @@ impl Block for NetMessageSource {
                 self.out
                     .extend_from_slice(&frame::control(FrameType::Heartbeat, 0, 0, &[], false));
             }
-            let mut conn = self.conn.take().expect("connected");
-            let r = push(&mut conn, &mut self.out, &mut self.last_tx);
-            // Wake on the peer's frames, and on room once a write blocked.
-            let r = r.and_then(|()| {
-                conn.arm(true, !self.out.is_empty())
-                    .map_err(|e| e.to_string())
-            });
-            self.conn = Some(conn);
-            if let Err(e) = r {
+            let conn = self.conn.as_mut().expect("connected");
+            if let Err(e) = send(conn, &mut self.out, &mut self.last_tx, self.last_rx, now) {
                 self.drop_conn(&e);
-            } else if now.duration_since(self.last_rx) > PEER_TIMEOUT {
-                self.drop_conn("silent for too long");
             }
         }
         if self.eos == Some(self.delivered) && self.out.is_empty() {

@@ -192,12 +192,6 @@ impl NetSink {
 
     /// Writes queued control bytes; false if the socket is full.
     fn flush_control(&mut self) -> bool {
-        let blocked = !self.flush_control_inner();
-        self.write_blocked |= blocked && self.conn.is_some();
-        !blocked
-    }
-
-    fn flush_control_inner(&mut self) -> bool {
         while !self.control.is_empty() {
             let Some(conn) = self.conn.as_mut() else {
                 return false;
@@ -207,7 +201,10 @@ impl NetSink {
                     self.control.drain(..n);
                     self.last_tx = Instant::now();
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.write_blocked = true;
+                    return false;
+                }
                 Err(e) => {
                     self.drop_conn(&e.to_string());
                     return false;
