@@ -463,19 +463,10 @@ fn a_consumer_speaking_another_version_is_refused_and_the_producer_serves_others
 /// Two u64 items whose CRC32C is 0 (the last four bytes are chosen by
 /// running the CRC backwards from the register value that gives 0).
 fn zero_crc_items() -> Vec<u8> {
-    const POLY: u32 = 0x82F6_3B78;
     let mut p = 42u64.to_le_bytes().to_vec();
     p.extend_from_slice(&[7, 0, 0, 0]);
-    let start = !frame::crc(&[&p]);
-    let mut r = !0u32;
-    for _ in 0..32 {
-        r = if r & 0x8000_0000 != 0 {
-            ((r ^ POLY) << 1) | 1
-        } else {
-            r << 1
-        };
-    }
-    p.extend_from_slice(&(r ^ start).to_le_bytes());
+    let tail = flowmesh_runtime::net::fuzzing::forge_zero_crc(&p);
+    p.extend_from_slice(&tail);
     assert_eq!(frame::crc(&[&p]), 0);
     p
 }

@@ -589,24 +589,6 @@ mod tests {
         }
     }
 
-    /// Four bytes that, appended to `prefix`, make the CRC32C of the whole
-    /// zero (the CRC run backwards from the wanted register value).
-    fn forge_zero_crc(prefix: &[u8]) -> [u8; 4] {
-        const POLY: u32 = 0x82F6_3B78; // reflected Castagnoli polynomial
-                                       // Register after `prefix` (before the final XOR), and the register
-                                       // that gives a CRC of 0 after the final XOR.
-        let start = !crc(&[prefix]);
-        let mut r = !0u32;
-        for _ in 0..32 {
-            r = if r & 0x8000_0000 != 0 {
-                ((r ^ POLY) << 1) | 1
-            } else {
-                r << 1
-            };
-        }
-        (r ^ start).to_le_bytes()
-    }
-
     /// A DATA frame as the sink builds it, CRC flag set.
     fn data_with_crc(a: u64, n: u32, body: &[u8]) -> Vec<u8> {
         let mut h = Header::new(FrameType::Data, a, n);
@@ -623,7 +605,7 @@ mod tests {
         // Two u64 items whose CRC32C is exactly 0.
         let mut body = 42u64.to_le_bytes().to_vec();
         body.extend_from_slice(&[0x11, 0x22, 0x33, 0x44]);
-        let tail = forge_zero_crc(&body);
+        let tail = crate::net::fuzzing::forge_zero_crc(&body);
         body.extend_from_slice(&tail);
         assert_eq!(crc(&[&body]), 0, "forged body");
         let good = data_with_crc(100, 2, &body);

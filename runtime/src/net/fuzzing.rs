@@ -240,3 +240,22 @@ fn check_message(b: &[u8]) -> Option<()> {
     assert_eq!(cbor::encode(&v), b, "CBOR that decodes is canonical");
     Some(())
 }
+
+/// Four bytes that, appended to `prefix`, make the CRC32C of the whole 0:
+/// the CRC is run backwards from the register value that gives 0. For tests
+/// that a CRC of 0 is still checked.
+pub fn forge_zero_crc(prefix: &[u8]) -> [u8; 4] {
+    const POLY: u32 = 0x82F6_3B78; // reflected Castagnoli polynomial
+                                   // The register after `prefix` (before the final XOR), and the register
+                                   // that gives a CRC of 0 after the final XOR.
+    let start = !frame::crc(&[prefix]);
+    let mut r = !0u32;
+    for _ in 0..32 {
+        r = if r & 0x8000_0000 != 0 {
+            ((r ^ POLY) << 1) | 1
+        } else {
+            r << 1
+        };
+    }
+    (r ^ start).to_le_bytes()
+}
