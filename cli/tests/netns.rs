@@ -944,25 +944,53 @@ fn messages_arrive_in_order_exactly_once_across_a_reconnect() {
 // ---------------------------------------------------------------------------
 // 4, 5. Faults within retention: nothing lost, nothing repeated
 
-/// Runs netns-paced.yaml (counter → throttle in a → b) and applies `fault`
-/// once b has written `after_items`; the run must complete with the whole
-/// counter in b's file and no gap.
-fn paced_run_without_loss(n: u64, rate: f64, after_items: u64, fault: impl FnOnce(&Lab, &Worker)) {
+/// Two namespaces `a` → `b` running `fixture` with `N` items at `RATE`
+/// items/s: both workers started, returned once `b`'s `out.u64` holds
+/// `items` items.
+struct Pair {
+    lab: Lab,
+    file: PathBuf,
+    out: PathBuf,
+    t0: Instant,
+    a: Worker,
+    b: Worker,
+}
+
+fn start_pair(fixture: &str, n: u64, rate: f64, items: u64) -> Pair {
     let mut lab = Lab::chain(&["a", "b"]);
-    let file = lab.render(
-        "netns-paced.yaml",
-        &[("N", n.to_string()), ("RATE", rate.to_string())],
-    );
+    let file = lab.render(fixture, &[("N", n.to_string()), ("RATE", rate.to_string())]);
     let out = lab.path("out.u64");
     let t0 = Instant::now();
     let mut a = lab.spawn("a", &file, TOKEN, &[]);
     let mut b = lab.spawn("b", &file, TOKEN, &[]);
     wait_for(
-        "b to write",
+        &format!("b to write {items} items"),
         Duration::from_secs(30),
         &mut [&mut a, &mut b],
-        || file_len(&out) >= after_items * 8,
+        || file_len(&out) >= items * 8,
     );
+    Pair {
+        lab,
+        file,
+        out,
+        t0,
+        a,
+        b,
+    }
+}
+
+/// Runs netns-paced.yaml (counter → throttle in a → b) and applies `fault`
+/// once b has written `after_items`; the run must complete with the whole
+/// counter in b's file and no gap.
+fn paced_run_without_loss(n: u64, rate: f64, after_items: u64, fault: impl FnOnce(&Lab, &Worker)) {
+    let Pair {
+        lab,
+        out,
+        t0,
+        mut a,
+        mut b,
+        ..
+    } = start_pair("netns-paced.yaml", n, rate, after_items);
     println!(
         "fault at {:.1} s, b has {} items",
         t0.elapsed().as_secs_f64(),
@@ -1008,8 +1036,8 @@ fn consumer_stopped_for_three_seconds_loses_nothing() {
 }
 
 // ---------------------------------------------------------------------------
-// 6. Restart with --resume (needs `flowmesh worker --resume` and
-//    `file_sink` `mode: append`: the lead's work in progress)
+// 6. Restart with --resume (`flowmesh worker --resume`, `file_sink`
+//    `mode: append`)
 
 #[test]
 fn killed_consumer_restarted_with_resume_loses_nothing() {
@@ -1018,21 +1046,14 @@ fn killed_consumer_restarted_with_resume_loses_nothing() {
     };
     const N: u64 = 4_000_000;
     const RATE: f64 = 5e5;
-    let mut lab = Lab::chain(&["a", "b"]);
-    let file = lab.render(
-        "netns-resume.yaml",
-        &[("N", N.to_string()), ("RATE", RATE.to_string())],
-    );
-    let out = lab.path("out.u64");
-    let t0 = Instant::now();
-    let mut a = lab.spawn("a", &file, TOKEN, &[]);
-    let mut b = lab.spawn("b", &file, TOKEN, &[]);
-    wait_for(
-        "b to write 1M items",
-        Duration::from_secs(30),
-        &mut [&mut a, &mut b],
-        || file_len(&out) >= 1_000_000 * 8,
-    );
+    let Pair {
+        mut lab,
+        file,
+        out,
+        t0,
+        mut a,
+        mut b,
+    } = start_pair("netns-resume.yaml", N, RATE, 1_000_000);
     b.signal("KILL");
     let killed_at = t0.elapsed();
     wait_for("b to die", Duration::from_secs(10), &mut [], || {
@@ -1071,8 +1092,8 @@ fn killed_consumer_restarted_with_resume_loses_nothing() {
 }
 
 // ---------------------------------------------------------------------------
-// 7. A live source overflows while the consumer is stopped (needs the
-//    throttle's `overflow: drop`, the lead's work in progress)
+// 7. A live source overflows while the consumer is stopped (the
+//    throttle's `overflow: drop`)
 
 #[test]
 fn live_overflow_is_one_gap_of_exactly_the_dropped_items() {
@@ -1083,21 +1104,15 @@ fn live_overflow_is_one_gap_of_exactly_the_dropped_items() {
     // stopped for 6 s, the consumer misses about 4 s worth.
     const N: u64 = 16_000_000;
     const RATE: f64 = 2e6;
-    let mut lab = Lab::chain(&["a", "b"]);
-    let file = lab.render(
-        "netns-paced.yaml",
-        &[("N", N.to_string()), ("RATE", RATE.to_string())],
-    );
-    let out = lab.path("out.u64");
-    let t0 = Instant::now();
-    let mut a = lab.spawn("a", &file, TOKEN, &[]);
-    let mut b = lab.spawn("b", &file, TOKEN, &[]);
-    wait_for(
-        "b to write 1M items",
-        Duration::from_secs(30),
-        &mut [&mut a, &mut b],
-        || file_len(&out) >= 1_000_000 * 8,
-    );
+    // The lab (its namespaces) must live to the end of the test.
+    let Pair {
+        lab: _lab,
+        out,
+        t0,
+        mut a,
+        mut b,
+        ..
+    } = start_pair("netns-paced.yaml", N, RATE, 1_000_000);
     b.signal("STOP");
     std::thread::sleep(Duration::from_secs(6));
     b.signal("CONT");
