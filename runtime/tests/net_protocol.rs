@@ -205,6 +205,31 @@ spec:
     )
 }
 
+/// The producing segment `seg` of `p` listening at `mem-a1` through a
+/// transport that can be killed (the first producer of a restart test).
+fn killable_producer(mem: &Mem, p: &Partition, seg: &str) -> (Killable, Running) {
+    let kill = Killable::new(mem);
+    let env = NetEnv::new(Arc::new(kill.clone()), "t", 1, "tok");
+    env.listen("mem-a1").unwrap();
+    (kill, segment(p, seg, &env))
+}
+
+/// Kills the first producer and starts a fresh one (a new instance,
+/// numbering from 0) of segment `seg` of `p` at `mem-a2`.
+fn replace_producer(
+    kill: &Killable,
+    first: &Running,
+    mem: &Mem,
+    p: &Partition,
+    seg: &str,
+) -> Running {
+    kill.kill();
+    first.handle().stop();
+    let env = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    env.listen("mem-a2").unwrap();
+    segment(p, seg, &env)
+}
+
 #[test]
 fn a_producer_replaced_mid_stream_gives_one_restart_gap_and_loses_nothing_of_the_new_one() {
     const N: u64 = 100_000;
@@ -215,10 +240,7 @@ fn a_producer_replaced_mid_stream_gives_one_restart_gap_and_loses_nothing_of_the
     let mem = Mem::new();
 
     // The first producer, paced so that it is killed mid-stream.
-    let kill1 = Killable::new(&mem);
-    let p1 = NetEnv::new(Arc::new(kill1.clone()), "t", 1, "tok");
-    p1.listen("mem-a1").unwrap();
-    let producer1 = segment(&slow, "a", &p1);
+    let (kill1, producer1) = killable_producer(&mem, &slow, "a");
 
     let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
     c.set_peer("a", "mem-a1");
@@ -229,11 +251,7 @@ fn a_producer_replaced_mid_stream_gives_one_restart_gap_and_loses_nothing_of_the
 
     // Kill it: connections end, nothing more is accepted. A fresh producer
     // (new instance, numbering from 0) takes over at another address.
-    kill1.kill();
-    producer1.handle().stop();
-    let p2 = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
-    p2.listen("mem-a2").unwrap();
-    let producer2 = segment(&fast, "a", &p2);
+    let producer2 = replace_producer(&kill1, &producer1, &mem, &fast, "a");
     c.set_peer("a", "mem-a2");
 
     let b = consumer
@@ -314,10 +332,7 @@ fn a_message_edge_across_a_producer_restart_loses_no_message_of_the_new_producer
     let rx = old.edges[0].source_block.clone();
     let mem = Mem::new();
 
-    let kill1 = Killable::new(&mem);
-    let p1 = NetEnv::new(Arc::new(kill1.clone()), "t", 1, "tok");
-    p1.listen("mem-a1").unwrap();
-    let producer1 = segment(&old, "a", &p1);
+    let (kill1, producer1) = killable_producer(&mem, &old, "a");
     let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
     c.set_peer("a", "mem-a1");
     let consumer = segment(&old, "c", &c);
@@ -325,11 +340,7 @@ fn a_message_edge_across_a_producer_restart_loses_no_message_of_the_new_producer
         get_u64(&consumer, &rx, "delivered") >= 5
     });
 
-    kill1.kill();
-    producer1.handle().stop();
-    let p2 = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
-    p2.listen("mem-a2").unwrap();
-    let producer2 = segment(&new, "a", &p2);
+    let producer2 = replace_producer(&kill1, &producer1, &mem, &new, "a");
     // Its first messages are sent before the consumer is back: they wait.
     std::thread::sleep(Duration::from_millis(30));
     c.set_peer("a", "mem-a2");
