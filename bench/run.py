@@ -134,7 +134,7 @@ def gr_zmq(typ, n):
 
 def net(runs):
     subprocess.run(["gcc", "-O2", "-o", "/tmp/fm_sock_bw", os.path.join(PEERS, "limits", "sock_bw.c")], check=True)
-    for chunk in (131072, 262144 + 24):
+    for chunk in (131072, 131072 + 24):
         r = [float(re.search(r": ([\d.]+) GB/s", sh(["/tmp/fm_sock_bw", "tcp", str(chunk), "8192"]).stdout).group(1))
              for _ in range(3)]
         print(f"raw TCP loopback, {chunk}-byte writes (sock_bw, 3 runs): {stats([x * 1000 for x in r])} MB/s")
