@@ -349,6 +349,95 @@ pub fn decode_with(bytes: &[u8], limits: &Limits) -> Result<Pmt, DecodeError> {
     Ok(v)
 }
 
+/// Reads a CBOR sequence item by item without building a [`Pmt`] tree for
+/// the containers around it, with the same canonical-form checks as
+/// [`decode_with`]. Used for hot paths whose layout is fixed (stream tags on
+/// the wire are `[[offset, key, value], ...]`), so that only the values
+/// become `Pmt`s and text can be compared without allocating.
+pub struct Reader<'a> {
+    d: Decoder<'a>,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader over `bytes`; errors if they exceed `limits.max_bytes`.
+    pub fn new(bytes: &'a [u8], limits: &Limits) -> Result<Self, DecodeError> {
+        if bytes.len() > limits.max_bytes {
+            return Err(DecodeError::TooLarge {
+                len: bytes.len(),
+                max_bytes: limits.max_bytes,
+            });
+        }
+        Ok(Reader {
+            d: Decoder {
+                buf: bytes,
+                pos: 0,
+                max_depth: limits.max_depth,
+            },
+        })
+    }
+
+    /// The head of a definite-length array; returns its element count.
+    /// `None` when the next item is something else (nothing is consumed).
+    pub fn array(&mut self) -> Result<Option<usize>, DecodeError> {
+        let start = self.d.pos;
+        let h = self.d.head()?;
+        if h.major != 4 {
+            self.d.pos = start;
+            return Ok(None);
+        }
+        self.d.length(h, 1).map(Some)
+    }
+
+    /// A non-negative integer that fits an i64 (as [`decode`] accepts it);
+    /// `None` for any other item (nothing is consumed).
+    pub fn uint(&mut self) -> Result<Option<u64>, DecodeError> {
+        let start = self.d.pos;
+        let h = self.d.head()?;
+        match h.major {
+            0 if h.arg <= i64::MAX as u64 => Ok(Some(h.arg)),
+            0 => Err(DecodeError::IntegerOutOfRange { offset: h.offset }),
+            _ => {
+                self.d.pos = start;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A text string, borrowed from the input; `None` for any other item.
+    pub fn text(&mut self) -> Result<Option<&'a str>, DecodeError> {
+        let start = self.d.pos;
+        let h = self.d.head()?;
+        if h.major != 3 {
+            self.d.pos = start;
+            return Ok(None);
+        }
+        let n = self.d.length(h, 1)?;
+        let at = self.d.pos;
+        let raw = self.d.take(n, h.offset)?;
+        std::str::from_utf8(raw)
+            .map(Some)
+            .map_err(|e| DecodeError::InvalidUtf8 {
+                offset: at + e.valid_up_to(),
+            })
+    }
+
+    /// Any one data item, as a [`Pmt`], counted as nested `depth` levels deep.
+    pub fn value(&mut self, depth: usize) -> Result<Pmt, DecodeError> {
+        self.d.value(depth)
+    }
+
+    /// Ends the reading: trailing bytes are an error.
+    pub fn finish(self) -> Result<(), DecodeError> {
+        if self.d.pos < self.d.buf.len() {
+            return Err(DecodeError::TrailingBytes {
+                offset: self.d.pos,
+                count: self.d.buf.len() - self.d.pos,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A parsed initial byte and argument.
 #[derive(Clone, Copy)]
 struct Head {

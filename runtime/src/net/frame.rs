@@ -316,26 +316,41 @@ pub fn encode_tags_into<'a>(
 
 /// Decodes [`encode_tags`]' output.
 pub fn decode_tags(b: &[u8]) -> Result<Vec<WireTag>, FrameError> {
-    let bad = |m: String| FrameError::Malformed(FrameType::Data, m);
-    let v = cbor::decode(b).map_err(|e| bad(format!("tags: {e}")))?;
-    let Pmt::List(items) = v else {
-        return Err(bad("tags are not a list".into()));
-    };
-    items
-        .into_iter()
-        .map(|t| match t {
-            Pmt::List(mut f) if f.len() == 3 => {
-                let value = f.pop().expect("3 fields");
-                let key = f.pop().expect("3 fields");
-                let offset = f.pop().expect("3 fields");
-                match (offset.as_u64(), key) {
-                    (Some(offset), Pmt::String(key)) => Ok(WireTag { offset, key, value }),
-                    _ => Err(bad("a tag is not [offset, key, value]".into())),
-                }
-            }
-            _ => Err(bad("a tag is not [offset, key, value]".into())),
+    let mut out = vec![];
+    decode_tags_each(b, |offset, key, value| {
+        out.push(WireTag {
+            offset,
+            key: key.to_string(),
+            value,
         })
-        .collect()
+    })?;
+    Ok(out)
+}
+
+/// Decodes a DATA frame's tag list straight from its CBOR, calling `each`
+/// with every tag's offset, key (borrowed from `b`) and value in order; no
+/// `Pmt` is built for the list or its `[offset, key, value]` entries. An
+/// error may come after some calls: callers keep the tags aside until it
+/// returns `Ok`.
+pub fn decode_tags_each(b: &[u8], mut each: impl FnMut(u64, &str, Pmt)) -> Result<(), FrameError> {
+    let bad = |m: String| FrameError::Malformed(FrameType::Data, m);
+    let cb = |e: cbor::DecodeError| bad(format!("tags: {e}"));
+    let not_a_tag = || bad("a tag is not [offset, key, value]".into());
+    let mut r = cbor::Reader::new(b, &cbor::Limits::default()).map_err(cb)?;
+    let n = r
+        .array()
+        .map_err(cb)?
+        .ok_or_else(|| bad("tags are not a list".into()))?;
+    for _ in 0..n {
+        if r.array().map_err(cb)? != Some(3) {
+            return Err(not_a_tag());
+        }
+        let offset = r.uint().map_err(cb)?.ok_or_else(not_a_tag)?;
+        let key = r.text().map_err(cb)?.ok_or_else(not_a_tag)?;
+        let value = r.value(2).map_err(cb)?;
+        each(offset, key, value);
+    }
+    r.finish().map_err(cb)
 }
 
 /// The consumer's HELLO.
@@ -777,6 +792,35 @@ mod tests {
             while let Ok(Some(_)) = d.next_frame() {}
             let _ = Hello::decode(&bytes);
             let _ = decode_tags(&bytes);
+        }
+
+        #[test]
+        fn the_streaming_tag_decoder_agrees_with_decoding_the_whole_tree(
+            offsets in proptest::collection::vec(0u64..1 << 40, 0..6),
+            at in any::<prop::sample::Index>(), byte in any::<u8>(), mutate in any::<bool>()) {
+            // Reference: the general CBOR decoder, then the expected shape.
+            fn reference(b: &[u8]) -> Option<Vec<WireTag>> {
+                let Ok(Pmt::List(items)) = cbor::decode(b) else { return None };
+                items.into_iter().map(|t| match t {
+                    Pmt::List(f) => match <[Pmt; 3]>::try_from(f) {
+                        Ok([Pmt::I64(o), Pmt::String(key), value]) if o >= 0 =>
+                            Some(WireTag { offset: o as u64, key, value }),
+                        _ => None,
+                    },
+                    _ => None,
+                }).collect()
+            }
+            let tags: Vec<WireTag> = offsets.iter().enumerate().map(|(i, &o)| WireTag {
+                offset: o,
+                key: ["tick", "rx_time", "gap"][i % 3].into(),
+                value: if i % 2 == 0 { Pmt::I64(o as i64) } else { Pmt::map([("k", Pmt::F64(0.5))]) },
+            }).collect();
+            let mut b = encode_tags(&tags);
+            if mutate && !b.is_empty() {
+                let i = at.index(b.len());
+                b[i] = byte;
+            }
+            prop_assert_eq!(decode_tags(&b).ok(), reference(&b));
         }
 
         #[test]
