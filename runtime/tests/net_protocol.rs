@@ -558,3 +558,123 @@ fn the_consumer_checks_a_zero_crc_and_rejects_frames_without_one() {
     assert_eq!(b.get(&rx, "connections"), Some(Pmt::I64(3)));
     assert_eq!(b.get("sink", "tags"), Some(Pmt::List(vec![])));
 }
+
+// ------------------------------------------------ frames split or packed
+
+/// A DATA frame of u64 items `first..first+count` with `tags` (CRC on).
+fn tagged_frame(first: u64, count: u64, tags: &[frame::WireTag]) -> Vec<u8> {
+    let payload: Vec<u8> = (first..first + count).flat_map(u64::to_le_bytes).collect();
+    let mut section = vec![];
+    let mut h = Header::new(FrameType::Data, first, count as u32);
+    h.flags = FLAG_CRC;
+    if !tags.is_empty() {
+        let cbor = frame::encode_tags(tags);
+        section.extend_from_slice(&(cbor.len() as u32).to_le_bytes());
+        section.extend_from_slice(&cbor);
+        h.flags |= frame::FLAG_TAGS;
+    }
+    h.len = (section.len() + payload.len()) as u32;
+    h.crc = frame::crc(&[&section, &payload]);
+    [h.encode().to_vec(), section, payload].concat()
+}
+
+fn wire_tag(offset: u64, key: &str, value: Pmt) -> frame::WireTag {
+    frame::WireTag {
+        offset,
+        key: key.into(),
+        value,
+    }
+}
+
+/// Serves one connection with a fixed script of frames — a tagged frame
+/// larger than the consumer's read-ahead, a heartbeat, a tiny tagged frame,
+/// an untagged one, EOS — written in pieces of the sizes `chunks` cycles
+/// through, and returns what the consumer delivered.
+fn deliver_scripted(name: &str, chunks: &'static [usize]) -> (Vec<u64>, Pmt) {
+    let p = partition(&spec(PAIR)).unwrap();
+    let mem = Mem::new();
+    let script = [
+        tagged_frame(
+            0,
+            600,
+            &[
+                wire_tag(0, "first", Pmt::I64(0)),
+                wire_tag(599, "last", Pmt::String("x".repeat(300))),
+            ],
+        ),
+        frame::control(FrameType::Heartbeat, 0, 0, &[], false),
+        tagged_frame(
+            600,
+            3,
+            &[wire_tag(601, "mid", Pmt::map([("a", Pmt::F64(1.5))]))],
+        ),
+        tagged_frame(603, 397, &[]),
+        frame::control(FrameType::Eos, 1000, 0, &[], false),
+    ]
+    .concat();
+    mem.listen(
+        name,
+        Arc::new(move |mut s: Box<dyn Stream>| {
+            s.set_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut pre = [0u8; 8];
+            s.read_exact(&mut pre).unwrap();
+            s.write_all(&frame::preamble()).unwrap();
+            let (h, _) = read_frame(&mut *s).unwrap();
+            assert_eq!(h.kind, FrameType::Hello);
+            let welcome = Answer::Welcome {
+                crc: true,
+                retained_from: 0,
+                instance: 5,
+            };
+            s.write_all(&welcome.encode()).unwrap();
+            let (mut at, mut i) = (0, 0);
+            while at < script.len() {
+                let n = chunks[i % chunks.len()].min(script.len() - at);
+                s.write_all(&script[at..at + n]).unwrap();
+                at += n;
+                i += 1;
+                if chunks.len() > 1 {
+                    std::thread::yield_now();
+                }
+            }
+            let mut b = [0u8; 256];
+            while matches!(s.read(&mut b), Ok(k) if k > 0) {}
+        }),
+    )
+    .unwrap();
+    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    c.set_peer("a", name);
+    let b = segment(&p, "b", &c).wait().expect("the consumer finishes");
+    let Some(Pmt::Vector(TypedVec::U64(data))) = b.get("sink", "data") else {
+        panic!("no data")
+    };
+    (data, b.get("sink", "tags").expect("tags"))
+}
+
+#[test]
+fn frames_split_anywhere_or_packed_together_arrive_whole_with_their_tags() {
+    let tag = |offset: i64, key: &str, value: Pmt| {
+        Pmt::map([
+            ("offset", Pmt::I64(offset)),
+            ("key", Pmt::String(key.into())),
+            ("value", value),
+        ])
+    };
+    let want_tags = Pmt::List(vec![
+        tag(0, "first", Pmt::I64(0)),
+        tag(599, "last", Pmt::String("x".repeat(300))),
+        tag(601, "mid", Pmt::map([("a", Pmt::F64(1.5))])),
+    ]);
+    let want: Vec<u64> = (0..1000).collect();
+    // All at once (several frames per read), then split at every byte and
+    // at irregular sizes (headers, tag sections and payloads cut anywhere).
+    for (name, chunks) in [
+        ("mem-packed", &[1 << 20][..]),
+        ("mem-bytes", &[1][..]),
+        ("mem-odd", &[7, 1, 4093, 23, 2, 511][..]),
+    ] {
+        let (data, tags) = deliver_scripted(name, chunks);
+        assert_eq!(data, want, "{name}: items");
+        assert_eq!(tags, want_tags, "{name}: tags");
+    }
+}

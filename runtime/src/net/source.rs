@@ -90,8 +90,9 @@ enum Rx {
     Header,
     Data {
         h: Header,
+        /// The tags section (u32 length, then CBOR) as received so far.
         tags: Vec<u8>,
-        tags_len: Option<usize>,
+        /// Payload bytes already in the output buffer.
         have: usize,
     },
     Control {
@@ -99,6 +100,13 @@ enum Rx {
         body: Vec<u8>,
     },
 }
+
+/// Size of the read-ahead stage. Headers, tag sections and control bodies
+/// are read through it, so a tagged frame's header, tags and the first
+/// bytes of its payload come in one `recv`; payload bytes beyond what the
+/// stage holds are read straight into the output buffer. At most this much
+/// of a payload is copied per frame.
+const STAGE: usize = 4096;
 
 /// The `net_source` block.
 pub struct NetSource {
@@ -123,9 +131,15 @@ pub struct NetSource {
     instance: u64,
     restarts: u64,
     gap: Option<Pmt>,
-    hdr: [u8; HEADER_LEN],
-    hdr_have: usize,
+    /// Read-ahead bytes `stage[st_lo..st_hi]` not yet parsed.
+    stage: Box<[u8]>,
+    st_lo: usize,
+    st_hi: usize,
     rx: Rx,
+    /// Reused for the next frame's tags section.
+    tag_bytes: Vec<u8>,
+    /// Tags of the frame being published, kept aside until all decoded.
+    tag_scratch: Vec<(u64, Arc<str>, Pmt)>,
     acked: u64,
     last_ack: Instant,
     control: Vec<u8>,
@@ -159,9 +173,12 @@ impl NetSource {
             instance: 0,
             restarts: 0,
             gap: None,
-            hdr: [0; HEADER_LEN],
-            hdr_have: 0,
+            stage: vec![0; STAGE].into_boxed_slice(),
+            st_lo: 0,
+            st_hi: 0,
             rx: Rx::Header,
+            tag_bytes: vec![],
+            tag_scratch: vec![],
             acked: 0,
             last_ack: Instant::now(),
             control: vec![],
@@ -223,7 +240,7 @@ impl NetSource {
             );
         }
         self.rx = Rx::Header;
-        self.hdr_have = 0;
+        (self.st_lo, self.st_hi) = (0, 0);
         self.control.clear();
     }
 
@@ -340,47 +357,68 @@ impl NetSource {
         }
     }
 
+    /// Makes at least `want` (≤ [`STAGE`]) unparsed bytes available in the
+    /// stage; false when they are not there yet (or the connection ended).
+    fn stage_fill(&mut self, want: usize) -> bool {
+        debug_assert!(want <= STAGE);
+        if self.st_hi - self.st_lo >= want {
+            return true;
+        }
+        if self.st_lo > 0 {
+            self.stage.copy_within(self.st_lo..self.st_hi, 0);
+            self.st_hi -= self.st_lo;
+            self.st_lo = 0;
+        }
+        let mut stage = std::mem::take(&mut self.stage);
+        while self.st_hi < want {
+            let Some(n) = self.read_some(&mut stage[self.st_hi..]) else {
+                break;
+            };
+            self.st_hi += n;
+        }
+        self.stage = stage;
+        self.conn.is_some() && self.st_hi >= want
+    }
+
+    /// Moves bytes from the stage (refilled as needed) into `dst` until it
+    /// holds `want`; false when they are not all there yet.
+    fn take_into(&mut self, dst: &mut Vec<u8>, want: usize) -> bool {
+        while dst.len() < want {
+            if self.st_lo == self.st_hi && !self.stage_fill(1) {
+                return false;
+            }
+            let k = (want - dst.len()).min(self.st_hi - self.st_lo);
+            dst.extend_from_slice(&self.stage[self.st_lo..self.st_lo + k]);
+            self.st_lo += k;
+        }
+        true
+    }
+
     /// Receives frames until the socket is drained or the output is full.
     fn receive(&mut self, io: &mut WorkIo<'_>) -> Result<()> {
         self.waiting_for_room = false;
         let isz = self.st.item_size();
         let out = io.output_bytes(0);
         let mut produced = 0usize;
-        loop {
-            if self.conn.is_none() {
-                break;
-            }
-            match &mut self.rx {
+        while self.conn.is_some() {
+            match std::mem::replace(&mut self.rx, Rx::Header) {
                 Rx::Header => {
-                    let mut tmp = [0u8; HEADER_LEN];
-                    let want = HEADER_LEN - self.hdr_have;
-                    let Some(n) = self.read_some(&mut tmp[..want]) else {
+                    if !self.stage_fill(HEADER_LEN) {
                         break;
-                    };
-                    self.hdr[self.hdr_have..self.hdr_have + n].copy_from_slice(&tmp[..n]);
-                    self.hdr_have += n;
-                    if self.hdr_have < HEADER_LEN {
-                        continue;
                     }
-                    self.hdr_have = 0;
-                    let h = match Header::decode(&self.hdr) {
+                    let raw = &self.stage[self.st_lo..self.st_lo + HEADER_LEN];
+                    let h = match Header::decode(raw.try_into().expect("header length")) {
                         Ok(h) => h,
                         Err(e) => {
                             self.drop_conn(&e.to_string());
                             break;
                         }
                     };
+                    self.st_lo += HEADER_LEN;
                     self.rx = if h.kind == FrameType::Data {
-                        Rx::Data {
-                            h,
-                            tags: vec![],
-                            tags_len: if h.flags & FLAG_TAGS != 0 {
-                                None
-                            } else {
-                                Some(0)
-                            },
-                            have: 0,
-                        }
+                        let mut tags = std::mem::take(&mut self.tag_bytes);
+                        tags.clear();
+                        Rx::Data { h, tags, have: 0 }
                     } else {
                         if h.len > 1 << 20 {
                             self.drop_conn("control frame too large");
@@ -392,25 +430,11 @@ impl NetSource {
                         }
                     };
                 }
-                Rx::Control { h, body } => {
-                    let h = *h;
-                    let mut tmp = vec![0u8; h.len as usize - body.len()];
-                    if !tmp.is_empty() {
-                        let Some(n) = self.read_some(&mut tmp) else {
-                            break;
-                        };
-                        if let Rx::Control { body, .. } = &mut self.rx {
-                            body.extend_from_slice(&tmp[..n]);
-                        }
-                    }
-                    let Rx::Control { body, .. } = &self.rx else {
+                Rx::Control { h, mut body } => {
+                    if !self.take_into(&mut body, h.len as usize) {
+                        self.rx = Rx::Control { h, body };
                         break;
-                    };
-                    if body.len() < h.len as usize {
-                        continue;
                     }
-                    let body = body.clone();
-                    self.rx = Rx::Header;
                     match h.kind {
                         FrameType::Gap => {
                             let count = body
@@ -438,40 +462,33 @@ impl NetSource {
                 }
                 Rx::Data {
                     h,
-                    tags,
-                    tags_len,
-                    have,
+                    mut tags,
+                    mut have,
                 } => {
-                    let h = *h;
                     // Tags section: u32 length, then CBOR.
-                    let has_tags = h.flags & FLAG_TAGS != 0;
-                    if has_tags && (tags_len.is_none() || tags.len() < tags_len.unwrap_or(0) + 4) {
-                        let need = match tags_len {
-                            None => 4 - tags.len(),
-                            Some(l) => *l + 4 - tags.len(),
-                        };
-                        let mut tmp = vec![0u8; need];
-                        let Some(n) = self.read_some(&mut tmp) else {
+                    if h.flags & FLAG_TAGS != 0 {
+                        if !self.take_into(&mut tags, 4) {
+                            self.rx = Rx::Data { h, tags, have };
                             break;
-                        };
-                        let Rx::Data { tags, tags_len, .. } = &mut self.rx else {
-                            break;
-                        };
-                        tags.extend_from_slice(&tmp[..n]);
-                        if tags_len.is_none() && tags.len() >= 4 {
-                            *tags_len =
-                                Some(u32::from_le_bytes(tags[..4].try_into().expect("4")) as usize);
                         }
-                        continue;
+                        let section =
+                            4 + u32::from_le_bytes(tags[..4].try_into().expect("4")) as usize;
+                        if section > h.len as usize {
+                            self.drop_conn(&format!(
+                                "DATA frame at {} has a {section}-byte tags section in a \
+                                 {}-byte body",
+                                h.a, h.len
+                            ));
+                            break;
+                        }
+                        if !self.take_into(&mut tags, section) {
+                            self.rx = Rx::Data { h, tags, have };
+                            break;
+                        }
                     }
-                    let tag_section = if h.flags & FLAG_TAGS != 0 {
-                        tags.len()
-                    } else {
-                        0
-                    };
                     let count = h.b as usize;
-                    let payload = h.len as usize - tag_section.min(h.len as usize);
-                    if tag_section > h.len as usize || payload != count * isz {
+                    let payload = h.len as usize - tags.len();
+                    if payload != count * isz {
                         self.drop_conn(&format!(
                             "DATA frame at {} has {payload} payload bytes for {count} items of {isz} bytes",
                             h.a
@@ -487,44 +504,31 @@ impl NetSource {
                     }
                     let at = produced * isz;
                     if out.len() - at < payload {
+                        self.rx = Rx::Data { h, tags, have };
                         self.waiting_for_room = true;
                         break; // wait for downstream to make room
                     }
-                    if *have < payload {
-                        let start = at + *have;
-                        let dst = &mut out[start..at + payload];
-                        let Some(conn) = self.conn.as_mut() else {
-                            break;
-                        };
-                        match conn.read(dst) {
-                            Ok(0) => {
-                                self.drop_conn("closed by the producer");
+                    if have < payload {
+                        // What the stage read ahead, then straight from the socket.
+                        let dst = &mut out[at + have..at + payload];
+                        let k = dst.len().min(self.st_hi - self.st_lo);
+                        if k > 0 {
+                            dst[..k].copy_from_slice(&self.stage[self.st_lo..self.st_lo + k]);
+                            self.st_lo += k;
+                            have += k;
+                        } else {
+                            let Some(n) = self.read_some(dst) else {
+                                self.rx = Rx::Data { h, tags, have };
                                 break;
-                            }
-                            Ok(n) => {
-                                self.last_rx = Instant::now();
-                                if let Rx::Data { have, .. } = &mut self.rx {
-                                    *have += n;
-                                }
-                            }
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                            Err(e) => {
-                                self.drop_conn(&e.to_string());
-                                break;
-                            }
+                            };
+                            have += n;
                         }
+                        self.rx = Rx::Data { h, tags, have };
                         continue;
                     }
                     // Whole frame: check, then publish.
-                    let body_tags = if h.flags & FLAG_TAGS != 0 {
-                        tags.clone()
-                    } else {
-                        vec![]
-                    };
-                    self.rx = Rx::Header;
                     if h.has_crc() {
-                        let c = frame::crc(&[&body_tags, &out[at..at + payload]]);
+                        let c = frame::crc(&[&tags, &out[at..at + payload]]);
                         if c != h.crc {
                             self.drop_conn(&format!(
                                 "CRC32C mismatch in the frame at offset {} (computed {c:#010x}, sent {:#010x})",
@@ -539,17 +543,23 @@ impl NetSource {
                         ));
                         break;
                     }
-                    let wire_tags = if body_tags.len() > 4 {
-                        match frame::decode_tags(&body_tags[4..]) {
-                            Ok(t) => t,
-                            Err(e) => {
-                                self.drop_conn(&e.to_string());
-                                break;
+                    self.tag_scratch.clear();
+                    if tags.len() > 4 {
+                        // Tags mostly repeat a few keys: share one Arc<str>.
+                        let (last_key, scratch) = (&mut self.last_key, &mut self.tag_scratch);
+                        let decoded = frame::decode_tags_each(&tags[4..], |offset, key, value| {
+                            if last_key.as_deref() != Some(key) {
+                                *last_key = Some(Arc::from(key));
                             }
+                            let key = last_key.clone().expect("set above");
+                            scratch.push((offset, key, value));
+                        });
+                        if let Err(e) = decoded {
+                            self.drop_conn(&e.to_string());
+                            break;
                         }
-                    } else {
-                        vec![]
-                    };
+                    }
+                    self.tag_bytes = tags;
                     let mut first = h.a;
                     let mut n = count;
                     if first < self.expected {
@@ -569,22 +579,17 @@ impl NetSource {
                     if let Some(g) = self.gap.take() {
                         io.add_tag(0, Tag::new(out_first, keys::GAP, g));
                     }
-                    for t in wire_tags
-                        .into_iter()
-                        .filter(|t| t.offset >= first && t.offset < first + n as u64)
-                    {
-                        // Tags mostly repeat a few keys: share one Arc<str>.
-                        if self.last_key.as_deref() != Some(t.key.as_str()) {
-                            self.last_key = Some(Arc::from(t.key.as_str()));
+                    for (offset, key, value) in self.tag_scratch.drain(..) {
+                        if offset >= first && offset < first + n as u64 {
+                            io.add_tag(
+                                0,
+                                Tag {
+                                    offset: out_first + (offset - first),
+                                    key,
+                                    value,
+                                },
+                            );
                         }
-                        io.add_tag(
-                            0,
-                            Tag {
-                                offset: out_first + (t.offset - first),
-                                key: self.last_key.clone().expect("set above"),
-                                value: t.value,
-                            },
-                        );
                     }
                     io.produce(0, n);
                     produced += n;
