@@ -459,6 +459,17 @@ impl Block for NetMessageSource {
         }
         if let Some(e) = lost {
             self.drop_conn(&e);
+            // EOS and every message before it arrived together with the
+            // close (a producer whose queue was acknowledged ends at once):
+            // the edge is complete, there is nothing to reconnect for.
+            if self.eos == Some(self.delivered) {
+                tracing::info!(
+                    "message edge {}: producer finished after message {}",
+                    self.edge,
+                    self.delivered
+                );
+                return Ok(Work::Done);
+            }
             return Ok(Work::Deadline(now + Duration::from_millis(10)));
         }
         if self.conn.is_some() {
