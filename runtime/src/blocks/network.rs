@@ -25,6 +25,7 @@ pub fn net_sink(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
         retention,
         p.bool("crc").unwrap_or(true),
         Duration::from_micros(p.u64("flush_us").unwrap_or(1000)),
+        p.u64("start").unwrap_or(0),
     );
     Ok(BuiltBlock::new(sink)
         .input("in", st)
@@ -41,7 +42,7 @@ pub fn net_source(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
     Ok(BuiltBlock::new(source)
         .output("out", st)
         .tag_policy(TagPolicy::Custom)
-        .min_output_bytes(4 * MAX_FRAME_PAYLOAD.max(st.item_size())))
+        .min_output_bytes(8 * MAX_FRAME_PAYLOAD.max(st.item_size())))
 }
 
 pub fn net_message_sink(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
