@@ -1091,6 +1091,79 @@ fn killed_consumer_restarted_with_resume_loses_nothing() {
     assert_no_crc_mismatch(&mut [&mut a, &mut b2]);
 }
 
+/// A relay segment (`net_source` → block → `net_sink`) killed and restarted
+/// with `--resume`: it asks its consumer where it resumes, asks its producer
+/// for the matching input, and continues the consumer's stream in the same
+/// numbering, so the consumer (never restarted) sees no restart and no gap.
+#[test]
+fn killed_relay_restarted_with_resume_loses_nothing() {
+    let Some(_lock) = prepare("killed_relay_restarted_with_resume_loses_nothing") else {
+        return;
+    };
+    const N: u64 = 4_000_000;
+    const RATE: f64 = 5e5;
+    let mut lab = Lab::chain(&["a", "b", "c"]);
+    let file = lab.render(
+        "netns-relay.yaml",
+        &[("N", N.to_string()), ("RATE", RATE.to_string())],
+    );
+    let out = lab.path("relay.u64");
+    let t0 = Instant::now();
+    let mut a = lab.spawn("a", &file, TOKEN, &[]);
+    let mut b = lab.spawn("b", &file, TOKEN, &[]);
+    let mut c = lab.spawn("c", &file, TOKEN, &[]);
+    wait_for(
+        "c to write 1000000 items",
+        Duration::from_secs(30),
+        &mut [&mut a, &mut b, &mut c],
+        || file_len(&out) >= 8_000_000,
+    );
+    b.signal("KILL");
+    wait_for("b to die", Duration::from_secs(10), &mut [], || {
+        b.poll().is_some()
+    });
+    let held = file_len(&out) / 8;
+    println!(
+        "killed b at {:.1} s, c holding {held} items",
+        t0.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut b2 = lab.spawn("b", &file, TOKEN, &["--resume"]);
+    expect_success(&mut [&mut a, &mut b2, &mut c], Duration::from_secs(120));
+    println!("run took {:.1} s", t0.elapsed().as_secs_f64());
+    let log = b2.stderr();
+    for l in log.lines() {
+        if l.contains("resum") || l.contains("connected") {
+            println!("  {}", l.trim());
+        }
+    }
+    let r = find_line(&log, &["the consumer of pass.out>c resumes at "])
+        .and_then(|l| l.rsplit("resumes at ").next())
+        .and_then(|x| x.trim().parse::<u64>().ok());
+    assert!(
+        r.is_some_and(|r| r >= held && r < N),
+        "the restarted b should learn from c a position in {held}..{N}, got {r:?}\n{}",
+        b2.describe()
+    );
+    let r = r.unwrap_or_default();
+    // It asks a for exactly that input (add_const is 1:1).
+    assert_logged(
+        &mut b2,
+        &["edge thr.out>b: connected to ", &format!("from offset {r}")],
+    );
+    let c_log = c.stderr();
+    assert!(
+        !c_log.contains("the producer restarted"),
+        "c should see its stream continue, not a restarted producer:\n{}",
+        c.describe()
+    );
+    let gaps = printed_tags(&c.stdout());
+    assert!(gaps.is_empty(), "c saw gap tags: {gaps:?}");
+    // c's checker saw every item once, and the file equals a fault-free run.
+    assert_counter_file(&out, N);
+    assert_no_crc_mismatch(&mut [&mut a, &mut b2, &mut c]);
+}
+
 // ---------------------------------------------------------------------------
 // 7. A live source overflows while the consumer is stopped (the
 //    throttle's `overflow: drop`)

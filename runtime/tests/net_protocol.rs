@@ -678,3 +678,125 @@ fn frames_split_anywhere_or_packed_together_arrive_whole_with_their_tags() {
         assert_eq!(tags, want_tags, "{name}: tags");
     }
 }
+
+// ------------------------------------------------ a resuming relay's edges
+
+fn hello(edge: &str, instance: u64, resume_offset: u64) -> frame::Hello {
+    frame::Hello {
+        flowgraph: "t".into(),
+        generation: 1,
+        edge: edge.into(),
+        item_type: flowmesh_model::ItemType::U64,
+        vlen: 1,
+        item_size: 8,
+        token: "tok".into(),
+        resume_offset,
+        resume_msg_seq: 0,
+        crc: true,
+        instance,
+    }
+}
+
+fn welcome(mem: &Mem, addr: &str, h: &frame::Hello) -> (u64, u64) {
+    let mut s = mem.connect(addr, Duration::from_secs(2)).unwrap();
+    match flowmesh_runtime::net::env::client_handshake(&mut *s, h).unwrap() {
+        Answer::Welcome {
+            retained_from,
+            instance,
+            ..
+        } => (instance, retained_from),
+        other => panic!("refused: {other:?}"),
+    }
+}
+
+#[test]
+fn a_prepared_edge_continues_the_stream_its_first_consumer_names_and_only_while_deciding() {
+    use flowmesh_model::{ItemType, StreamType};
+    use flowmesh_runtime::net::env::ServedKind;
+    let st = ServedKind::Stream(StreamType {
+        item: ItemType::U64,
+        vlen: 1,
+    });
+    let mem = Mem::new();
+    let env = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    env.prepare("e1", st, true);
+    env.prepare("e2", st, true);
+    env.prepare("e3", st, false);
+    env.listen("mem-prepared").unwrap();
+
+    // The consumer of e1 was reading instance 77 and wants item 500 next:
+    // WELCOME continues instance 77, and the worker learns 500.
+    assert_eq!(
+        welcome(&mem, "mem-prepared", &hello("e1", 77, 500)),
+        (77, 500)
+    );
+    assert_eq!(env.resume_point("e1", Duration::from_secs(2)), Some(500));
+    // The block built for e1 takes over instance 77 and the parked consumer.
+    let (served, instance) = env.serve("e1", st, true);
+    assert_eq!(instance, 77);
+    let parked = served.take().expect("the consumer waits for the block");
+    assert_eq!(parked.hello.resume_offset, 500);
+
+    // Nobody came for e2 while the worker waited: decided, so a consumer
+    // arriving later adopts nothing (it will see a restarted producer).
+    assert_eq!(env.resume_point("e2", Duration::from_millis(50)), None);
+    let (i2, from2) = welcome(&mem, "mem-prepared", &hello("e2", 77, 900));
+    assert_ne!(i2, 77);
+    assert_eq!(from2, 0);
+
+    // Without adoption (an edge not fed by the relay's input) the instance
+    // is the prepared one, whatever the consumer names.
+    let (i3, _) = welcome(&mem, "mem-prepared", &hello("e3", 77, 900));
+    assert_ne!(i3, 77);
+    assert_eq!(env.serve("e3", st, true).1, i3);
+}
+
+// ------------------------------------------------ message producer ending first
+
+#[test]
+fn a_message_consumer_finishes_when_eos_arrives_together_with_the_close() {
+    // A producer whose queue is acknowledged ends at once, so its last
+    // messages, EOS and the end of the connection can reach the consumer in
+    // one read. A hand-written producer does exactly that; the consumer must
+    // deliver every message and finish, not reconnect forever.
+    let p = partition(&spec(&strobe_spec("m", 3, 0.001))).unwrap();
+    let rx = p.edges[0].source_block.clone();
+    let mem = Mem::new();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let n = conns.clone();
+    mem.listen(
+        "mem-eos-close",
+        Arc::new(move |mut s: Box<dyn Stream>| {
+            n.fetch_add(1, Ordering::SeqCst);
+            s.set_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut pre = [0u8; 8];
+            s.read_exact(&mut pre).unwrap();
+            s.write_all(&frame::preamble()).unwrap();
+            let (h, _) = read_frame(&mut *s).unwrap();
+            assert_eq!(h.kind, FrameType::Hello);
+            let welcome = Answer::Welcome {
+                crc: true,
+                retained_from: 1,
+                instance: 9,
+            };
+            let body = flowmesh_model::pmt::cbor::encode(&Pmt::String("m".into()));
+            let mut out = welcome.encode();
+            for seq in 1..=3 {
+                out.extend_from_slice(&frame::control(FrameType::Msg, seq, 0, &body, true));
+            }
+            out.extend_from_slice(&frame::control(FrameType::Eos, 0, 3, &[], false));
+            s.write_all(&out).unwrap();
+            // Dropping the stream closes it right after EOS.
+        }),
+    )
+    .unwrap();
+    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    c.set_peer("a", "mem-eos-close");
+    let r = segment(&p, "c", &c).wait().expect("the consumer finishes");
+    let Some(Pmt::List(msgs)) = r.get("dbg", "messages") else {
+        panic!("no messages")
+    };
+    assert_eq!(msgs, vec![Pmt::String("m".into()); 3]);
+    assert_eq!(r.get(&rx, "last_seq"), Some(Pmt::I64(3)));
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "no reconnection");
+}

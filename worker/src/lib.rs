@@ -15,10 +15,14 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
+use flowmesh_model::catalog::BlockDescriptor;
 use flowmesh_model::partition::{self, Partition};
-use flowmesh_model::{FlowGraphDocument, FlowGraphSpec};
+use flowmesh_model::{catalog, params, Endpoint, Params};
+use flowmesh_model::{FlowGraphDocument, FlowGraphSpec, StreamType};
 use flowmesh_runtime::blocks::Env;
-use flowmesh_runtime::net::env::NetEnv;
+use flowmesh_runtime::net::env::{NetEnv, ServedKind};
 use flowmesh_runtime::net::transport::Tcp;
 use flowmesh_runtime::{start, Graph, Running};
 
@@ -70,63 +74,127 @@ pub struct Config {
     pub threads: Option<u32>,
 }
 
-/// For each `net_source` of `sub`, the edge offset its downstream has made
-/// durable: follow stream connections to `file_sink`s in `append` mode,
-/// taking each block's rate into account; the smallest position wins. Edges
-/// that reach no such sink start at 0.
-pub fn durable_positions(sub: &FlowGraphSpec) -> BTreeMap<String, u64> {
-    use flowmesh_model::{catalog, params, Endpoint};
-    let mut out = BTreeMap::new();
+/// How long a restarted relay segment waits for the consumers of its
+/// `net_sink`s to say where they resume before it starts without them
+/// (their connectors retry at most every 1-2 s).
+pub const RESUME_WAIT: Duration = Duration::from_secs(5);
+
+/// Visits every block downstream of `from` along stream connections, once,
+/// with the rate accumulated from `from` (items there = items at `from` ×
+/// interp / decim); `visit` returns false to stop at that block.
+fn walk_down(
+    sub: &FlowGraphSpec,
+    from: &str,
+    mut visit: impl FnMut(&str, &'static BlockDescriptor, &Params, u128, u128) -> bool,
+) {
     let resolved = |name: &str| {
-        let b = &sub.blocks[name];
+        let b = sub.blocks.get(name)?;
         let d = catalog().get(&b.kind)?;
         Some((d, params::resolve(d, &b.params).0))
     };
+    let mut stack = vec![(from.to_string(), 1u128, 1u128)];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some((blk, i, d)) = stack.pop() {
+        if !seen.insert(blk.clone()) {
+            continue;
+        }
+        let Some((desc, p)) = resolved(&blk) else {
+            continue;
+        };
+        if blk != from && !visit(&blk, desc, &p, i, d) {
+            continue;
+        }
+        let (ri, rd) = if blk == from {
+            (1, 1)
+        } else {
+            desc.rate.eval(&p).unwrap_or((1, 1))
+        };
+        for c in &sub.connections {
+            let (Some(f), Some(t)) = (Endpoint::parse(c.from()), Endpoint::parse(c.to())) else {
+                continue;
+            };
+            if f.block == blk {
+                stack.push((t.block, i * ri as u128, d * rd as u128));
+            }
+        }
+    }
+}
+
+/// The `net_sink`s of `sub` fed by one of its `net_source`s: a relay
+/// segment's, whose restart resumes from what their consumers hold.
+pub fn relay_sinks(sub: &FlowGraphSpec) -> Vec<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for (name, b) in &sub.blocks {
+        if b.kind == "net_source" {
+            walk_down(sub, name, |blk, desc, _, _, _| {
+                if desc.kind == "net_sink" {
+                    out.insert(blk.to_string());
+                }
+                true
+            });
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// For each `net_source` of `sub`, the edge offset its downstream has made
+/// durable: follow stream connections to `file_sink`s in `append` mode (what
+/// they hold) and to `net_sink`s in `downstream` (where their consumer
+/// resumes, in items at that sink), taking each block's rate into account;
+/// the smallest position wins. Edges that reach neither start at 0.
+pub fn durable_positions(
+    sub: &FlowGraphSpec,
+    downstream: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
     for (name, b) in &sub.blocks {
         if b.kind != "net_source" {
             continue;
         }
-        // Walk downstream; (block, interp, decim) accumulated from the source.
         let mut best: Option<u64> = None;
-        let mut stack = vec![(name.clone(), 1u128, 1u128)];
-        let mut seen = std::collections::BTreeSet::new();
-        while let Some((blk, i, d)) = stack.pop() {
-            if !seen.insert(blk.clone()) {
-                continue;
-            }
-            let Some((desc, p)) = resolved(&blk) else {
-                continue;
-            };
-            if desc.kind == "file_sink" && p.str("mode") == Some("append") {
+        walk_down(sub, name, |blk, desc, p, i, d| {
+            let held = if desc.kind == "file_sink" && p.str("mode") == Some("append") {
                 let item = flowmesh_model::StreamType {
                     item: p.item_type("type").unwrap_or(flowmesh_model::ItemType::F32),
                     vlen: p.u64("vlen").unwrap_or(1) as usize,
                 };
-                if let Ok(path) = flowmesh_runtime::blocks::file::sink_data_path(&p) {
-                    let held =
-                        flowmesh_runtime::blocks::file::durable_items(&path, item.item_size());
-                    // Items at the sink = source items × i / d.
-                    let at_source = (held as u128 * d / i.max(1)) as u64;
-                    best = Some(best.map_or(at_source, |b| b.min(at_source)));
-                }
-                continue;
-            }
-            let (ri, rd) = if blk == *name {
-                (1, 1)
+                flowmesh_runtime::blocks::file::sink_data_path(p)
+                    .ok()
+                    .map(|path| {
+                        flowmesh_runtime::blocks::file::durable_items(&path, item.item_size())
+                    })
+            } else if desc.kind == "net_sink" {
+                downstream.get(blk).copied()
             } else {
-                desc.rate.eval(&p).unwrap_or((1, 1))
+                return true;
             };
-            for c in &sub.connections {
-                let (Some(f), Some(t)) = (Endpoint::parse(c.from()), Endpoint::parse(c.to()))
-                else {
-                    continue;
-                };
-                if f.block == blk {
-                    stack.push((t.block, i * ri as u128, d * rd as u128));
-                }
+            if let Some(held) = held {
+                // Items at the sink = source items × i / d.
+                let at_source = (held as u128 * d / i.max(1)) as u64;
+                best = Some(best.map_or(at_source, |b| b.min(at_source)));
             }
-        }
+            false
+        });
         out.insert(name.clone(), best.unwrap_or(0));
+    }
+    out
+}
+
+/// For each `net_sink` downstream of a resumed `net_source` (`sources`:
+/// block → its start), the edge offset of its first item: the source's start
+/// carried through the rates in between (the smallest if several reach it).
+pub fn relay_starts(sub: &FlowGraphSpec, sources: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    for (name, &x) in sources {
+        walk_down(sub, name, |blk, desc, _, i, d| {
+            if desc.kind == "net_sink" {
+                let y = (x as u128 * i / d.max(1)) as u64;
+                let e = out.entry(blk.to_string()).or_insert(y);
+                *e = (*e).min(y);
+                return false;
+            }
+            true
+        });
     }
     out
 }
@@ -158,27 +226,71 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
             )
         })?
         .clone();
-    if cfg.resume {
-        for (block, at) in durable_positions(&sub) {
-            tracing::info!("segment {}: {block} resumes at {at}", cfg.segment);
-            sub.blocks
-                .get_mut(&block)
-                .expect("block exists")
-                .params
-                .insert("start".into(), serde_json::json!(at));
-        }
-    }
     if let Some(t) = cfg.threads {
         let rt = sub.runtime.get_or_insert_with(Default::default);
         rt.threads.get_or_insert(t.max(1));
     }
-    let sub = &sub;
     let env = NetEnv::new(
         Arc::new(Tcp),
         &doc.metadata.name,
         cfg.generation,
         &cfg.token,
     );
+    let mut listening = None;
+    if cfg.resume {
+        // A relay asks its consumers where they resume before it asks its
+        // producers: their edges are announced (and the consumers parked)
+        // before the graph exists, and a consumer naming the stream it was
+        // reading keeps it, continued in the same numbering.
+        let relays = relay_sinks(&sub);
+        let mut downstream = BTreeMap::new();
+        if !relays.is_empty() {
+            for (name, b) in &sub.blocks {
+                let edge = || b.params.get("edge").and_then(|e| e.as_str()).unwrap_or("");
+                match b.kind.as_str() {
+                    "net_sink" => {
+                        let st = stream_type_of(&b.kind, &b.params);
+                        env.prepare(edge(), ServedKind::Stream(st), relays.contains(name));
+                    }
+                    "net_message_sink" => env.prepare(edge(), ServedKind::Message, false),
+                    _ => {}
+                }
+            }
+            listening = Some(listen(&env, cfg)?);
+            let deadline = Instant::now() + RESUME_WAIT;
+            for name in &relays {
+                let b = &sub.blocks[name];
+                let edge = b.params.get("edge").and_then(|e| e.as_str()).unwrap_or("");
+                let left = deadline.saturating_duration_since(Instant::now());
+                match env.resume_point(edge, left) {
+                    Some(r) => {
+                        tracing::info!(
+                            "segment {}: the consumer of {edge} resumes at {r}",
+                            cfg.segment
+                        );
+                        downstream.insert(name.clone(), r);
+                    }
+                    None => tracing::warn!(
+                        "segment {}: no consumer of {edge} within {RESUME_WAIT:?}; it will see a \
+                         restarted producer",
+                        cfg.segment
+                    ),
+                }
+            }
+        }
+        let sources = durable_positions(&sub, &downstream);
+        let mut starts = relay_starts(&sub, &sources);
+        starts.retain(|k, _| downstream.contains_key(k));
+        for (block, at) in sources.iter().chain(&starts) {
+            tracing::info!("segment {}: {block} resumes at {at}", cfg.segment);
+            sub.blocks
+                .get_mut(block)
+                .expect("block exists")
+                .params
+                .insert("start".into(), serde_json::json!(at));
+        }
+    }
+    let sub = &sub;
     // The graph first: its network sinks are then served from the first
     // connection on, so a consumer never hears "edge not produced here"
     // from a segment that is still starting.
@@ -187,10 +299,10 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
             segment: cfg.segment.clone(),
             source,
         })?;
-    let listening = env.listen(&cfg.listen).map_err(|source| Error::Listen {
-        addr: cfg.listen.clone(),
-        source,
-    })?;
+    let listening = match listening {
+        Some(l) => l,
+        None => listen(&env, cfg)?,
+    };
     for (s, a) in &cfg.peers {
         env.set_peer(s, a);
     }
@@ -204,6 +316,25 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         env,
         running,
     })
+}
+
+fn listen(env: &Arc<NetEnv>, cfg: &Config) -> Result<String> {
+    env.listen(&cfg.listen).map_err(|source| Error::Listen {
+        addr: cfg.listen.clone(),
+        source,
+    })
+}
+
+/// The stream type a `net_sink`'s parameters name.
+fn stream_type_of(kind: &str, raw: &BTreeMap<String, serde_json::Value>) -> StreamType {
+    let p = catalog()
+        .get(kind)
+        .map(|d| params::resolve(d, raw).0)
+        .unwrap_or_default();
+    StreamType {
+        item: p.item_type("type").unwrap_or(flowmesh_model::ItemType::F32),
+        vlen: p.u64("vlen").unwrap_or(1) as usize,
+    }
 }
 
 /// Reads `PEER <segment> <addr>` lines until `GO` from `input`.

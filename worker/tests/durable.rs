@@ -1,8 +1,12 @@
 //! `durable_positions`: where a restarted segment asks its input edges to
-//! resume, worked out from what its `append` file sinks already hold.
+//! resume, worked out from what its `append` file sinks already hold and
+//! where the consumers of its `net_sink`s resume (a relay); `relay_starts`:
+//! where those `net_sink`s then number their first item.
+
+use std::collections::BTreeMap;
 
 use flowmesh_model::validate::validate_text;
-use flowmesh_worker::{durable_positions, plan};
+use flowmesh_worker::{durable_positions, plan, relay_sinks, relay_starts};
 
 fn sub(yaml: &str, segment: &str) -> flowmesh_model::FlowGraphSpec {
     let (doc, report) = validate_text(yaml);
@@ -47,17 +51,17 @@ fn the_smallest_position_over_all_append_sinks_wins_taking_decimation_into_accou
     let src = source_of(&b);
 
     // Nothing written yet: start at 0.
-    assert_eq!(durable_positions(&b)[&src], 0);
+    assert_eq!(durable_positions(&b, &BTreeMap::new())[&src], 0);
 
     // 1000 items at the undecimated sink, 200 at the decimated one
     // (= 800 source items): the decimated sink is behind and wins.
     std::fs::write(dir.path().join("full.f32"), vec![0u8; 1000 * 4]).unwrap();
     std::fs::write(dir.path().join("dec.f32"), vec![0u8; 200 * 4]).unwrap();
-    assert_eq!(durable_positions(&b)[&src], 800);
+    assert_eq!(durable_positions(&b, &BTreeMap::new())[&src], 800);
 
     // The decimated sink catches up past the other: the full sink wins.
     std::fs::write(dir.path().join("dec.f32"), vec![0u8; 300 * 4]).unwrap();
-    assert_eq!(durable_positions(&b)[&src], 1000);
+    assert_eq!(durable_positions(&b, &BTreeMap::new())[&src], 1000);
 }
 
 #[test]
@@ -67,5 +71,53 @@ fn a_partly_written_last_item_is_not_durable() {
     let src = source_of(&b);
     std::fs::write(dir.path().join("full.f32"), vec![0u8; 10 * 4 + 3]).unwrap();
     std::fs::write(dir.path().join("dec.f32"), vec![0u8; 100 * 4]).unwrap();
-    assert_eq!(durable_positions(&b)[&src], 10);
+    assert_eq!(durable_positions(&b, &BTreeMap::new())[&src], 10);
+}
+
+#[test]
+fn a_relay_resumes_its_input_where_its_consumers_are_and_numbers_its_output_from_there() {
+    // b: net_source -> fir (decimation 4) -> net_sink to c, and an append
+    // file sink on the undecimated stream.
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {{name: relay}}
+spec:
+  blocks:
+    src:  {{kind: signal_source, params: {{type: f32, samp_rate: 1e6, frequency: 1e3}}, segment: a}}
+    fir:  {{kind: fir_filter, params: {{type: f32, taps: [0.25, 0.25, 0.25, 0.25], decimation: 4}}, segment: b}}
+    full: {{kind: file_sink, params: {{type: f32, path: {full}, mode: append}}, segment: b}}
+    out:  {{kind: null_sink, params: {{type: f32}}, segment: c}}
+  connections:
+    - [src.out, fir.in]
+    - [src.out, full.in]
+    - [fir.out, out.in]
+"#,
+        full = dir.path().join("full.f32").display(),
+    );
+    let b = sub(&yaml, "b");
+    let src = source_of(&b);
+    let relays = relay_sinks(&b);
+    assert_eq!(relays.len(), 1, "{relays:?}");
+    let sink = relays[0].clone();
+
+    // The consumer in c resumes at decimated item 250 (= source item 1000);
+    // the file holds 1200 source items: the consumer is behind and wins.
+    std::fs::write(dir.path().join("full.f32"), vec![0u8; 1200 * 4]).unwrap();
+    let down = BTreeMap::from([(sink.clone(), 250)]);
+    let sources = durable_positions(&b, &down);
+    assert_eq!(sources[&src], 1000);
+    assert_eq!(relay_starts(&b, &sources)[&sink], 250);
+
+    // The file is behind (600 source items): the sink numbers from 150 and
+    // serves its consumer from 250 once it has produced that far.
+    std::fs::write(dir.path().join("full.f32"), vec![0u8; 600 * 4]).unwrap();
+    let sources = durable_positions(&b, &down);
+    assert_eq!(sources[&src], 600);
+    assert_eq!(relay_starts(&b, &sources)[&sink], 150);
+
+    // No consumer came back: only the file counts.
+    assert_eq!(durable_positions(&b, &BTreeMap::new())[&src], 600);
 }

@@ -27,6 +27,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::new("retention_bytes", ParamType::Int, "unacknowledged data kept for resume").unit("bytes").default(16i64 << 20).min(65536.0))
         .param(ParamDescriptor::new("crc", ParamType::Bool, "protect data frames with CRC32C").default(true))
         .param(ParamDescriptor::new("flush_us", ParamType::Int, "longest time a partial batch waits before it is sent").unit("µs").default(1000i64).min(0.0).max(1e6))
+        .param(ParamDescriptor::new("start", ParamType::Int, "edge offset of the first input item (set by a restarted worker resuming a relay segment)").default(0i64).min(0.0))
         .input(PortDescriptor::typed("in", "items to send"))
         .tags(TagPolicy::Custom),
         BlockDescriptor::new(

@@ -47,6 +47,16 @@ pub struct Served {
     /// Whether the producing block sends CRCs when asked (WELCOME grants
     /// `crc` only if the consumer asked and this is set).
     pub crc: AtomicBool,
+    /// Registered by [`NetEnv::prepare`] before the producing block exists
+    /// (a worker resuming a relay): the next [`NetEnv::serve`] keeps this
+    /// entry's instance and parked connection instead of starting afresh.
+    pub prepared: AtomicBool,
+    /// While set, the first consumer's HELLO decides the instance: the one it
+    /// names (the stream it was reading continues) or, if it names none, the
+    /// one already chosen. See [`NetEnv::prepare`].
+    pub adopt: AtomicBool,
+    /// The resume offset of the first consumer accepted while prepared.
+    pub first_resume: Mutex<Option<u64>>,
 }
 
 impl Served {
@@ -123,13 +133,10 @@ impl NetEnv {
         }
     }
 
-    /// Registers the block producing an edge: chooses its instance id
-    /// (returned) and whether it grants CRC. A block built again for the
-    /// same edge is a new instance: consumers see a restart.
-    pub fn serve(&self, edge: &str, kind: ServedKind, crc: bool) -> (Arc<Served>, u64) {
-        let instance = new_instance();
-        let mut map = self.served.lock().unwrap_or_else(|e| e.into_inner());
-        let served = map
+    fn entry(&self, edge: &str, kind: ServedKind, crc: bool, instance: u64) -> Arc<Served> {
+        self.served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .entry(edge.to_string())
             .or_insert_with(|| {
                 Arc::new(Served {
@@ -139,11 +146,73 @@ impl NetEnv {
                     retained_from: AtomicU64::new(0),
                     instance: AtomicU64::new(instance),
                     crc: AtomicBool::new(crc),
+                    prepared: AtomicBool::new(false),
+                    adopt: AtomicBool::new(false),
+                    first_resume: Mutex::new(None),
                 })
             })
-            .clone();
-        served.retained_from.store(0, Ordering::Release);
+            .clone()
+    }
+
+    /// Announces an edge before its producing block is built, so that its
+    /// consumer is accepted (and parked) while the worker decides where to
+    /// resume: a restarted relay segment (`net_source` → … → `net_sink`)
+    /// asks its downstream consumers for their positions before it asks
+    /// upstream for its input. With `adopt`, a consumer that names the
+    /// producer instance it was reading gets that instance back in WELCOME:
+    /// the restarted producer continues the stream in the same numbering
+    /// (its block must then start numbering where the consumer resumes; see
+    /// [`NetEnv::resume_point`]). `retained_from` in that WELCOME is the
+    /// consumer's own resume offset.
+    pub fn prepare(&self, edge: &str, kind: ServedKind, adopt: bool) {
+        let served = self.entry(edge, kind, true, new_instance());
+        served.prepared.store(true, Ordering::Release);
+        served.adopt.store(adopt, Ordering::Release);
+    }
+
+    /// The resume offset of the first consumer of a [`prepare`](Self::prepare)d
+    /// edge with adoption, waiting up to `timeout` for one to connect; after
+    /// it returns, no later consumer adopts anything.
+    pub fn resume_point(&self, edge: &str, timeout: Duration) -> Option<u64> {
+        let served = self
+            .served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(edge)
+            .cloned()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let first = served
+                .first_resume
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if first.is_some() || Instant::now() >= deadline {
+                // Decided: a consumer coming later adopts nothing.
+                served.adopt.store(false, Ordering::Release);
+                return *first;
+            }
+            drop(first);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Registers the block producing an edge: chooses its instance id
+    /// (returned) and whether it grants CRC. A block built again for the
+    /// same edge is a new instance: consumers see a restart — unless the
+    /// edge was [`prepare`](Self::prepare)d, whose instance (adopted or
+    /// not) and parked consumer this block takes over.
+    pub fn serve(&self, edge: &str, kind: ServedKind, crc: bool) -> (Arc<Served>, u64) {
+        let served = self.entry(edge, kind, crc, new_instance());
         served.crc.store(crc, Ordering::Release);
+        if served.prepared.swap(false, Ordering::AcqRel) {
+            // From now on a late first consumer adopts nothing: its stream
+            // does not continue in this block's numbering.
+            served.adopt.store(false, Ordering::Release);
+            let instance = served.instance.load(Ordering::Acquire);
+            return (served, instance);
+        }
+        let instance = new_instance();
+        served.retained_from.store(0, Ordering::Release);
         served.instance.store(instance, Ordering::Release);
         // A connection accepted for the previous block is not ours.
         drop(served.take());
@@ -290,10 +359,27 @@ impl NetEnv {
             ServedKind::Message => {}
         }
         let crc = hello.crc && served.crc.load(Ordering::Acquire);
+        let mut retained_from = served.retained_from.load(Ordering::Acquire);
+        {
+            // A resuming worker still deciding where to start: the first
+            // consumer's position decides, and the stream it names (if any)
+            // continues in this producer.
+            let mut first = served
+                .first_resume
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if first.is_none() && served.adopt.swap(false, Ordering::AcqRel) {
+                *first = Some(hello.resume_offset);
+                if hello.instance != 0 {
+                    served.instance.store(hello.instance, Ordering::Release);
+                }
+                retained_from = hello.resume_offset;
+            }
+        }
         let instance = served.instance.load(Ordering::Acquire);
         let welcome = Answer::Welcome {
             crc,
-            retained_from: served.retained_from.load(Ordering::Acquire),
+            retained_from,
             instance,
         };
         s.write_all(&welcome.encode())

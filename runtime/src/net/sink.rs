@@ -1,7 +1,10 @@
 //! `net_sink`: the producing end of a stream edge.
 //!
 //! Ports: input `in` (`type` x `vlen`). Parameters: `edge` (id),
-//! `retention_bytes` (R), `crc`, `flush_us`.
+//! `retention_bytes` (R), `crc`, `flush_us`, `start` (the edge offset of
+//! its first item: 0, or where a relay restarted with `--resume` continues
+//! its consumer's stream; offsets on the wire are `start` + the block's own
+//! item positions).
 //!
 //! Items stay in the block's input buffer — sized 2R — until they are both
 //! acknowledged by the consumer and more than R bytes behind what was sent,
@@ -57,6 +60,10 @@ pub struct NetSink {
     /// This block's instance id (WELCOME): a consumer that names another
     /// one resumes in another numbering and gets everything retained.
     instance: u64,
+    /// Edge offset of this block's first input item (its `start`): 0, or
+    /// where a restarted relay segment resumed the stream it continues.
+    /// Offsets on the wire are `origin` + the block's own item positions.
+    origin: u64,
     edge: String,
     st: StreamType,
     retain_items: u64,
@@ -93,11 +100,13 @@ impl NetSink {
         retention: usize,
         crc: bool,
         flush: Duration,
+        origin: u64,
     ) -> Self {
         let (served, instance) = env.serve(edge, ServedKind::Stream(st), crc);
         NetSink {
             served,
             instance,
+            origin,
             edge: edge.to_string(),
             st,
             retain_items: (retention / st.item_size()).max(1) as u64,
@@ -169,7 +178,10 @@ impl NetSink {
         loop {
             match self.rx.next_frame() {
                 Ok(Some(f)) => match f.header.kind {
-                    FrameType::Ack => self.acked = self.acked.max(f.header.a.min(self.sent)),
+                    FrameType::Ack => {
+                        let a = f.header.a.saturating_sub(self.origin);
+                        self.acked = self.acked.max(a.min(self.sent));
+                    }
                     FrameType::Heartbeat | FrameType::MsgAck => {}
                     FrameType::Close if f.header.b == Reason::Normal as u32 => {
                         // The consumer's downstream is done, like a local
@@ -231,7 +243,9 @@ impl Block for NetSink {
         let avail = io.input_items(0) as u64;
         let written = base + avail;
         let data = io.input_bytes(0);
-        self.served.retained_from.store(base, Ordering::Release);
+        self.served
+            .retained_from
+            .store(self.origin + base, Ordering::Release);
         if self.sent < base {
             self.sent = base;
         }
@@ -259,9 +273,9 @@ impl Block for NetSink {
                 );
                 self.sent = base;
                 self.acked = base;
-            } else if r < base {
+            } else if r < self.origin + base {
                 // Older than anything retained: say exactly what is lost.
-                let body = (base - r).to_le_bytes();
+                let body = (self.origin + base - r).to_le_bytes();
                 self.control.extend_from_slice(&frame::control(
                     FrameType::Gap,
                     r,
@@ -272,7 +286,7 @@ impl Block for NetSink {
                 self.sent = base;
                 self.acked = base;
             } else {
-                self.sent = r.min(written);
+                self.sent = (r - self.origin).min(written);
                 self.acked = self.acked.max(self.sent);
             }
             self.conn = Some(conn);
@@ -318,12 +332,13 @@ impl Block for NetSink {
                     let hi = lo + all[lo..].partition_point(|t| t.offset < to);
                     let tags = &all[lo..hi];
                     let mut tag_bytes = vec![];
-                    let mut h = Header::new(FrameType::Data, from, n as u32);
+                    let mut h = Header::new(FrameType::Data, self.origin + from, n as u32);
                     if !tags.is_empty() {
                         // u32 length, then the CBOR list, written in place.
                         tag_bytes.extend_from_slice(&[0; 4]);
                         frame::encode_tags_into(
-                            tags.iter().map(|t| (t.offset, &*t.key, &t.value)),
+                            tags.iter()
+                                .map(|t| (self.origin + t.offset, &*t.key, &t.value)),
                             &mut tag_bytes,
                         );
                         let len = (tag_bytes.len() - 4) as u32;
@@ -386,7 +401,7 @@ impl Block for NetSink {
             // End of stream once everything went out.
             if io.input_done(0) && self.sent == written && self.pending.is_none() && !self.eos_sent
             {
-                self.queue(FrameType::Eos, written, 0);
+                self.queue(FrameType::Eos, self.origin + written, 0);
                 self.eos_sent = true;
                 self.flush_control();
             }
@@ -441,8 +456,8 @@ impl Block for NetSink {
     fn get(&self, name: &str) -> Option<flowmesh_model::Pmt> {
         use flowmesh_model::Pmt;
         match name {
-            "sent" => Some(Pmt::I64(self.sent as i64)),
-            "acked" => Some(Pmt::I64(self.acked as i64)),
+            "sent" => Some(Pmt::I64((self.origin + self.sent) as i64)),
+            "acked" => Some(Pmt::I64((self.origin + self.acked) as i64)),
             "peer" => Some(Pmt::String(self.peer.clone())),
             _ => None,
         }
