@@ -323,15 +323,23 @@ impl Writer {
         if tags.is_empty() {
             return;
         }
-        for r in self.shared.readers.iter() {
-            if r.done.load(Ordering::Relaxed) {
-                continue;
+        let n = tags.len();
+        let mut live = self
+            .shared
+            .readers
+            .iter()
+            .filter(|r| !r.done.load(Ordering::Relaxed))
+            .peekable();
+        while let Some(r) = live.next() {
+            let mut q = r.tags.lock().unwrap_or_else(|e| e.into_inner());
+            if live.peek().is_some() {
+                q.extend(tags.iter().cloned());
+            } else {
+                // The last reader takes the tags themselves: no clone.
+                q.extend(tags.drain(..));
             }
-            r.tags
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(tags.iter().cloned());
-            r.pending_tags.fetch_add(tags.len(), Ordering::Release);
+            drop(q);
+            r.pending_tags.fetch_add(n, Ordering::Release);
         }
         tags.clear();
     }

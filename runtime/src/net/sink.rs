@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use flowmesh_model::StreamType;
 
 use super::env::{NetEnv, Served, ServedKind};
-use super::frame::{self, Decoder, FrameType, GapCause, Header, Reason, FLAG_CRC, FLAG_TAGS};
+use super::frame::{
+    self, Decoder, FrameType, GapCause, Header, Reason, FLAG_CRC, FLAG_TAGS, HEADER_LEN,
+};
 use super::transport::Conn;
 use crate::block::{Block, Result, Work};
 use crate::io::WorkIo;
@@ -77,6 +79,8 @@ pub struct NetSink {
     /// Everything before this the consumer has confirmed.
     acked: u64,
     pending: Option<Pending>,
+    /// The last sent frame's header buffer, reused for the next one.
+    spare_head: Vec<u8>,
     control: Vec<u8>,
     rx: Decoder,
     eos_sent: bool,
@@ -118,6 +122,7 @@ impl NetSink {
             sent: 0,
             acked: 0,
             pending: None,
+            spare_head: vec![],
             control: vec![],
             rx: Decoder::new(),
             eos_sent: false,
@@ -331,29 +336,32 @@ impl Block for NetSink {
                     let lo = all.partition_point(|t| t.offset < from);
                     let hi = lo + all[lo..].partition_point(|t| t.offset < to);
                     let tags = &all[lo..hi];
-                    let mut tag_bytes = vec![];
+                    // The header, then (u32 length, CBOR list) the tags,
+                    // written in place into one reused buffer.
+                    let mut head = std::mem::take(&mut self.spare_head);
+                    head.clear();
+                    head.resize(HEADER_LEN, 0);
                     let mut h = Header::new(FrameType::Data, self.origin + from, n as u32);
                     if !tags.is_empty() {
-                        // u32 length, then the CBOR list, written in place.
-                        tag_bytes.extend_from_slice(&[0; 4]);
+                        head.extend_from_slice(&[0; 4]);
                         frame::encode_tags_into(
                             tags.iter()
                                 .map(|t| (self.origin + t.offset, &*t.key, &t.value)),
-                            &mut tag_bytes,
+                            &mut head,
                         );
-                        let len = (tag_bytes.len() - 4) as u32;
-                        tag_bytes[..4].copy_from_slice(&len.to_le_bytes());
+                        let len = (head.len() - HEADER_LEN - 4) as u32;
+                        head[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&len.to_le_bytes());
                         h.flags = FLAG_TAGS;
                     }
                     let payload =
                         &data[((from - base) as usize) * isz..((to - base) as usize) * isz];
+                    let tag_bytes = &head[HEADER_LEN..];
                     h.len = (tag_bytes.len() + payload.len()) as u32;
                     if self.crc {
                         h.flags |= FLAG_CRC;
-                        h.crc = frame::crc(&[&tag_bytes, payload]);
+                        h.crc = frame::crc(&[tag_bytes, payload]);
                     }
-                    let mut head = h.encode().to_vec();
-                    head.extend_from_slice(&tag_bytes);
+                    head[..HEADER_LEN].copy_from_slice(&h.encode());
                     self.pending = Some(Pending {
                         head,
                         from,
@@ -384,7 +392,9 @@ impl Block for NetSink {
                         self.last_progress = now;
                         if p.done == total {
                             self.sent = p.to;
-                            self.pending = None;
+                            if let Some(p) = self.pending.take() {
+                                self.spare_head = p.head;
+                            }
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
