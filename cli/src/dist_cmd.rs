@@ -147,30 +147,35 @@ pub fn distributed(file: &Path, quiet: bool) -> Result<()> {
             })
         })
         .collect();
-    // Wait for all; if one fails, the others cannot finish: stop them.
+    // Wait for all (one waiting thread per worker, so the run ends the
+    // moment the last worker does); if one fails, the others cannot finish:
+    // stop them.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut live = BTreeMap::new();
+    for (i, (seg, mut child)) in children.into_iter().enumerate() {
+        live.insert(i, (seg, child.id()));
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((i, child.wait()));
+        });
+    }
+    drop(tx);
     let mut failed = vec![];
-    let mut live: Vec<_> = children;
-    while !live.is_empty() {
-        let mut i = 0;
-        while i < live.len() {
-            if let Some(status) = live[i].1.try_wait()? {
-                let (seg, _) = live.remove(i);
-                if !status.success() {
-                    failed.push(format!("{seg} ({status})"));
+    while let Ok((i, status)) = rx.recv() {
+        let Some((seg, _)) = live.remove(&i) else {
+            continue;
+        };
+        let status = status.with_context(|| format!("waiting for segment `{seg}`"))?;
+        // Once we stopped the others, their ends are ours, not failures.
+        if !status.success() && failed.is_empty() {
+            failed.push(format!("{seg} ({status})"));
+            for (other, pid) in live.values() {
+                eprintln!("stopping segment `{other}`: another segment failed");
+                if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                 }
-            } else {
-                i += 1;
             }
         }
-        if !failed.is_empty() {
-            for (seg, c) in live.iter_mut() {
-                eprintln!("stopping segment `{seg}`: another segment failed");
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     for f in forwarders {
         let _ = f.join();
