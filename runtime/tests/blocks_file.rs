@@ -506,3 +506,31 @@ fn reads_a_fifo_written_in_odd_pieces() {
     );
     assert!(e.contains("regular file") && e.contains("repeat"), "{e}");
 }
+
+#[test]
+fn append_keeps_whole_items_and_skip_drops_what_comes_again() {
+    // A resumed segment: the file holds items 0..1000 and a torn half item;
+    // its input starts again at 970 (warm-up), so the sink drops 30 items
+    // and the file ends as if the run had never stopped.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.cf32");
+    let x = cf32_data(3000);
+    let mut held = bytemuck::cast_slice::<_, u8>(&x[..1000]).to_vec();
+    held.extend_from_slice(&[1, 2, 3, 4]);
+    // Whatever the chunking (the skip may end inside a chunk).
+    for (seed, max) in [(1, 1), (2, 7), (3, 29), (4, 4096)] {
+        std::fs::write(&path, &held).unwrap();
+        Harness::new(factory(
+            "file_sink",
+            json!({"type": "cf32", "path": p(&path), "mode": "append", "skip": 30}),
+        ))
+        .input(&x[970..])
+        .chunks(seed, max)
+        .run()
+        .unwrap();
+        assert!(
+            std::fs::read(&path).unwrap() == bytemuck::cast_slice::<_, u8>(&x),
+            "chunks of 1..={max}: whole items kept, the torn one dropped, the overlap skipped"
+        );
+    }
+}

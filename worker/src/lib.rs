@@ -79,42 +79,83 @@ pub struct Config {
 /// (their connectors retry at most every 1-2 s).
 pub const RESUME_WAIT: Duration = Duration::from_secs(5);
 
+/// Where a walk downstream of a `net_source` stands at a block: items
+/// there = items at the source × `i` / `d`; `warmup`: source items of
+/// history the blocks before it need (filters read `taps − 1` earlier
+/// items); `align`: the source offset granularity that keeps every
+/// decimating block before it on the same phase as in an uninterrupted run.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    i: u128,
+    d: u128,
+    warmup: u128,
+    align: u128,
+}
+
+fn gcd(a: u128, b: u128) -> u128 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// Visits every block downstream of `from` along stream connections, once,
-/// with the rate accumulated from `from` (items there = items at `from` ×
-/// interp / decim); `visit` returns false to stop at that block.
+/// with where the walk stands there ([`At`]); `visit` returns false to stop
+/// at that block.
 fn walk_down(
     sub: &FlowGraphSpec,
     from: &str,
-    mut visit: impl FnMut(&str, &'static BlockDescriptor, &Params, u128, u128) -> bool,
+    mut visit: impl FnMut(&str, &'static BlockDescriptor, &Params, At) -> bool,
 ) {
     let resolved = |name: &str| {
         let b = sub.blocks.get(name)?;
         let d = catalog().get(&b.kind)?;
         Some((d, params::resolve(d, &b.params).0))
     };
-    let mut stack = vec![(from.to_string(), 1u128, 1u128)];
+    let start = At {
+        i: 1,
+        d: 1,
+        warmup: 0,
+        align: 1,
+    };
+    let mut stack = vec![(from.to_string(), start)];
     let mut seen = std::collections::BTreeSet::new();
-    while let Some((blk, i, d)) = stack.pop() {
+    while let Some((blk, at)) = stack.pop() {
         if !seen.insert(blk.clone()) {
             continue;
         }
         let Some((desc, p)) = resolved(&blk) else {
             continue;
         };
-        if blk != from && !visit(&blk, desc, &p, i, d) {
+        if blk != from && !visit(&blk, desc, &p, at) {
             continue;
         }
-        let (ri, rd) = if blk == from {
-            (1, 1)
+        let next = if blk == from {
+            at
         } else {
-            desc.rate.eval(&p).unwrap_or((1, 1))
+            let (ri, rd) = desc.rate.eval(&p).unwrap_or((1, 1));
+            let history = flowmesh_runtime::blocks::filter::history(desc.kind, &p).unwrap_or(0);
+            let (i, d) = (at.i * ri as u128, at.d * rd as u128);
+            let g = gcd(i, d).max(1);
+            let (i, d) = (i / g, d / g);
+            // d source items make i items here: this block's outputs line up
+            // with an uninterrupted run's when the source offset is a
+            // multiple of d.
+            let align = at.align / gcd(at.align, d).max(1) * d;
+            At {
+                i,
+                d,
+                warmup: at.warmup + (history as u128 * at.d).div_ceil(at.i.max(1)),
+                align,
+            }
         };
         for c in &sub.connections {
             let (Some(f), Some(t)) = (Endpoint::parse(c.from()), Endpoint::parse(c.to())) else {
                 continue;
             };
             if f.block == blk {
-                stack.push((t.block, i * ri as u128, d * rd as u128));
+                stack.push((t.block, next));
             }
         }
     }
@@ -126,7 +167,7 @@ pub fn relay_sinks(sub: &FlowGraphSpec) -> Vec<String> {
     let mut out = std::collections::BTreeSet::new();
     for (name, b) in &sub.blocks {
         if b.kind == "net_source" {
-            walk_down(sub, name, |blk, desc, _, _, _| {
+            walk_down(sub, name, |blk, desc, _, _| {
                 if desc.kind == "net_sink" {
                     out.insert(blk.to_string());
                 }
@@ -137,11 +178,31 @@ pub fn relay_sinks(sub: &FlowGraphSpec) -> Vec<String> {
     out.into_iter().collect()
 }
 
-/// For each `net_source` of `sub`, the edge offset its downstream has made
-/// durable: follow stream connections to `file_sink`s in `append` mode (what
-/// they hold) and to `net_sink`s in `downstream` (where their consumer
-/// resumes, in items at that sink), taking each block's rate into account;
-/// the smallest position wins. Edges that reach neither start at 0.
+/// Whole items an `append` file sink holds, or `None` for other blocks.
+fn append_sink_holds(desc: &BlockDescriptor, p: &Params) -> Option<u64> {
+    if desc.kind != "file_sink" || p.str("mode") != Some("append") {
+        return None;
+    }
+    let item = StreamType {
+        item: p.item_type("type").unwrap_or(flowmesh_model::ItemType::F32),
+        vlen: p.u64("vlen").unwrap_or(1) as usize,
+    };
+    flowmesh_runtime::blocks::file::sink_data_path(p)
+        .ok()
+        .map(|path| flowmesh_runtime::blocks::file::durable_items(&path, item.item_size()))
+}
+
+/// For each `net_source` of `sub`, the edge offset to ask for when the
+/// segment restarts: the position its downstream has made durable — what
+/// `file_sink`s in `append` mode hold, and where the consumers of
+/// `net_sink`s in `downstream` resume (in items at that sink) — carried back
+/// through each block's rate, the smallest over all; then moved back by the
+/// history the filters on the way need to warm up (`fir_filter`,
+/// `low_pass_filter`: `taps − 1` items) and down to a multiple of every
+/// decimation on the way, so that the outputs after the warm-up equal an
+/// uninterrupted run's. What is then delivered again is dropped at the
+/// sinks ([`append_skips`]; a `net_sink` serves its consumer from where it
+/// resumes). Edges that reach no such sink start at 0.
 pub fn durable_positions(
     sub: &FlowGraphSpec,
     downstream: &BTreeMap<String, u64>,
@@ -151,31 +212,44 @@ pub fn durable_positions(
         if b.kind != "net_source" {
             continue;
         }
-        let mut best: Option<u64> = None;
-        walk_down(sub, name, |blk, desc, p, i, d| {
-            let held = if desc.kind == "file_sink" && p.str("mode") == Some("append") {
-                let item = flowmesh_model::StreamType {
-                    item: p.item_type("type").unwrap_or(flowmesh_model::ItemType::F32),
-                    vlen: p.u64("vlen").unwrap_or(1) as usize,
-                };
-                flowmesh_runtime::blocks::file::sink_data_path(p)
-                    .ok()
-                    .map(|path| {
-                        flowmesh_runtime::blocks::file::durable_items(&path, item.item_size())
-                    })
-            } else if desc.kind == "net_sink" {
-                downstream.get(blk).copied()
-            } else {
-                return true;
+        let mut best: Option<u128> = None;
+        let (mut warmup, mut align) = (0u128, 1u128);
+        walk_down(sub, name, |blk, desc, p, at| {
+            let held = match append_sink_holds(desc, p) {
+                Some(h) => Some(h),
+                None if desc.kind == "net_sink" => downstream.get(blk).copied(),
+                None => return true,
             };
             if let Some(held) = held {
                 // Items at the sink = source items × i / d.
-                let at_source = (held as u128 * d / i.max(1)) as u64;
+                let at_source = held as u128 * at.d / at.i.max(1);
                 best = Some(best.map_or(at_source, |b| b.min(at_source)));
+                warmup = warmup.max(at.warmup);
+                align = align / gcd(align, at.align).max(1) * at.align;
             }
             false
         });
-        out.insert(name.clone(), best.unwrap_or(0));
+        let start = best.map_or(0, |x| x.saturating_sub(warmup) / align * align);
+        out.insert(name.clone(), start as u64);
+    }
+    out
+}
+
+/// For each `append` file sink downstream of a resumed `net_source`
+/// (`sources`: block → its start), the items to drop before writing: what it
+/// holds minus what the restart delivers before its end (warm-up, and any
+/// lead it had over the other sinks).
+pub fn append_skips(sub: &FlowGraphSpec, sources: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    for (name, &x) in sources {
+        walk_down(sub, name, |blk, desc, p, at| {
+            let Some(held) = append_sink_holds(desc, p) else {
+                return true;
+            };
+            let from = (x as u128 * at.i / at.d.max(1)) as u64;
+            out.insert(blk.to_string(), held.saturating_sub(from));
+            false
+        });
     }
     out
 }
@@ -186,9 +260,9 @@ pub fn durable_positions(
 pub fn relay_starts(sub: &FlowGraphSpec, sources: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     let mut out: BTreeMap<String, u64> = BTreeMap::new();
     for (name, &x) in sources {
-        walk_down(sub, name, |blk, desc, _, i, d| {
+        walk_down(sub, name, |blk, desc, _, at| {
             if desc.kind == "net_sink" {
-                let y = (x as u128 * i / d.max(1)) as u64;
+                let y = (x as u128 * at.i / at.d.max(1)) as u64;
                 let e = out.entry(blk.to_string()).or_insert(y);
                 *e = (*e).min(y);
                 return false;
@@ -283,11 +357,16 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         starts.retain(|k, _| downstream.contains_key(k));
         for (block, at) in sources.iter().chain(&starts) {
             tracing::info!("segment {}: {block} resumes at {at}", cfg.segment);
-            sub.blocks
-                .get_mut(block)
-                .expect("block exists")
-                .params
-                .insert("start".into(), serde_json::json!(at));
+            set_param(&mut sub, block, "start", *at);
+        }
+        for (block, skip) in append_skips(&sub, &sources) {
+            if skip > 0 {
+                tracing::info!(
+                    "segment {}: {block} drops the first {skip} items it gets again",
+                    cfg.segment
+                );
+                set_param(&mut sub, &block, "skip", skip);
+            }
         }
     }
     let sub = &sub;
@@ -316,6 +395,14 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         env,
         running,
     })
+}
+
+fn set_param(sub: &mut FlowGraphSpec, block: &str, name: &str, value: u64) {
+    sub.blocks
+        .get_mut(block)
+        .expect("block exists")
+        .params
+        .insert(name.into(), serde_json::json!(value));
 }
 
 fn listen(env: &Arc<NetEnv>, cfg: &Config) -> Result<String> {

@@ -1,12 +1,14 @@
 //! `durable_positions`: where a restarted segment asks its input edges to
 //! resume, worked out from what its `append` file sinks already hold and
-//! where the consumers of its `net_sink`s resume (a relay); `relay_starts`:
-//! where those `net_sink`s then number their first item.
+//! where the consumers of its `net_sink`s resume (a relay), moved back for
+//! the filters' warm-up and aligned to their decimation; `append_skips`:
+//! what each file then drops; `relay_starts`: where those `net_sink`s
+//! number their first item.
 
 use std::collections::BTreeMap;
 
 use flowmesh_model::validate::validate_text;
-use flowmesh_worker::{durable_positions, plan, relay_sinks, relay_starts};
+use flowmesh_worker::{append_skips, durable_positions, plan, relay_sinks, relay_starts};
 
 fn sub(yaml: &str, segment: &str) -> flowmesh_model::FlowGraphSpec {
     let (doc, report) = validate_text(yaml);
@@ -44,24 +46,38 @@ fn source_of(sub: &flowmesh_model::FlowGraphSpec) -> String {
         .expect("segment b has a net_source")
 }
 
+/// The start `durable_positions` gives, and each file's skip from there.
+fn plan_resume(b: &flowmesh_model::FlowGraphSpec) -> (u64, u64, u64) {
+    let src = source_of(b);
+    let sources = durable_positions(b, &BTreeMap::new());
+    let skips = append_skips(b, &sources);
+    (sources[&src], skips["full"], skips["dec"])
+}
+
 #[test]
 fn the_smallest_position_over_all_append_sinks_wins_taking_decimation_into_account() {
+    // The FIR (4 taps, decimation 4) needs 3 earlier items and a start on
+    // a multiple of 4: the start is the smallest durable position less 3,
+    // rounded down to a multiple of 4. Each file drops what it gets again.
     let dir = tempfile::tempdir().unwrap();
     let b = sub(&graph(dir.path()), "b");
-    let src = source_of(&b);
 
-    // Nothing written yet: start at 0.
-    assert_eq!(durable_positions(&b, &BTreeMap::new())[&src], 0);
+    // Nothing written yet: start at 0, nothing to drop.
+    assert_eq!(plan_resume(&b), (0, 0, 0));
 
     // 1000 items at the undecimated sink, 200 at the decimated one
-    // (= 800 source items): the decimated sink is behind and wins.
+    // (= 800 source items): the decimated sink is behind and wins; start
+    // at (800 - 3) rounded down to 796. The FIR's first output from there
+    // is its output 199, computed from a zero history and dropped by `dec`,
+    // which holds 200 (so its output 200 comes from true inputs 797..800);
+    // `full` drops 1000 - 796.
     std::fs::write(dir.path().join("full.f32"), vec![0u8; 1000 * 4]).unwrap();
     std::fs::write(dir.path().join("dec.f32"), vec![0u8; 200 * 4]).unwrap();
-    assert_eq!(durable_positions(&b, &BTreeMap::new())[&src], 800);
+    assert_eq!(plan_resume(&b), (796, 204, 1));
 
     // The decimated sink catches up past the other: the full sink wins.
     std::fs::write(dir.path().join("dec.f32"), vec![0u8; 300 * 4]).unwrap();
-    assert_eq!(durable_positions(&b, &BTreeMap::new())[&src], 1000);
+    assert_eq!(plan_resume(&b), (996, 4, 51));
 }
 
 #[test]
@@ -71,7 +87,8 @@ fn a_partly_written_last_item_is_not_durable() {
     let src = source_of(&b);
     std::fs::write(dir.path().join("full.f32"), vec![0u8; 10 * 4 + 3]).unwrap();
     std::fs::write(dir.path().join("dec.f32"), vec![0u8; 100 * 4]).unwrap();
-    assert_eq!(durable_positions(&b, &BTreeMap::new())[&src], 10);
+    // 10 whole items; less the warm-up, down to a multiple of 4: 4.
+    assert_eq!(durable_positions(&b, &BTreeMap::new())[&src], 4);
 }
 
 #[test]
@@ -105,19 +122,24 @@ spec:
 
     // The consumer in c resumes at decimated item 250 (= source item 1000);
     // the file holds 1200 source items: the consumer is behind and wins.
+    // With the FIR's warm-up the input starts at 996, the sink numbers its
+    // first item 249 and serves its consumer from 250.
     std::fs::write(dir.path().join("full.f32"), vec![0u8; 1200 * 4]).unwrap();
     let down = BTreeMap::from([(sink.clone(), 250)]);
     let sources = durable_positions(&b, &down);
-    assert_eq!(sources[&src], 1000);
-    assert_eq!(relay_starts(&b, &sources)[&sink], 250);
+    assert_eq!(sources[&src], 996);
+    assert_eq!(relay_starts(&b, &sources)[&sink], 249);
+    assert_eq!(append_skips(&b, &sources)["full"], 204);
 
-    // The file is behind (600 source items): the sink numbers from 150 and
-    // serves its consumer from 250 once it has produced that far.
+    // The file is behind (600 source items): start at 596, the sink
+    // numbers from 149 and serves its consumer from 250 once it got there.
     std::fs::write(dir.path().join("full.f32"), vec![0u8; 600 * 4]).unwrap();
     let sources = durable_positions(&b, &down);
-    assert_eq!(sources[&src], 600);
-    assert_eq!(relay_starts(&b, &sources)[&sink], 150);
+    assert_eq!(sources[&src], 596);
+    assert_eq!(relay_starts(&b, &sources)[&sink], 149);
+    assert_eq!(append_skips(&b, &sources)["full"], 4);
 
-    // No consumer came back: only the file counts.
+    // No consumer came back: only the file counts, and no filter lies on
+    // its path (no warm-up, no alignment).
     assert_eq!(durable_positions(&b, &BTreeMap::new())[&src], 600);
 }

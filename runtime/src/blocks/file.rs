@@ -523,8 +523,11 @@ pub fn file_source(p: &Params) -> Result<BuiltBlock, String> {
 ///
 /// Input `in` (`type` x `vlen`). Parameters: `path` (created or truncated;
 /// for SigMF the data file, the metadata going beside it), `format` (raw or
-/// sigmf), `samp_rate` (optional; recorded in SigMF metadata). Tags stop
-/// here; with SigMF they become annotations (see the module docs).
+/// sigmf), `samp_rate` (optional; recorded in SigMF metadata), `mode`
+/// (`truncate`, or `append` to keep what the file holds), `skip` (items to
+/// drop before writing: set by a restarted worker whose input starts before
+/// what this file already holds). Tags stop here; with SigMF they become
+/// annotations (see the module docs).
 pub struct FileSink {
     path: PathBuf,
     meta_path: Option<PathBuf>,
@@ -535,6 +538,8 @@ pub struct FileSink {
     /// Tags seen (SigMF only).
     tags: Vec<Tag>,
     append: bool,
+    /// Input items still to drop (already in the file).
+    skip: u64,
 }
 
 /// Whole items already in a file (what an `append` file sink has made
@@ -640,11 +645,14 @@ impl Block for FileSink {
         if self.meta_path.is_some() {
             self.tags.extend(io.tags(0).iter().cloned());
         }
-        let bytes = &io.input_bytes(0)[..n * self.stype.item_size()];
+        let isz = self.stype.item_size();
+        let drop = (self.skip.min(n as u64)) as usize;
+        self.skip -= drop as u64;
+        let bytes = &io.input_bytes(0)[drop * isz..n * isz];
         out.write_all(bytes)
             .map_err(|e| failed(format!("cannot write `{}`: {e}", self.path.display())))?;
         io.consume(0, n);
-        self.items += n as u64;
+        self.items += (n - drop) as u64;
         Ok(Work::Ok)
     }
 
@@ -712,6 +720,7 @@ pub fn file_sink(p: &Params) -> Result<BuiltBlock, String> {
         items: 0,
         tags: vec![],
         append: p.str("mode") == Some("append"),
+        skip: p.u64("skip").unwrap_or(0),
     })
     .input("in", st)
     .tag_policy(TagPolicy::None))

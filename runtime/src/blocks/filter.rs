@@ -627,6 +627,37 @@ pub fn low_pass_filter(p: &Params) -> Result<BuiltBlock, String> {
 }
 
 // ---------------------------------------------------------------------------
+// history, for resuming mid-stream
+
+/// How many input items before an output's own the block reads (its
+/// history), for a segment resuming mid-stream: `fir_filter` and
+/// `low_pass_filter` read `taps − 1` earlier items and nothing else carries
+/// over (their decimation phase follows the input count, which the resume
+/// aligns). `None` for the other filters: `freq_xlating_fir` also carries
+/// its mixer's phase and `rational_resampler` its polyphase position, so a
+/// warm-up alone would not reproduce their output.
+pub fn history(kind: &str, p: &Params) -> Option<u64> {
+    let taps = match kind {
+        "fir_filter" => p.complex_list("taps")?.len(),
+        "low_pass_filter" => {
+            let window = p.str("window").unwrap_or("hamming");
+            LowPassDesign {
+                samp_rate: p.f64("samp_rate")?,
+                cutoff: p.f64("cutoff")?,
+                transition: p.f64("transition")?,
+                window: Window::parse(window)?,
+                gain: p.f64("gain").unwrap_or(1.0),
+            }
+            .taps()
+            .ok()?
+            .len()
+        }
+        _ => return None,
+    };
+    Some(taps.saturating_sub(1) as u64)
+}
+
+// ---------------------------------------------------------------------------
 // freq_xlating_fir
 
 /// `frac(f·n)` in `[0, 1)`, accurate for any `n`: `n` is taken in 24-bit
