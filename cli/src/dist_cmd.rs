@@ -18,6 +18,7 @@ pub struct WorkerArgs {
     pub generation: u64,
     pub resume: bool,
     pub threads: Option<u32>,
+    pub state_dir: Option<std::path::PathBuf>,
     pub quiet: bool,
 }
 
@@ -40,6 +41,7 @@ pub fn worker(file: &Path, a: WorkerArgs) -> Result<()> {
         generation: a.generation,
         resume: a.resume,
         threads: a.threads,
+        state_dir: a.state_dir.clone(),
     };
     let seg = start_segment(&doc, &cfg)?;
     if a.stdin_peers {

@@ -60,13 +60,20 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         generation: u64,
         /// This is a restart: resume inputs from what this segment's
-        /// `mode: append` file sinks already hold.
+        /// `mode: append` file sinks already hold and where the consumers
+        /// of its network sinks resume.
         #[arg(long)]
         resume: bool,
         /// Pool threads for this segment unless the file sets
         /// spec.runtime.threads (default: one per core).
         #[arg(long)]
         threads: Option<u32>,
+        /// Directory where the segment records which producer instance each
+        /// input edge reads, so that `--resume` names it and a producer that
+        /// restarted too is detected and marked (keep it with the segment's
+        /// files).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
         #[arg(long, short)]
         quiet: bool,
     },
@@ -155,6 +162,7 @@ fn main() -> ExitCode {
             generation,
             resume,
             threads,
+            state_dir,
             quiet,
         } => dist_cmd::worker(
             &file,
@@ -166,6 +174,7 @@ fn main() -> ExitCode {
                 generation,
                 resume,
                 threads,
+                state_dir,
                 quiet,
             },
         ),

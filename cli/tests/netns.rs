@@ -956,13 +956,13 @@ struct Pair {
     b: Worker,
 }
 
-fn start_pair(fixture: &str, n: u64, rate: f64, items: u64) -> Pair {
+fn start_pair(fixture: &str, n: u64, rate: f64, items: u64, b_args: &[&str]) -> Pair {
     let mut lab = Lab::chain(&["a", "b"]);
     let file = lab.render(fixture, &[("N", n.to_string()), ("RATE", rate.to_string())]);
     let out = lab.path("out.u64");
     let t0 = Instant::now();
     let mut a = lab.spawn("a", &file, TOKEN, &[]);
-    let mut b = lab.spawn("b", &file, TOKEN, &[]);
+    let mut b = lab.spawn("b", &file, TOKEN, b_args);
     wait_for(
         &format!("b to write {items} items"),
         Duration::from_secs(30),
@@ -990,7 +990,7 @@ fn paced_run_without_loss(n: u64, rate: f64, after_items: u64, fault: impl FnOnc
         mut a,
         mut b,
         ..
-    } = start_pair("netns-paced.yaml", n, rate, after_items);
+    } = start_pair("netns-paced.yaml", n, rate, after_items, &[]);
     println!(
         "fault at {:.1} s, b has {} items",
         t0.elapsed().as_secs_f64(),
@@ -1046,6 +1046,10 @@ fn killed_consumer_restarted_with_resume_loses_nothing() {
     };
     const N: u64 = 4_000_000;
     const RATE: f64 = 5e5;
+    // b records which producer instance it reads (--state-dir), so the
+    // restarted b names it and the (same) producer resumes it.
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().join("b").display().to_string();
     let Pair {
         mut lab,
         file,
@@ -1053,7 +1057,13 @@ fn killed_consumer_restarted_with_resume_loses_nothing() {
         t0,
         mut a,
         mut b,
-    } = start_pair("netns-resume.yaml", N, RATE, 1_000_000);
+    } = start_pair(
+        "netns-resume.yaml",
+        N,
+        RATE,
+        1_000_000,
+        &["--state-dir", &state],
+    );
     b.signal("KILL");
     let killed_at = t0.elapsed();
     wait_for("b to die", Duration::from_secs(10), &mut [], || {
@@ -1067,9 +1077,10 @@ fn killed_consumer_restarted_with_resume_loses_nothing() {
     );
     std::thread::sleep(Duration::from_millis(500));
     // Restarted well within R: 0.5 s at 5e5 items/s is 250k items < 2M.
-    let mut b2 = lab.spawn("b", &file, TOKEN, &["--resume"]);
+    let mut b2 = lab.spawn("b", &file, TOKEN, &["--resume", "--state-dir", &state]);
     expect_success(&mut [&mut a, &mut b2], Duration::from_secs(120));
     println!("run took {:.1} s", t0.elapsed().as_secs_f64());
+    assert_logged(&mut b2, &["resumes at ", "of producer instance "]);
     for l in b2.stderr().lines() {
         if l.contains("resum") || l.contains("connected") {
             println!("  {}", l.trim());
@@ -1089,6 +1100,61 @@ fn killed_consumer_restarted_with_resume_loses_nothing() {
     // The fault-free run writes exactly the counter 0..N.
     assert_counter_file(&out, N);
     assert_no_crc_mismatch(&mut [&mut a, &mut b2]);
+}
+
+/// Both ends killed; the producer restarts afresh (a new instance that
+/// numbers from 0) and the consumer with `--resume --state-dir`: the
+/// consumer names the instance its file came from, so the restart is seen
+/// and marked with one `restart` gap instead of silently skipping the new
+/// producer's first items.
+#[test]
+fn both_ends_restarted_the_consumer_marks_the_producer_restart() {
+    let Some(_lock) = prepare("both_ends_restarted_the_consumer_marks_the_producer_restart") else {
+        return;
+    };
+    const N: u64 = 2_000_000;
+    const RATE: f64 = 5e5;
+    let mut lab = Lab::chain(&["a", "b"]);
+    let file = lab.render(
+        "netns-resume.yaml",
+        &[("N", N.to_string()), ("RATE", RATE.to_string())],
+    );
+    let out = lab.path("out.u64");
+    let state = lab.path("state-b").display().to_string();
+    let mut a = lab.spawn("a", &file, TOKEN, &[]);
+    let mut b = lab.spawn("b", &file, TOKEN, &["--state-dir", &state]);
+    wait_for(
+        "b to write 500000 items",
+        Duration::from_secs(30),
+        &mut [&mut a, &mut b],
+        || file_len(&out) >= 500_000 * 8,
+    );
+    a.signal("KILL");
+    b.signal("KILL");
+    wait_for("a and b to die", Duration::from_secs(10), &mut [], || {
+        a.poll().is_some() && b.poll().is_some()
+    });
+    let held = file_len(&out) / 8;
+    println!("killed a and b, b's file holding {held} items");
+    let mut a2 = lab.spawn("a", &file, TOKEN, &[]);
+    let mut b2 = lab.spawn("b", &file, TOKEN, &["--resume", "--state-dir", &state]);
+    expect_success(&mut [&mut a2, &mut b2], Duration::from_secs(120));
+    assert_logged(&mut b2, &["edge thr.out>b: the producer restarted"]);
+    let gaps = printed_tags(&b2.stdout());
+    assert_eq!(gaps.len(), 1, "exactly one gap tag: {gaps:?}");
+    assert_eq!(
+        gaps[0].2["cause"], "restart",
+        "the gap marks the producer restart: {gaps:?}"
+    );
+    // The old stream up to what the file held, then all of the new one.
+    let v = read_u64s(&out);
+    let want: Vec<u64> = (0..held).chain(0..N).collect();
+    assert_eq!(v.len(), want.len(), "held + N items");
+    assert!(
+        v == want,
+        "the file is the old counter up to {held}, then the new one from 0"
+    );
+    assert_no_crc_mismatch(&mut [&mut a2, &mut b2]);
 }
 
 /// A relay segment (`net_source` → block → `net_sink`) killed and restarted
@@ -1263,7 +1329,7 @@ fn live_overflow_is_one_gap_of_exactly_the_dropped_items() {
         mut a,
         mut b,
         ..
-    } = start_pair("netns-paced.yaml", N, RATE, 1_000_000);
+    } = start_pair("netns-paced.yaml", N, RATE, 1_000_000, &[]);
     b.signal("STOP");
     std::thread::sleep(Duration::from_secs(6));
     b.signal("CONT");

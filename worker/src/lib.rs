@@ -50,6 +50,11 @@ pub enum Error {
     },
     #[error("peer table: {0}")]
     Peers(String),
+    #[error("cannot use the state directory {}: {source}; check that it is writable", dir.display())]
+    StateDir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -72,6 +77,25 @@ pub struct Config {
     /// Pool threads for this segment when its file does not set
     /// `spec.runtime.threads` (None: one per available core).
     pub threads: Option<u32>,
+    /// Where the segment's `net_source`s record which producer instance
+    /// they read (`<edge>.json`), so that a restart with `resume` names it
+    /// and a producer restarted too is detected (None: not recorded).
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
+/// The state file of the `net_source` for `edge` in `dir`.
+pub fn state_file(dir: &std::path::Path, edge: &str) -> std::path::PathBuf {
+    let name: String = edge
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!("{name}.json"))
 }
 
 /// How long a restarted relay segment waits for the consumers of its
@@ -311,6 +335,27 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         &cfg.token,
     );
     let mut listening = None;
+    let mut states = BTreeMap::new();
+    if let Some(dir) = &cfg.state_dir {
+        std::fs::create_dir_all(dir).map_err(|source| Error::StateDir {
+            dir: dir.clone(),
+            source,
+        })?;
+        for (name, b) in &sub.blocks {
+            if b.kind == "net_source" {
+                let edge = b.params.get("edge").and_then(|e| e.as_str()).unwrap_or("");
+                states.insert(name.clone(), state_file(dir, edge));
+            }
+        }
+        for (name, path) in &states {
+            let p = path.display().to_string();
+            sub.blocks
+                .get_mut(name)
+                .expect("block exists")
+                .params
+                .insert("state".into(), serde_json::json!(p));
+        }
+    }
     if cfg.resume {
         // A relay asks its consumers where they resume before it asks its
         // producers: their edges are announced (and the consumers parked)
@@ -356,8 +401,33 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         let mut starts = relay_starts(&sub, &sources);
         starts.retain(|k, _| downstream.contains_key(k));
         for (block, at) in sources.iter().chain(&starts) {
-            tracing::info!("segment {}: {block} resumes at {at}", cfg.segment);
-            set_param(&mut sub, block, "start", *at);
+            // A recorded producer instance: ask in its numbering, and name it.
+            let recorded = states
+                .get(block)
+                .and_then(|p| flowmesh_runtime::net::source::SourceState::load(p))
+                .filter(|s| s.instance != 0);
+            match recorded {
+                Some(s) if *at as i64 >= s.base => {
+                    let start = (*at as i64 - s.base) as u64;
+                    tracing::info!(
+                        "segment {}: {block} resumes at {at} (offset {start} of producer \
+                         instance {:016x})",
+                        cfg.segment,
+                        s.instance
+                    );
+                    set_param(&mut sub, block, "start", start);
+                    set_param(&mut sub, block, "instance", s.instance);
+                    sub.blocks
+                        .get_mut(block)
+                        .expect("block exists")
+                        .params
+                        .insert("base".into(), serde_json::json!(s.base));
+                }
+                _ => {
+                    tracing::info!("segment {}: {block} resumes at {at}", cfg.segment);
+                    set_param(&mut sub, block, "start", *at);
+                }
+            }
         }
         for (block, skip) in append_skips(&sub, &sources) {
             if skip > 0 {

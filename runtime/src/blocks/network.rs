@@ -38,7 +38,14 @@ pub fn net_source(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
     let edge = p.str("edge").ok_or("missing edge")?;
     let from = p.str("from").ok_or("missing from")?;
     let start = p.u64("start").unwrap_or(0);
-    let source = NetSource::new(env.net.clone(), edge, from, st).resume_from(start);
+    let mut source = NetSource::new(env.net.clone(), edge, from, st).resume_from(start);
+    if let Some(path) = p.str("state") {
+        source = source.recording_state(path.into());
+    }
+    let instance = p.u64("instance").unwrap_or(0);
+    if instance != 0 {
+        source = source.continuing(instance, p.i64("base").unwrap_or(0));
+    }
     Ok(BuiltBlock::new(source)
         .output("out", st)
         .tag_policy(TagPolicy::Custom)

@@ -152,6 +152,36 @@ pub struct NetSource {
     /// connections that deliver nothing.
     connected_at: u64,
     fruitless: Duration,
+    /// Where to record the producer instance and how its numbering maps
+    /// onto this block's output ([`SourceState`]), and what was recorded.
+    state_path: Option<std::path::PathBuf>,
+    saved: Option<SourceState>,
+}
+
+/// What a `net_source` records (its `state` file) so that a restart with
+/// `--resume` names the producer instance its durable output came from:
+/// output position = offset in that instance's numbering + `base`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceState {
+    pub instance: u64,
+    pub base: i64,
+}
+
+impl SourceState {
+    /// Reads a state file; `None` if it is missing or unreadable.
+    pub fn load(path: &std::path::Path) -> Option<SourceState> {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        Some(SourceState {
+            instance: v.get("instance")?.as_u64()?,
+            base: v.get("base")?.as_i64()?,
+        })
+    }
+
+    fn to_json(self) -> Vec<u8> {
+        serde_json::json!({"instance": self.instance, "base": self.base})
+            .to_string()
+            .into_bytes()
+    }
 }
 
 impl NetSource {
@@ -189,6 +219,50 @@ impl NetSource {
             reconnects: 0,
             connected_at: 0,
             fruitless: Duration::ZERO,
+            state_path: None,
+            saved: None,
+        }
+    }
+
+    /// Records the producer instance and the numbering in `path` on every
+    /// change ([`SourceState`]).
+    pub fn recording_state(mut self, path: std::path::PathBuf) -> Self {
+        self.state_path = Some(path);
+        self
+    }
+
+    /// Continues a stream read before a restart: `instance` is the producer
+    /// it came from (named in HELLO), `base` maps that instance's offsets
+    /// (the block's `start`) onto output positions.
+    pub fn continuing(mut self, instance: u64, base: i64) -> Self {
+        self.instance = instance;
+        self.delivered = (self.expected as i64 + base).max(0) as u64;
+        self.saved = Some(SourceState { instance, base });
+        self
+    }
+
+    /// Writes the state file if the instance or the numbering changed
+    /// (write to a temporary file, then rename: never a torn file).
+    fn save_state(&mut self) {
+        let Some(path) = &self.state_path else {
+            return;
+        };
+        let now = SourceState {
+            instance: self.instance,
+            base: self.delivered as i64 - self.expected as i64,
+        };
+        if self.saved == Some(now) {
+            return;
+        }
+        let tmp = path.with_extension("tmp");
+        let r = std::fs::write(&tmp, now.to_json()).and_then(|_| std::fs::rename(&tmp, path));
+        match r {
+            Ok(()) => self.saved = Some(now),
+            Err(e) => tracing::warn!(
+                "edge {}: cannot record its state in {}: {e}",
+                self.edge,
+                path.display()
+            ),
         }
     }
 
@@ -746,6 +820,7 @@ impl Block for NetSource {
                     self.note_restart(w.instance, w.retained_from);
                 }
                 self.instance = w.instance;
+                self.save_state();
                 self.conn = Some(conn);
                 self.reconnects += 1;
                 self.connected_at = self.expected;
