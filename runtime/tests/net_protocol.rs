@@ -734,7 +734,13 @@ fn a_prepared_edge_continues_the_stream_its_first_consumer_names_and_only_while_
     // The block built for e1 takes over instance 77 and the parked consumer.
     let (served, instance) = env.serve("e1", st, true);
     assert_eq!(instance, 77);
-    let parked = served.take().expect("the consumer waits for the block");
+    // (The acceptor parks the connection just after writing WELCOME.)
+    let mut parked = None;
+    wait_until("the consumer waits for the block", || {
+        parked = served.take();
+        parked.is_some()
+    });
+    let parked = parked.expect("parked");
     assert_eq!(parked.hello.resume_offset, 500);
 
     // Nobody came for e2 while the worker waited: decided, so a consumer
