@@ -74,7 +74,7 @@ fn random_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-pub fn distributed(file: &Path, quiet: bool) -> Result<()> {
+pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
     let doc = crate::load(file)?;
     let plan = flowmesh_worker::plan(&doc)?;
     let exe = std::env::current_exe().context("cannot find the flowmesh executable")?;
@@ -84,12 +84,22 @@ pub fn distributed(file: &Path, quiet: bool) -> Result<()> {
     // together run one thread per core instead of one per core each.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let share = (cores / plan.segments.len().max(1)).max(1);
+    // Unix sockets live in a private directory removed at the end.
+    let sockets = if unix {
+        Some(tempfile::Builder::new().prefix("flowmesh-").tempdir()?)
+    } else {
+        None
+    };
     let mut children = vec![];
     for seg in plan.segments.keys() {
+        let listen = match &sockets {
+            Some(dir) => format!("unix:{}", dir.path().join(format!("{seg}.sock")).display()),
+            None => "127.0.0.1:0".to_string(),
+        };
         let mut c = Command::new(&exe);
         c.arg("worker")
             .arg(file)
-            .args(["--segment", seg, "--listen", "127.0.0.1:0", "--stdin-peers"])
+            .args(["--segment", seg, "--listen", &listen, "--stdin-peers"])
             .args(["--threads", &share.to_string()])
             .env("FLOWMESH_TOKEN", &token)
             .stdin(Stdio::piped())

@@ -40,6 +40,10 @@ enum Cmd {
         /// One worker process per segment, joined by TCP on this machine.
         #[arg(long)]
         distributed: bool,
+        /// With --distributed: join the workers by Unix-domain sockets
+        /// instead of TCP (same machine only; faster).
+        #[arg(long, requires = "distributed")]
+        unix: bool,
     },
     /// Run one segment of a FlowGraph (what each distributed process runs).
     Worker {
@@ -146,9 +150,10 @@ fn main() -> ExitCode {
             file,
             quiet,
             distributed,
+            unix,
         } => {
             if distributed {
-                dist_cmd::distributed(&file, quiet)
+                dist_cmd::distributed(&file, quiet, unix)
             } else {
                 run_cmd::run(&file, quiet)
             }

@@ -1,5 +1,6 @@
 //! `flowmesh run --distributed`: one worker process per segment over real
-//! TCP sockets on 127.0.0.1. Its output must equal the single-process run's,
+//! TCP sockets on 127.0.0.1 (Unix-domain sockets with `--unix`). Its output
+//! must equal the single-process run's,
 //! and a segment that fails must end the run (the others are stopped)
 //! instead of leaving it hanging.
 
@@ -51,28 +52,32 @@ fn run(args: &[&str]) -> std::process::Output {
 #[test]
 fn a_distributed_run_writes_what_the_single_process_run_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let one = dir.path().join("one.yaml");
-    let dist = dir.path().join("dist.yaml");
-    std::fs::write(&one, graph(dir.path(), "one")).unwrap();
-    std::fs::write(&dist, graph(dir.path(), "dist")).unwrap();
-    run(&["run", "-q", one.to_str().unwrap()]);
-    run(&["run", "--distributed", "-q", dist.to_str().unwrap()]);
+    let yaml = |name: &str| {
+        let f = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&f, graph(dir.path(), name)).unwrap();
+        f.display().to_string()
+    };
+    let (one, tcp, unix) = (yaml("one"), yaml("tcp"), yaml("unix"));
+    run(&["run", "-q", &one]);
+    run(&["run", "--distributed", "-q", &tcp]);
+    run(&["run", "--distributed", "--unix", "-q", &unix]);
 
     let data = |n: &str| std::fs::read(dir.path().join(format!("{n}.sigmf-data"))).unwrap();
-    let (a, b) = (data("one"), data("dist"));
-    assert_eq!(a.len(), 750_000 * 8, "3M items decimated by 4, cf32");
-    assert!(
-        a == b,
-        "the distributed data differ from the single-process data"
-    );
-    // The tags (SigMF annotations) too.
     let meta = |n: &str| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(dir.path().join(format!("{n}.sigmf-meta"))).unwrap())
             .unwrap()
     };
-    let (ma, mb) = (meta("one"), meta("dist"));
+    let (a, ma) = (data("one"), meta("one"));
+    assert_eq!(a.len(), 750_000 * 8, "3M items decimated by 4, cf32");
     assert_eq!(ma["annotations"].as_array().map(Vec::len), Some(750));
-    assert_eq!(ma["annotations"], mb["annotations"]);
+    for n in ["tcp", "unix"] {
+        assert!(
+            a == data(n),
+            "{n}: the distributed data differ from the single-process data"
+        );
+        // The tags (SigMF annotations) too.
+        assert_eq!(ma["annotations"], meta(n)["annotations"], "{n}");
+    }
 }
 
 #[test]

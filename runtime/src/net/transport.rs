@@ -1,5 +1,7 @@
-//! Transports for network edges, behind one trait: real TCP sockets, and an
-//! in-process pipe so a multi-segment graph can run inside one test.
+//! Transports for network edges, behind one trait: real sockets (TCP, or a
+//! Unix-domain socket between processes of one host: an address
+//! `unix:/path`), and an in-process pipe so a multi-segment graph can run
+//! inside one test.
 //!
 //! A connection is used in two phases. The handshake runs on helper threads
 //! in blocking mode with timeouts ([`Stream`]); the established connection
@@ -10,7 +12,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once, OnceLock};
 use std::time::Duration;
@@ -133,9 +136,66 @@ impl Reactor {
     }
 }
 
-/// A TCP connection registered with the reactor.
+/// A connected socket: TCP, or Unix-domain between processes of one host.
+pub enum Sock {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Sock {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.set_nonblocking(on),
+            Sock::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+    fn shutdown_write(&self) {
+        let _ = match self {
+            Sock::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Sock::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+    }
+}
+
+impl AsFd for Sock {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Sock::Tcp(s) => s.as_fd(),
+            Sock::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.read(buf),
+            Sock::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.write(buf),
+            Sock::Unix(s) => s.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.write_vectored(bufs),
+            Sock::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A socket connection registered with the reactor.
 pub struct TcpConn {
-    stream: TcpStream,
+    stream: Sock,
     token: Option<u64>,
     armed: Arc<AtomicBool>,
     /// The interest of the last arming: (read, write).
@@ -216,7 +276,7 @@ impl Conn for TcpConn {
         self.peer.clone()
     }
     fn shutdown_write(&mut self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        self.stream.shutdown_write();
     }
 }
 
@@ -246,23 +306,97 @@ impl Stream for TcpStream {
     }
     fn into_conn(self: Box<Self>) -> io::Result<Box<dyn Conn>> {
         let peer = Stream::peer_addr(&*self);
-        self.set_nonblocking(true)?;
-        Ok(Box::new(TcpConn {
-            stream: *self,
-            token: None,
-            armed: Arc::new(AtomicBool::new(false)),
-            interest: (false, false),
-            peer,
-        }))
+        registered(Sock::Tcp(*self), peer)
     }
 }
 
-/// TCP between hosts (or processes of one host).
+fn registered(stream: Sock, peer: String) -> io::Result<Box<dyn Conn>> {
+    stream.set_nonblocking(true)?;
+    Ok(Box::new(TcpConn {
+        stream,
+        token: None,
+        armed: Arc::new(AtomicBool::new(false)),
+        interest: (false, false),
+        peer,
+    }))
+}
+
+/// The path of a `unix:/path` address.
+fn unix_path(addr: &str) -> Option<&str> {
+    addr.strip_prefix("unix:")
+}
+
+impl Stream for UnixStream {
+    fn set_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(t)?;
+        self.set_write_timeout(t)
+    }
+    fn peer_addr(&self) -> String {
+        // The connecting side of a Unix socket is unnamed; name the path.
+        let name = |a: std::os::unix::net::SocketAddr| {
+            a.as_pathname().map(|p| format!("unix:{}", p.display()))
+        };
+        UnixStream::peer_addr(self)
+            .ok()
+            .and_then(name)
+            .or_else(|| UnixStream::local_addr(self).ok().and_then(name))
+            .unwrap_or_else(|| "unix:?".into())
+    }
+    fn local_addr(&self) -> String {
+        UnixStream::local_addr(self)
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+            .unwrap_or_else(|| "unix:?".into())
+    }
+    fn into_conn(self: Box<Self>) -> io::Result<Box<dyn Conn>> {
+        let peer = Stream::peer_addr(&*self);
+        registered(Sock::Unix(*self), peer)
+    }
+}
+
+/// Runs `accept` for each connection on its own short-lived thread, so a
+/// slow or hostile peer cannot hold up the others.
+fn serve_each<S: Stream + 'static>(s: S, accept: &AcceptFn) {
+    let accept = accept.clone();
+    let _ = std::thread::Builder::new()
+        .name("flowmesh-hello".into())
+        .spawn(move || accept(Box::new(s)));
+}
+
+/// Sockets: TCP between hosts (or processes of one host), and Unix-domain
+/// sockets for addresses `unix:/path` (processes of one host).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Tcp;
 
 impl Transport for Tcp {
     fn listen(&self, addr: &str, accept: AcceptFn) -> io::Result<String> {
+        if let Some(path) = unix_path(addr) {
+            // A socket file left by an earlier run is replaced, but not one
+            // that a running process still listens on.
+            if std::fs::symlink_metadata(path)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            {
+                if UnixStream::connect(path).is_ok() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("{path}: another process listens on this socket"),
+                    ));
+                }
+                std::fs::remove_file(path)?;
+            }
+            let l = UnixListener::bind(path)?;
+            std::thread::Builder::new()
+                .name("flowmesh-accept".into())
+                .spawn(move || {
+                    for s in l.incoming() {
+                        match s {
+                            Ok(s) => serve_each(s, &accept),
+                            Err(e) => tracing::warn!("accept failed: {e}"),
+                        }
+                    }
+                })?;
+            return Ok(addr.to_string());
+        }
         let l = TcpListener::bind(addr)?;
         let bound = l.local_addr()?.to_string();
         std::thread::Builder::new()
@@ -272,12 +406,7 @@ impl Transport for Tcp {
                     match s {
                         Ok(s) => {
                             let _ = s.set_nodelay(true);
-                            let accept = accept.clone();
-                            // Each handshake on its own short-lived thread so a
-                            // slow or hostile peer cannot hold up others.
-                            let _ = std::thread::Builder::new()
-                                .name("flowmesh-hello".into())
-                                .spawn(move || accept(Box::new(s)));
+                            serve_each(s, &accept);
                         }
                         Err(e) => tracing::warn!("accept failed: {e}"),
                     }
@@ -287,6 +416,11 @@ impl Transport for Tcp {
     }
 
     fn connect(&self, addr: &str, timeout: Duration) -> io::Result<Box<dyn Stream>> {
+        if let Some(path) = unix_path(addr) {
+            // Connecting to a local socket does not wait on a network.
+            let _ = timeout;
+            return Ok(Box::new(UnixStream::connect(path)?));
+        }
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address"));
         for a in addr.to_socket_addrs()? {
             match TcpStream::connect_timeout(&a, timeout) {
@@ -605,8 +739,19 @@ mod tests {
     }
 
     #[test]
-    fn tcp_and_mem_carry_bytes_both_ways() {
+    fn tcp_unix_and_mem_carry_bytes_both_ways() {
         echo_roundtrip(&Tcp, "127.0.0.1:0");
+        let dir = tempfile::tempdir().unwrap();
+        let sock = format!("unix:{}", dir.path().join("seg.sock").display());
+        echo_roundtrip(&Tcp, &sock);
+        // Its listener still runs: a second one on the path is refused...
+        let e = Tcp.listen(&sock, Arc::new(|_| {})).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        // ...but a socket file nobody listens on (left by an earlier run)
+        // is replaced.
+        let stale = dir.path().join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        echo_roundtrip(&Tcp, &format!("unix:{}", stale.display()));
         echo_roundtrip(&Mem::new(), "seg-a");
     }
 
