@@ -8,7 +8,8 @@ Usage: python3 bench/run.py [chain] [memory] [cpu] [net] [tags] [latency] [--run
   memory  peak resident memory of `flowmesh run examples/spectrum-survey.yaml`.
   net     bench/net-{f32,cf32}.yaml with `flowmesh run --distributed` (CRC on and off) vs
           ../shared/peers/gnuradio/gr_zmq.py (ZeroMQ PUSH/PULL), alternating; raw TCP from
-          ../shared/peers/limits/sock_bw.c at 128 KiB and at FlowMesh's frame size.
+          ../shared/peers/limits/sock_bw.c at 128 KiB and at FlowMesh's frame size; and, reported
+          separately, the same edge over a Unix-domain socket (`--unix`) beside raw Unix sockets.
   tags    bench/net-tags.yaml (one tag per 1024 items, every offset checked) vs the same graph with one
           tag in all (and bench/net-counter.yaml, no tagger, for reference).
   latency bench/net-latency.yaml: p50/p99 through one edge at 10 Msps.
@@ -118,9 +119,9 @@ def cpu(runs):
           f"throttle error {min(err):+.2f} / {statistics.median(err):+.2f} / {max(err):+.2f} %")
 
 
-def fm_dist(path, n):
+def fm_dist(path, n, extra=()):
     t0 = time.perf_counter()
-    p = subprocess.run([FM, "run", "--distributed", "-q", path], capture_output=True, text=True, timeout=300)
+    p = subprocess.run([FM, "run", "--distributed", *extra, "-q", path], capture_output=True, text=True, timeout=300)
     if p.returncode != 0:
         sys.exit(f"{path} failed:\n{p.stderr}")
     return n / (time.perf_counter() - t0) / 1e6, p.stderr
@@ -134,23 +135,26 @@ def gr_zmq(typ, n):
 
 def net(runs):
     subprocess.run(["gcc", "-O2", "-o", "/tmp/fm_sock_bw", os.path.join(PEERS, "limits", "sock_bw.c")], check=True)
-    for chunk in (131072, 131072 + 24):
-        r = [float(re.search(r": ([\d.]+) GB/s", sh(["/tmp/fm_sock_bw", "tcp", str(chunk), "8192"]).stdout).group(1))
+    for mode, chunk in (("tcp", 131072), ("tcp", 131072 + 24), ("unix", 131072 + 24)):
+        r = [float(re.search(r": ([\d.]+) GB/s", sh(["/tmp/fm_sock_bw", mode, str(chunk), "8192"]).stdout).group(1))
              for _ in range(3)]
-        print(f"raw TCP loopback, {chunk}-byte writes (sock_bw, 3 runs): {stats([x * 1000 for x in r])} MB/s")
-    print("| edge | N | FlowMesh CRC on Msps min/med/max | FlowMesh CRC off | GNU Radio ZeroMQ PUSH/PULL | ratio (CRC on, medians) | GB/s (CRC on) |")
-    print("|---|---|---|---|---|---|---|")
+        print(f"raw {mode} socket, {chunk}-byte writes (sock_bw, 3 runs): {stats([x * 1000 for x in r])} MB/s")
+    print("| edge | N | FlowMesh CRC on Msps min/med/max | FlowMesh CRC off | GNU Radio ZeroMQ PUSH/PULL | ratio (CRC on, medians) | GB/s (CRC on) | FlowMesh over a Unix socket (`--unix`, CRC on; reported separately) |")
+    print("|---|---|---|---|---|---|---|---|")
     for typ, gtyp, n, size in [("f32", "f", 2_000_000_000, 4), ("cf32", "c", 1_000_000_000, 8)]:
         path = os.path.join(ROOT, "bench", f"net-{typ}.yaml")
         off = variant(path, "  connections:", "  runtime: {network: {crc: false}}\n  connections:")
-        on_r, off_r, gr = [], [], []
+        on_r, off_r, gr, unix = [], [], [], []
         for _ in range(runs):
             on_r.append(fm_dist(path, n)[0])
             off_r.append(fm_dist(off, n)[0])
             gr.append(gr_zmq(gtyp, n))
+            unix.append(fm_dist(path, n, ("--unix",))[0])
         os.unlink(off)
         med = statistics.median(on_r)
-        print(f"| net-{typ} | {n:.1e} | {stats(on_r)} | {stats(off_r)} | {stats(gr)} | {med / statistics.median(gr):.2f}x | {med * size / 1e3:.2f} |")
+        um = statistics.median(unix)
+        print(f"| net-{typ} | {n:.1e} | {stats(on_r)} | {stats(off_r)} | {stats(gr)} | {med / statistics.median(gr):.2f}x | {med * size / 1e3:.2f} "
+              f"| {stats(unix)} ({um / statistics.median(gr):.2f}x, {um * size / 1e3:.2f} GB/s) |")
 
 
 def tags(runs):
