@@ -460,6 +460,18 @@ impl Worker {
         println!("SIG{sig} -> {} (pid {})", self.label, self.pid());
     }
 
+    /// SIGKILL, as a crash would, and wait until the process is gone.
+    fn sigkill(&mut self) {
+        self.signal("KILL");
+        let label = self.label.clone();
+        wait_for(
+            &format!("{label} to die"),
+            Duration::from_secs(10),
+            &mut [],
+            || self.poll().is_some(),
+        );
+    }
+
     fn kill(&mut self) {
         if self.poll().is_none() {
             let _ = self.child.kill();
@@ -1064,11 +1076,8 @@ fn killed_consumer_restarted_with_resume_loses_nothing() {
         1_000_000,
         &["--state-dir", &state],
     );
-    b.signal("KILL");
+    b.sigkill();
     let killed_at = t0.elapsed();
-    wait_for("b to die", Duration::from_secs(10), &mut [], || {
-        b.poll().is_some()
-    });
     let held = file_len(&out) / 8;
     println!(
         "killed b at {:.1} s holding {held} items ({} bytes)",
@@ -1129,11 +1138,8 @@ fn both_ends_restarted_the_consumer_marks_the_producer_restart() {
         &mut [&mut a, &mut b],
         || file_len(&out) >= 500_000 * 8,
     );
-    a.signal("KILL");
-    b.signal("KILL");
-    wait_for("a and b to die", Duration::from_secs(10), &mut [], || {
-        a.poll().is_some() && b.poll().is_some()
-    });
+    a.sigkill();
+    b.sigkill();
     let held = file_len(&out) / 8;
     println!("killed a and b, b's file holding {held} items");
     let mut a2 = lab.spawn("a", &file, TOKEN, &[]);
@@ -1184,10 +1190,7 @@ fn killed_relay_restarted_with_resume_loses_nothing() {
         &mut [&mut a, &mut b, &mut c],
         || file_len(&out) >= 8_000_000,
     );
-    b.signal("KILL");
-    wait_for("b to die", Duration::from_secs(10), &mut [], || {
-        b.poll().is_some()
-    });
+    b.sigkill();
     let held = file_len(&out) / 8;
     println!(
         "killed b at {:.1} s, c holding {held} items",
@@ -1263,10 +1266,7 @@ fn killed_filtering_consumer_restarted_with_resume_writes_the_fault_free_file() 
         &mut [&mut a, &mut b],
         || file_len(&dist_out) >= 200_000 * 8,
     );
-    b.signal("KILL");
-    wait_for("b to die", Duration::from_secs(10), &mut [], || {
-        b.poll().is_some()
-    });
+    b.sigkill();
     let held = file_len(&dist_out) / 8;
     println!(
         "killed b at {:.1} s holding {held} filtered items",

@@ -473,6 +473,28 @@ fn a_consumer_speaking_another_version_is_refused_and_the_producer_serves_others
 
 /// Two u64 items whose CRC32C is 0 (the last four bytes are chosen by
 /// running the CRC backwards from the register value that gives 0).
+/// The producer's side of a handshake, for hand-written producers:
+/// preambles, then the consumer's HELLO (returned). The caller answers.
+fn accept_hello(s: &mut Box<dyn Stream>) -> frame::Hello {
+    s.set_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut pre = [0u8; 8];
+    s.read_exact(&mut pre).unwrap();
+    s.write_all(&frame::preamble()).unwrap();
+    let (h, body) = read_frame(&mut **s).unwrap();
+    assert_eq!(h.kind, FrameType::Hello);
+    frame::Hello::decode(&body).unwrap()
+}
+
+/// A WELCOME (CRC on) from producer `instance`, holding items from `retained_from`.
+fn welcome_frame(retained_from: u64, instance: u64) -> Vec<u8> {
+    Answer::Welcome {
+        crc: true,
+        retained_from,
+        instance,
+    }
+    .encode()
+}
+
 fn zero_crc_items() -> Vec<u8> {
     let mut p = 42u64.to_le_bytes().to_vec();
     p.extend_from_slice(&[7, 0, 0, 0]);
@@ -508,22 +530,11 @@ fn the_consumer_checks_a_zero_crc_and_rejects_frames_without_one() {
         "mem-crc",
         Arc::new(move |mut s: Box<dyn Stream>| {
             let k = n.fetch_add(1, Ordering::SeqCst);
-            s.set_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut pre = [0u8; 8];
-            s.read_exact(&mut pre).unwrap();
-            s.write_all(&frame::preamble()).unwrap();
-            let (h, body) = read_frame(&mut *s).unwrap();
-            assert_eq!(h.kind, FrameType::Hello);
-            let hello = frame::Hello::decode(&body).unwrap();
+            let hello = accept_hello(&mut s);
             assert!(hello.crc);
             assert_eq!(hello.resume_offset, 0);
             assert_eq!(hello.instance, if k == 0 { 0 } else { 77 });
-            let welcome = Answer::Welcome {
-                crc: true,
-                retained_from: 0,
-                instance: 77,
-            };
-            s.write_all(&welcome.encode()).unwrap();
+            s.write_all(&welcome_frame(0, 77)).unwrap();
             let frames = match k {
                 0 => {
                     let mut bad = sent.clone();
@@ -615,18 +626,8 @@ fn deliver_scripted(name: &str, chunks: &'static [usize]) -> (Vec<u64>, Pmt) {
     mem.listen(
         name,
         Arc::new(move |mut s: Box<dyn Stream>| {
-            s.set_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut pre = [0u8; 8];
-            s.read_exact(&mut pre).unwrap();
-            s.write_all(&frame::preamble()).unwrap();
-            let (h, _) = read_frame(&mut *s).unwrap();
-            assert_eq!(h.kind, FrameType::Hello);
-            let welcome = Answer::Welcome {
-                crc: true,
-                retained_from: 0,
-                instance: 5,
-            };
-            s.write_all(&welcome.encode()).unwrap();
+            accept_hello(&mut s);
+            s.write_all(&welcome_frame(0, 5)).unwrap();
             let (mut at, mut i) = (0, 0);
             while at < script.len() {
                 let n = chunks[i % chunks.len()].min(script.len() - at);
@@ -774,19 +775,9 @@ fn a_message_consumer_finishes_when_eos_arrives_together_with_the_close() {
         "mem-eos-close",
         Arc::new(move |mut s: Box<dyn Stream>| {
             n.fetch_add(1, Ordering::SeqCst);
-            s.set_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut pre = [0u8; 8];
-            s.read_exact(&mut pre).unwrap();
-            s.write_all(&frame::preamble()).unwrap();
-            let (h, _) = read_frame(&mut *s).unwrap();
-            assert_eq!(h.kind, FrameType::Hello);
-            let welcome = Answer::Welcome {
-                crc: true,
-                retained_from: 1,
-                instance: 9,
-            };
+            accept_hello(&mut s);
             let body = flowmesh_model::pmt::cbor::encode(&Pmt::String("m".into()));
-            let mut out = welcome.encode();
+            let mut out = welcome_frame(1, 9);
             for seq in 1..=3 {
                 out.extend_from_slice(&frame::control(FrameType::Msg, seq, 0, &body, true));
             }
