@@ -402,10 +402,18 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         starts.retain(|k, _| downstream.contains_key(k));
         for (block, at) in sources.iter().chain(&starts) {
             // A recorded producer instance: ask in its numbering, and name it.
-            let recorded = states
-                .get(block)
-                .and_then(|p| flowmesh_runtime::net::source::SourceState::load(p))
-                .filter(|s| s.instance != 0);
+            let recorded = states.get(block).and_then(|p| {
+                let s = flowmesh_runtime::net::source::SourceState::load(p);
+                if s.is_none() && p.exists() {
+                    tracing::warn!(
+                        "segment {}: {} is not a state file FlowMesh wrote; ignoring it (a \
+                         producer that restarted too will not be detected on this edge)",
+                        cfg.segment,
+                        p.display()
+                    );
+                }
+                s.filter(|s| s.instance != 0)
+            });
             match recorded {
                 Some(s) if *at as i64 >= s.base => {
                     let start = (*at as i64 - s.base) as u64;

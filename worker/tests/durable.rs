@@ -143,3 +143,65 @@ spec:
     // its path (no warm-up, no alignment).
     assert_eq!(durable_positions(&b, &BTreeMap::new())[&src], 600);
 }
+
+#[test]
+fn a_resumed_consumer_names_the_recorded_producer_instance_and_ignores_a_bad_state_file() {
+    use flowmesh_worker::{start_segment, state_file, Config};
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {{name: state}}
+spec:
+  blocks:
+    src:  {{kind: counter_source, params: {{n: 1000}}, segment: a}}
+    file: {{kind: file_sink, params: {{type: u64, path: {out}, mode: append}}, segment: b}}
+  connections:
+    - [src.out, file.in]
+"#,
+        out = dir.path().join("out.u64").display(),
+    );
+    let (doc, report) = validate_text(&yaml);
+    assert!(report.is_ok(), "{report:?}");
+    let doc = doc.unwrap();
+    let b = sub(&yaml, "b");
+    let src = source_of(&b);
+    let edge = b.blocks[&src].params["edge"].as_str().unwrap().to_string();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // The file holds 300 items; the state says they came from instance 77,
+    // whose item 0 was output position 100.
+    std::fs::write(dir.path().join("out.u64"), vec![0u8; 300 * 8]).unwrap();
+    let cfg = Config {
+        segment: "b".into(),
+        listen: "127.0.0.1:0".into(),
+        peers: BTreeMap::new(),
+        token: String::new(),
+        generation: 0,
+        resume: true,
+        threads: Some(1),
+        state_dir: Some(state.clone()),
+    };
+    // (No producer is reachable: the consumer keeps waiting, and what it
+    // will name in HELLO can be read from it.)
+    let started = |cfg: &Config| {
+        let seg = start_segment(&doc, cfg).unwrap();
+        let h = seg.running.handle();
+        let get = |name: &str| h.get(&src, name).unwrap().as_u64().unwrap();
+        let got = (get("instance"), get("expected"), get("delivered"));
+        h.stop();
+        got
+    };
+    std::fs::write(
+        state_file(&state, &edge),
+        r#"{"instance": 77, "base": 100}"#,
+    )
+    .unwrap();
+    // It asks instance 77 for its item 200, which becomes output position 300.
+    assert_eq!(started(&cfg), (77, 200, 300));
+
+    // A state file FlowMesh did not write is ignored (logged): instance 0.
+    std::fs::write(state_file(&state, &edge), "not json").unwrap();
+    assert_eq!(started(&cfg), (0, 300, 300));
+}
