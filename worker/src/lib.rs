@@ -23,6 +23,7 @@ use flowmesh_model::{catalog, params, Endpoint, Params};
 use flowmesh_model::{FlowGraphDocument, FlowGraphSpec, StreamType};
 use flowmesh_runtime::blocks::Env;
 use flowmesh_runtime::net::env::{NetEnv, ServedKind};
+use flowmesh_runtime::net::source::SourceState;
 use flowmesh_runtime::net::transport::Tcp;
 use flowmesh_runtime::{start, Graph, Running};
 
@@ -334,118 +335,20 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         cfg.generation,
         &cfg.token,
     );
+    let states = match &cfg.state_dir {
+        Some(dir) => record_states(&mut sub, dir)?,
+        None => BTreeMap::new(),
+    };
     let mut listening = None;
-    let mut states = BTreeMap::new();
-    if let Some(dir) = &cfg.state_dir {
-        std::fs::create_dir_all(dir).map_err(|source| Error::StateDir {
-            dir: dir.clone(),
-            source,
-        })?;
-        for (name, b) in &sub.blocks {
-            if b.kind == "net_source" {
-                let edge = b.params.get("edge").and_then(|e| e.as_str()).unwrap_or("");
-                states.insert(name.clone(), state_file(dir, edge));
-            }
-        }
-        for (name, path) in &states {
-            let p = path.display().to_string();
-            sub.blocks
-                .get_mut(name)
-                .expect("block exists")
-                .params
-                .insert("state".into(), serde_json::json!(p));
-        }
-    }
     if cfg.resume {
-        // A relay asks its consumers where they resume before it asks its
-        // producers: their edges are announced (and the consumers parked)
-        // before the graph exists, and a consumer naming the stream it was
-        // reading keeps it, continued in the same numbering.
-        let relays = relay_sinks(&sub);
-        let mut downstream = BTreeMap::new();
-        if !relays.is_empty() {
-            for (name, b) in &sub.blocks {
-                let edge = || b.params.get("edge").and_then(|e| e.as_str()).unwrap_or("");
-                match b.kind.as_str() {
-                    "net_sink" => {
-                        let st = stream_type_of(&b.kind, &b.params);
-                        env.prepare(edge(), ServedKind::Stream(st), relays.contains(name));
-                    }
-                    "net_message_sink" => env.prepare(edge(), ServedKind::Message, false),
-                    _ => {}
-                }
-            }
+        let downstream = if relay_sinks(&sub).is_empty() {
+            BTreeMap::new()
+        } else {
+            announce_edges(&sub, &env);
             listening = Some(listen(&env, cfg)?);
-            let deadline = Instant::now() + RESUME_WAIT;
-            for name in &relays {
-                let b = &sub.blocks[name];
-                let edge = b.params.get("edge").and_then(|e| e.as_str()).unwrap_or("");
-                let left = deadline.saturating_duration_since(Instant::now());
-                match env.resume_point(edge, left) {
-                    Some(r) => {
-                        tracing::info!(
-                            "segment {}: the consumer of {edge} resumes at {r}",
-                            cfg.segment
-                        );
-                        downstream.insert(name.clone(), r);
-                    }
-                    None => tracing::warn!(
-                        "segment {}: no consumer of {edge} within {RESUME_WAIT:?}; it will see a \
-                         restarted producer",
-                        cfg.segment
-                    ),
-                }
-            }
-        }
-        let sources = durable_positions(&sub, &downstream);
-        let mut starts = relay_starts(&sub, &sources);
-        starts.retain(|k, _| downstream.contains_key(k));
-        for (block, at) in sources.iter().chain(&starts) {
-            // A recorded producer instance: ask in its numbering, and name it.
-            let recorded = states.get(block).and_then(|p| {
-                let s = flowmesh_runtime::net::source::SourceState::load(p);
-                if s.is_none() && p.exists() {
-                    tracing::warn!(
-                        "segment {}: {} is not a state file FlowMesh wrote; ignoring it (a \
-                         producer that restarted too will not be detected on this edge)",
-                        cfg.segment,
-                        p.display()
-                    );
-                }
-                s.filter(|s| s.instance != 0)
-            });
-            match recorded {
-                Some(s) if *at as i64 >= s.base => {
-                    let start = (*at as i64 - s.base) as u64;
-                    tracing::info!(
-                        "segment {}: {block} resumes at {at} (offset {start} of producer \
-                         instance {:016x})",
-                        cfg.segment,
-                        s.instance
-                    );
-                    set_param(&mut sub, block, "start", start);
-                    set_param(&mut sub, block, "instance", s.instance);
-                    sub.blocks
-                        .get_mut(block)
-                        .expect("block exists")
-                        .params
-                        .insert("base".into(), serde_json::json!(s.base));
-                }
-                _ => {
-                    tracing::info!("segment {}: {block} resumes at {at}", cfg.segment);
-                    set_param(&mut sub, block, "start", *at);
-                }
-            }
-        }
-        for (block, skip) in append_skips(&sub, &sources) {
-            if skip > 0 {
-                tracing::info!(
-                    "segment {}: {block} drops the first {skip} items it gets again",
-                    cfg.segment
-                );
-                set_param(&mut sub, &block, "skip", skip);
-            }
-        }
+            ask_consumers(&sub, &env, &cfg.segment)
+        };
+        plan_resume(&mut sub, &downstream, &states, &cfg.segment);
     }
     let sub = &sub;
     // The graph first: its network sinks are then served from the first
@@ -475,12 +378,146 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
     })
 }
 
-fn set_param(sub: &mut FlowGraphSpec, block: &str, name: &str, value: u64) {
+/// The `edge` parameter of a network block.
+fn edge_of(b: &flowmesh_model::spec::BlockSpec) -> &str {
+    b.params.get("edge").and_then(|e| e.as_str()).unwrap_or("")
+}
+
+/// Points each `net_source` of `sub` at its state file in `dir` (created if
+/// needed); returns block → file.
+fn record_states(
+    sub: &mut FlowGraphSpec,
+    dir: &std::path::Path,
+) -> Result<BTreeMap<String, std::path::PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::StateDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let mut states = BTreeMap::new();
+    for (name, b) in sub.blocks.iter_mut() {
+        if b.kind == "net_source" {
+            let path = state_file(dir, edge_of(b));
+            b.params.insert(
+                "state".into(),
+                serde_json::json!(path.display().to_string()),
+            );
+            states.insert(name.clone(), path);
+        }
+    }
+    Ok(states)
+}
+
+/// A restarted relay asks its consumers where they resume before it asks
+/// its producers: the edges it produces are announced before its graph
+/// exists (and before it listens), so their consumers are accepted and
+/// parked; a consumer that names the stream it was reading keeps it,
+/// continued in the same numbering ([`NetEnv::prepare`]).
+fn announce_edges(sub: &FlowGraphSpec, env: &NetEnv) {
+    let relays = relay_sinks(sub);
+    for (name, b) in &sub.blocks {
+        match b.kind.as_str() {
+            "net_sink" => {
+                let st = stream_type_of(&b.kind, &b.params);
+                env.prepare(edge_of(b), ServedKind::Stream(st), relays.contains(name));
+            }
+            "net_message_sink" => env.prepare(edge_of(b), ServedKind::Message, false),
+            _ => {}
+        }
+    }
+}
+
+/// Waits up to [`RESUME_WAIT`] in all for the consumers of a relay's
+/// announced edges; returns `net_sink` block → where its consumer resumes
+/// (those that came).
+fn ask_consumers(sub: &FlowGraphSpec, env: &NetEnv, segment: &str) -> BTreeMap<String, u64> {
+    let relays = relay_sinks(sub);
+    let deadline = Instant::now() + RESUME_WAIT;
+    let mut downstream = BTreeMap::new();
+    for name in &relays {
+        let edge = edge_of(&sub.blocks[name]);
+        let left = deadline.saturating_duration_since(Instant::now());
+        match env.resume_point(edge, left) {
+            Some(r) => {
+                tracing::info!("segment {segment}: the consumer of {edge} resumes at {r}");
+                downstream.insert(name.clone(), r);
+            }
+            None => tracing::warn!(
+                "segment {segment}: no consumer of {edge} within {RESUME_WAIT:?}; it will see a \
+                 restarted producer"
+            ),
+        }
+    }
+    downstream
+}
+
+/// Sets where each input edge, relay output and append file of a restarted
+/// segment starts ([`durable_positions`], [`relay_starts`],
+/// [`append_skips`]), asking in the recorded producer instance's numbering
+/// where a state file names one.
+fn plan_resume(
+    sub: &mut FlowGraphSpec,
+    downstream: &BTreeMap<String, u64>,
+    states: &BTreeMap<String, std::path::PathBuf>,
+    segment: &str,
+) {
+    let sources = durable_positions(sub, downstream);
+    let mut starts = relay_starts(sub, &sources);
+    starts.retain(|k, _| downstream.contains_key(k));
+    for (block, &at) in sources.iter().chain(&starts) {
+        match states
+            .get(block)
+            .and_then(|p| recorded_instance(p, segment))
+        {
+            Some(s) if at as i64 >= s.base => {
+                let start = (at as i64 - s.base) as u64;
+                tracing::info!(
+                    "segment {segment}: {block} resumes at {at} (offset {start} of producer \
+                     instance {:016x})",
+                    s.instance
+                );
+                set_param(sub, block, "start", start);
+                set_param(sub, block, "instance", s.instance);
+                set_param(sub, block, "base", s.base);
+            }
+            _ => {
+                tracing::info!("segment {segment}: {block} resumes at {at}");
+                set_param(sub, block, "start", at);
+            }
+        }
+    }
+    for (block, skip) in append_skips(sub, &sources) {
+        if skip > 0 {
+            tracing::info!("segment {segment}: {block} drops the first {skip} items it gets again");
+            set_param(sub, &block, "skip", skip);
+        }
+    }
+}
+
+/// The producer instance a state file records, if it names one; a file
+/// FlowMesh did not write is ignored with a warning.
+fn recorded_instance(path: &std::path::Path, segment: &str) -> Option<SourceState> {
+    let s = SourceState::load(path);
+    if s.is_none() && path.exists() {
+        tracing::warn!(
+            "segment {segment}: {} is not a state file FlowMesh wrote; ignoring it (a producer \
+             that restarted too will not be detected on this edge)",
+            path.display()
+        );
+    }
+    s.filter(|s| s.instance != 0)
+}
+
+fn set_param(
+    sub: &mut FlowGraphSpec,
+    block: &str,
+    name: &str,
+    value: impl Into<serde_json::Value>,
+) {
     sub.blocks
         .get_mut(block)
         .expect("block exists")
         .params
-        .insert(name.into(), serde_json::json!(value));
+        .insert(name.into(), value.into());
 }
 
 fn listen(env: &Arc<NetEnv>, cfg: &Config) -> Result<String> {
