@@ -346,16 +346,7 @@ impl Writer {
 
     /// Queues one tag for every reader (see [`Writer::add_tags`]).
     pub fn add_tag(&self, tag: Tag) {
-        for r in self.shared.readers.iter() {
-            if r.done.load(Ordering::Relaxed) {
-                continue;
-            }
-            r.tags
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back(tag.clone());
-            r.pending_tags.fetch_add(1, Ordering::Release);
-        }
+        self.add_tags(&mut vec![tag]);
     }
 
     /// Publishes `n` items and wakes the readers.

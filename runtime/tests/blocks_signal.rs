@@ -517,30 +517,33 @@ fn f32_cos_and_sin_are_sin_cos_phase_per_item_over_a_million_items() {
     }
 }
 
+/// Asserts that `signal_source` with `params` gives the same `n` items under
+/// every chunking and buffer size in [`CHUNKINGS`] as unchunked.
+fn assert_same_under_chunkings<T: Item + PartialEq>(
+    params: &serde_json::Value,
+    n: usize,
+    what: &str,
+) {
+    let (reference, _) = run_source::<T>(params, n, None, 1 << 16, &[]);
+    for (seed, max, buf) in CHUNKINGS {
+        let (y, _) = run_source::<T>(params, n, Some((seed, max)), buf, &[]);
+        assert!(
+            y == reference,
+            "{what} output differs in chunks of 1..={max} with {buf}-byte buffers"
+        );
+    }
+}
+
 #[test]
 fn tone_is_identical_under_random_chunkings() {
     let n = 200_003;
     let cf = json!({"type": "cf32", "samp_rate": FS, "frequency": -123_456.7,
                     "amplitude": 0.3, "offset": 0.01, "phase": 1.0});
-    let (reference, _) = run_source::<Complex32>(&cf, n, None, 1 << 16, &[]);
-    for (seed, max, buf) in CHUNKINGS {
-        let (y, _) = run_source::<Complex32>(&cf, n, Some((seed, max)), buf, &[]);
-        assert!(
-            y == reference,
-            "cf32 output differs in chunks of 1..={max} with {buf}-byte buffers"
-        );
-    }
+    assert_same_under_chunkings::<Complex32>(&cf, n, "cf32");
     for w in ["cos", "sin"] {
         let p = json!({"type": "f32", "waveform": w, "samp_rate": FS,
                        "frequency": 333_333.3, "amplitude": 1.5, "phase": -0.5});
-        let (reference, _) = run_source::<f32>(&p, n, None, 1 << 16, &[]);
-        for (seed, max, buf) in CHUNKINGS {
-            let (y, _) = run_source::<f32>(&p, n, Some((seed, max)), buf, &[]);
-            assert!(
-                y == reference,
-                "f32 {w} output differs in chunks of 1..={max} with {buf}-byte buffers"
-            );
-        }
+        assert_same_under_chunkings::<f32>(&p, n, &format!("f32 {w}"));
     }
 }
 

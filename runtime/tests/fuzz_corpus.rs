@@ -84,13 +84,9 @@ fn hello() -> Hello {
     }
 }
 
-/// Two u64 items whose CRC32C is 0: the second is chosen by running the
-/// CRC backwards from the register value that gives 0.
+/// Two u64 items whose CRC32C is 0.
 fn zero_crc_payload() -> Vec<u8> {
-    let mut p = 4096u64.to_le_bytes().to_vec();
-    p.extend_from_slice(&[0, 0, 0, 0]);
-    let tail = flowmesh_runtime::net::fuzzing::forge_zero_crc(&p);
-    p.extend_from_slice(&tail);
+    let p = flowmesh_runtime::net::fuzzing::zero_crc_items(4096, 0);
     assert_eq!(frame::crc(&[&p]), 0);
     p
 }

@@ -9,12 +9,31 @@ use flowmesh_model::Pmt;
 use flowmesh_runtime::blocks::Env;
 use flowmesh_runtime::net::env::NetEnv;
 use flowmesh_runtime::net::transport::{Mem, Transport};
-use flowmesh_runtime::{run, start, Graph, Report};
+use flowmesh_runtime::{run, start, Graph, Report, Running};
 
 fn spec(text: &str) -> FlowGraphSpec {
     serde_json::from_value::<FlowGraphDocument>(parse_yaml_value(text).unwrap())
         .unwrap()
         .spec
+}
+
+/// Runs segment `seg` of a two-segment graph as the consumer, with `token`,
+/// finding its producer (segment `a`) at `mem-a`.
+fn consume(
+    transport: &Arc<dyn Transport>,
+    token: &str,
+    seg: &FlowGraphSpec,
+) -> Result<Report, flowmesh_runtime::scheduler::Error> {
+    let env = NetEnv::new(transport.clone(), "t", 1, token);
+    env.set_peer("a", "mem-a");
+    run(Graph::from_spec_in(seg, Env { net: env }).unwrap())
+}
+
+/// Starts segment `a` of a two-segment graph as the producer at `mem-a`.
+fn produce(transport: &Arc<dyn Transport>, token: &str, seg: &FlowGraphSpec) -> Running {
+    let env = NetEnv::new(transport.clone(), "t", 1, token);
+    env.listen("mem-a").unwrap();
+    start(Graph::from_spec_in(seg, Env { net: env }).unwrap()).unwrap()
 }
 
 /// Runs every segment of `spec` in its own graph over `transport`.
@@ -114,13 +133,8 @@ spec:
 "#;
     let p = partition(&spec(text)).unwrap();
     let mem: Arc<dyn Transport> = Arc::new(Mem::new());
-    let good = NetEnv::new(mem.clone(), "t", 1, "right");
-    good.listen("mem-a").unwrap();
-    let bad = NetEnv::new(mem.clone(), "t", 1, "wrong");
-    bad.set_peer("a", "mem-a");
-    let producer =
-        start(Graph::from_spec_in(&p.segments["a"], Env { net: good }).unwrap()).unwrap();
-    let err = run(Graph::from_spec_in(&p.segments["b"], Env { net: bad }).unwrap())
+    let producer = produce(&mem, "right", &p.segments["a"]);
+    let err = consume(&mem, "wrong", &p.segments["b"])
         .err()
         .expect("refused");
     let msg = err.to_string();
@@ -149,10 +163,7 @@ spec:
 "#;
     let p = partition(&spec(text)).unwrap();
     let mem: Arc<dyn Transport> = Arc::new(Mem::new());
-    let prod_env = NetEnv::new(mem.clone(), "t", 1, "k");
-    prod_env.listen("mem-a").unwrap();
-    let producer =
-        start(Graph::from_spec_in(&p.segments["a"], Env { net: prod_env }).unwrap()).unwrap();
+    let producer = produce(&mem, "k", &p.segments["a"]);
     let rx = p.edges[0].source_block.clone();
 
     // Each wrong consumer: its net_source altered one way, the rest of its
@@ -177,12 +188,7 @@ spec:
                 .insert("vlen".into(), serde_json::json!(2));
         }
         b.blocks.get_mut("sink").unwrap().params.remove("expect");
-        let env = NetEnv::new(mem.clone(), "t", 1, "k");
-        env.set_peer("a", "mem-a");
-        run(Graph::from_spec_in(&b, Env { net: env }).unwrap())
-            .err()
-            .expect("refused")
-            .to_string()
+        consume(&mem, "k", &b).err().expect("refused").to_string()
     };
     let msg = wrong("edge", serde_json::json!("src.out>elsewhere"), "u64");
     assert!(
@@ -206,8 +212,6 @@ spec:
 
     // The producer was not disturbed: the right consumer gets every item.
     assert!(!producer.is_finished());
-    let env = NetEnv::new(mem.clone(), "t", 1, "k");
-    env.set_peer("a", "mem-a");
-    run(Graph::from_spec_in(&p.segments["b"], Env { net: env }).unwrap()).expect("served");
+    consume(&mem, "k", &p.segments["b"]).expect("served");
     producer.wait().expect("producer ends after its consumer");
 }

@@ -39,6 +39,14 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A consumer's environment (flowgraph `t`, generation 1, token `tok`)
+/// that finds segment `a` at `producer_at`.
+fn consumer_env(mem: &Mem, producer_at: &str) -> Arc<NetEnv> {
+    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    c.set_peer("a", producer_at);
+    c
+}
+
 fn get_u64(r: &Running, block: &str, name: &str) -> u64 {
     r.handle()
         .get(block, name)
@@ -242,8 +250,7 @@ fn a_producer_replaced_mid_stream_gives_one_restart_gap_and_loses_nothing_of_the
     // The first producer, paced so that it is killed mid-stream.
     let (kill1, producer1) = killable_producer(&mem, &slow, "a");
 
-    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
-    c.set_peer("a", "mem-a1");
+    let c = consumer_env(&mem, "mem-a1");
     let consumer = segment(&slow, "b", &c);
     wait_until("the consumer receives 10000 items", || {
         get_u64(&consumer, &rx, "expected") >= 10_000
@@ -333,8 +340,7 @@ fn a_message_edge_across_a_producer_restart_loses_no_message_of_the_new_producer
     let mem = Mem::new();
 
     let (kill1, producer1) = killable_producer(&mem, &old, "a");
-    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
-    c.set_peer("a", "mem-a1");
+    let c = consumer_env(&mem, "mem-a1");
     let consumer = segment(&old, "c", &c);
     wait_until("the consumer delivers 5 messages", || {
         get_u64(&consumer, &rx, "delivered") >= 5
@@ -409,8 +415,7 @@ fn a_producer_speaking_another_version_fails_the_consumer_with_a_clear_message()
         }),
     )
     .unwrap();
-    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
-    c.set_peer("a", "mem-v2");
+    let c = consumer_env(&mem, "mem-v2");
     let consumer = segment(&p, "b", &c);
     assert!(
         consumer.wait_timeout(Duration::from_secs(10)),
@@ -459,8 +464,7 @@ fn a_consumer_speaking_another_version_is_refused_and_the_producer_serves_others
     assert!(!producer.is_finished());
 
     // A consumer of the right version gets everything.
-    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
-    c.set_peer("a", "mem-a");
+    let c = consumer_env(&mem, "mem-a");
     let b = segment(&p, "b", &c).wait().unwrap();
     producer.wait().expect("the producer is unaffected");
     let Some(Pmt::Vector(TypedVec::U64(data))) = b.get("sink", "data") else {
@@ -496,10 +500,7 @@ fn welcome_frame(retained_from: u64, instance: u64) -> Vec<u8> {
 }
 
 fn zero_crc_items() -> Vec<u8> {
-    let mut p = 42u64.to_le_bytes().to_vec();
-    p.extend_from_slice(&[7, 0, 0, 0]);
-    let tail = flowmesh_runtime::net::fuzzing::forge_zero_crc(&p);
-    p.extend_from_slice(&tail);
+    let p = flowmesh_runtime::net::fuzzing::zero_crc_items(42, 7);
     assert_eq!(frame::crc(&[&p]), 0);
     p
 }
@@ -554,8 +555,7 @@ fn the_consumer_checks_a_zero_crc_and_rejects_frames_without_one() {
         }),
     )
     .unwrap();
-    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
-    c.set_peer("a", "mem-crc");
+    let c = consumer_env(&mem, "mem-crc");
     let b = segment(&p, "b", &c).wait().expect("the consumer finishes");
     let Some(Pmt::Vector(TypedVec::U64(data))) = b.get("sink", "data") else {
         panic!("no data")
@@ -643,8 +643,7 @@ fn deliver_scripted(name: &str, chunks: &'static [usize]) -> (Vec<u64>, Pmt) {
         }),
     )
     .unwrap();
-    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
-    c.set_peer("a", name);
+    let c = consumer_env(&mem, name);
     let b = segment(&p, "b", &c).wait().expect("the consumer finishes");
     let Some(Pmt::Vector(TypedVec::U64(data))) = b.get("sink", "data") else {
         panic!("no data")
@@ -787,8 +786,7 @@ fn a_message_consumer_finishes_when_eos_arrives_together_with_the_close() {
         }),
     )
     .unwrap();
-    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
-    c.set_peer("a", "mem-eos-close");
+    let c = consumer_env(&mem, "mem-eos-close");
     let r = segment(&p, "c", &c).wait().expect("the consumer finishes");
     let Some(Pmt::List(msgs)) = r.get("dbg", "messages") else {
         panic!("no messages")

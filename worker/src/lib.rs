@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use flowmesh_model::catalog::BlockDescriptor;
 use flowmesh_model::partition::{self, Partition};
 use flowmesh_model::{catalog, params, Endpoint, Params};
-use flowmesh_model::{FlowGraphDocument, FlowGraphSpec, StreamType};
-use flowmesh_runtime::blocks::Env;
+use flowmesh_model::{FlowGraphDocument, FlowGraphSpec};
+use flowmesh_runtime::blocks::{stream_type, Env};
 use flowmesh_runtime::net::env::{NetEnv, ServedKind};
 use flowmesh_runtime::net::source::SourceState;
 use flowmesh_runtime::net::transport::Tcp;
@@ -208,13 +208,10 @@ fn append_sink_holds(desc: &BlockDescriptor, p: &Params) -> Option<u64> {
     if desc.kind != "file_sink" || p.str("mode") != Some("append") {
         return None;
     }
-    let item = StreamType {
-        item: p.item_type("type").unwrap_or(flowmesh_model::ItemType::F32),
-        vlen: p.u64("vlen").unwrap_or(1) as usize,
-    };
+    let item_size = stream_type(p).item_size();
     flowmesh_runtime::blocks::file::sink_data_path(p)
         .ok()
-        .map(|path| flowmesh_runtime::blocks::file::durable_items(&path, item.item_size()))
+        .map(|path| flowmesh_runtime::blocks::file::durable_items(&path, item_size))
 }
 
 /// For each `net_source` of `sub`, the edge offset to ask for when the
@@ -341,12 +338,13 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
     };
     let mut listening = None;
     if cfg.resume {
-        let downstream = if relay_sinks(&sub).is_empty() {
+        let relays = relay_sinks(&sub);
+        let downstream = if relays.is_empty() {
             BTreeMap::new()
         } else {
-            announce_edges(&sub, &env);
+            announce_edges(&sub, &env, &relays);
             listening = Some(listen(&env, cfg)?);
-            ask_consumers(&sub, &env, &cfg.segment)
+            ask_consumers(&sub, &env, &relays, &cfg.segment)
         };
         plan_resume(&mut sub, &downstream, &states, &cfg.segment);
     }
@@ -412,13 +410,18 @@ fn record_states(
 /// exists (and before it listens), so their consumers are accepted and
 /// parked; a consumer that names the stream it was reading keeps it,
 /// continued in the same numbering ([`NetEnv::prepare`]).
-fn announce_edges(sub: &FlowGraphSpec, env: &NetEnv) {
-    let relays = relay_sinks(sub);
+fn announce_edges(sub: &FlowGraphSpec, env: &NetEnv, relays: &[String]) {
     for (name, b) in &sub.blocks {
         match b.kind.as_str() {
             "net_sink" => {
-                let st = stream_type_of(&b.kind, &b.params);
-                env.prepare(edge_of(b), ServedKind::Stream(st), relays.contains(name));
+                let p = catalog()
+                    .get(&b.kind)
+                    .map_or_else(Default::default, |d| params::resolve(d, &b.params).0);
+                env.prepare(
+                    edge_of(b),
+                    ServedKind::Stream(stream_type(&p)),
+                    relays.contains(name),
+                );
             }
             "net_message_sink" => env.prepare(edge_of(b), ServedKind::Message, false),
             _ => {}
@@ -429,11 +432,15 @@ fn announce_edges(sub: &FlowGraphSpec, env: &NetEnv) {
 /// Waits up to [`RESUME_WAIT`] in all for the consumers of a relay's
 /// announced edges; returns `net_sink` block → where its consumer resumes
 /// (those that came).
-fn ask_consumers(sub: &FlowGraphSpec, env: &NetEnv, segment: &str) -> BTreeMap<String, u64> {
-    let relays = relay_sinks(sub);
+fn ask_consumers(
+    sub: &FlowGraphSpec,
+    env: &NetEnv,
+    relays: &[String],
+    segment: &str,
+) -> BTreeMap<String, u64> {
     let deadline = Instant::now() + RESUME_WAIT;
     let mut downstream = BTreeMap::new();
-    for name in &relays {
+    for name in relays {
         let edge = edge_of(&sub.blocks[name]);
         let left = deadline.saturating_duration_since(Instant::now());
         match env.resume_point(edge, left) {
@@ -525,18 +532,6 @@ fn listen(env: &Arc<NetEnv>, cfg: &Config) -> Result<String> {
         addr: cfg.listen.clone(),
         source,
     })
-}
-
-/// The stream type a `net_sink`'s parameters name.
-fn stream_type_of(kind: &str, raw: &BTreeMap<String, serde_json::Value>) -> StreamType {
-    let p = catalog()
-        .get(kind)
-        .map(|d| params::resolve(d, raw).0)
-        .unwrap_or_default();
-    StreamType {
-        item: p.item_type("type").unwrap_or(flowmesh_model::ItemType::F32),
-        vlen: p.u64("vlen").unwrap_or(1) as usize,
-    }
 }
 
 /// Reads `PEER <segment> <addr>` lines until `GO` from `input`.

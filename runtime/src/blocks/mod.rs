@@ -138,7 +138,7 @@ pub const KINDS: &[&str] = &[
 ];
 
 /// The `type`/`vlen` stream type of a block.
-pub(crate) fn stream_type(p: &Params) -> StreamType {
+pub fn stream_type(p: &Params) -> StreamType {
     StreamType {
         item: p.item_type("type").unwrap_or(ItemType::F32),
         vlen: p.u64("vlen").unwrap_or(1).max(1) as usize,

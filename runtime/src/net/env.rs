@@ -51,18 +51,30 @@ pub struct Served {
     /// (a worker resuming a relay): the next [`NetEnv::serve`] keeps this
     /// entry's instance and parked connection instead of starting afresh.
     pub prepared: AtomicBool,
-    /// While set, the first consumer's HELLO decides the instance: the one it
-    /// names (the stream it was reading continues) or, if it names none, the
-    /// one already chosen. See [`NetEnv::prepare`].
-    pub adopt: AtomicBool,
-    /// The resume offset of the first consumer accepted while prepared.
-    pub first_resume: Mutex<Option<u64>>,
+    /// Whether the first consumer's HELLO decides the instance of a
+    /// prepared edge. See [`NetEnv::prepare`].
+    pub adoption: Mutex<Adoption>,
+}
+
+/// Whether a [`NetEnv::prepare`]d edge continues its first consumer's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adoption {
+    /// Decided (or never asked): consumers get the edge's own instance.
+    Off,
+    /// Waiting for the first consumer: the instance it names (if any)
+    /// becomes this edge's, and its resume offset the worker's answer.
+    Open,
+    /// The first consumer came and resumes at this offset.
+    Taken(u64),
 }
 
 impl Served {
     /// Takes a newly accepted connection, if any.
     pub fn take(&self) -> Option<Incoming> {
         self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+    fn adoption(&self) -> std::sync::MutexGuard<'_, Adoption> {
+        self.adoption.lock().unwrap_or_else(|e| e.into_inner())
     }
     /// Sets the signal to wake when a consumer connects.
     pub fn set_signal(&self, s: &Arc<Signal>) {
@@ -147,8 +159,7 @@ impl NetEnv {
                     instance: AtomicU64::new(instance),
                     crc: AtomicBool::new(crc),
                     prepared: AtomicBool::new(false),
-                    adopt: AtomicBool::new(false),
-                    first_resume: Mutex::new(None),
+                    adoption: Mutex::new(Adoption::Off),
                 })
             })
             .clone()
@@ -167,7 +178,7 @@ impl NetEnv {
     pub fn prepare(&self, edge: &str, kind: ServedKind, adopt: bool) {
         let served = self.entry(edge, kind, true, new_instance());
         served.prepared.store(true, Ordering::Release);
-        served.adopt.store(adopt, Ordering::Release);
+        *served.adoption() = if adopt { Adoption::Open } else { Adoption::Off };
     }
 
     /// The resume offset of the first consumer of a [`prepare`](Self::prepare)d
@@ -182,16 +193,18 @@ impl NetEnv {
             .cloned()?;
         let deadline = Instant::now() + timeout;
         loop {
-            let first = served
-                .first_resume
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if first.is_some() || Instant::now() >= deadline {
-                // Decided: a consumer coming later adopts nothing.
-                served.adopt.store(false, Ordering::Release);
-                return *first;
+            let mut a = served.adoption();
+            match *a {
+                Adoption::Taken(r) => return Some(r),
+                Adoption::Off => return None,
+                Adoption::Open if Instant::now() >= deadline => {
+                    // Decided: a consumer coming later adopts nothing.
+                    *a = Adoption::Off;
+                    return None;
+                }
+                Adoption::Open => {}
             }
-            drop(first);
+            drop(a);
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -207,7 +220,11 @@ impl NetEnv {
         if served.prepared.swap(false, Ordering::AcqRel) {
             // From now on a late first consumer adopts nothing: its stream
             // does not continue in this block's numbering.
-            served.adopt.store(false, Ordering::Release);
+            let mut a = served.adoption();
+            if *a == Adoption::Open {
+                *a = Adoption::Off;
+            }
+            drop(a);
             let instance = served.instance.load(Ordering::Acquire);
             return (served, instance);
         }
@@ -364,12 +381,9 @@ impl NetEnv {
             // A resuming worker still deciding where to start: the first
             // consumer's position decides, and the stream it names (if any)
             // continues in this producer.
-            let mut first = served
-                .first_resume
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if first.is_none() && served.adopt.swap(false, Ordering::AcqRel) {
-                *first = Some(hello.resume_offset);
+            let mut a = served.adoption();
+            if *a == Adoption::Open {
+                *a = Adoption::Taken(hello.resume_offset);
                 if hello.instance != 0 {
                     served.instance.store(hello.instance, Ordering::Release);
                 }

@@ -259,3 +259,14 @@ pub fn forge_zero_crc(prefix: &[u8]) -> [u8; 4] {
     }
     (r ^ start).to_le_bytes()
 }
+
+/// Two little-endian u64 items whose CRC32C is 0: the first is `first`, the
+/// second's low half `low`, its high half forged ([`forge_zero_crc`]).
+pub fn zero_crc_items(first: u64, low: u32) -> Vec<u8> {
+    let mut p = first.to_le_bytes().to_vec();
+    p.extend_from_slice(&low.to_le_bytes());
+    let tail = forge_zero_crc(&p);
+    p.extend_from_slice(&tail);
+    debug_assert_eq!(super::frame::crc(&[&p]), 0);
+    p
+}

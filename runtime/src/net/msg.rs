@@ -459,18 +459,12 @@ impl Block for NetMessageSource {
         }
         if let Some(e) = lost {
             self.drop_conn(&e);
-            // EOS and every message before it arrived together with the
-            // close (a producer whose queue was acknowledged ends at once):
-            // the edge is complete, there is nothing to reconnect for.
-            if self.eos == Some(self.delivered) {
-                tracing::info!(
-                    "message edge {}: producer finished after message {}",
-                    self.edge,
-                    self.delivered
-                );
-                return Ok(Work::Done);
+            // Unless EOS and every message before it arrived together with
+            // the close (a producer whose queue was acknowledged ends at
+            // once): then the edge is complete (below), nothing to reconnect for.
+            if self.eos != Some(self.delivered) {
+                return Ok(Work::Deadline(now + Duration::from_millis(10)));
             }
-            return Ok(Work::Deadline(now + Duration::from_millis(10)));
         }
         if self.conn.is_some() {
             if self.delivered > self.acked {

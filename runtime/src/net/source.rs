@@ -37,10 +37,10 @@ use crate::io::WorkIo;
 use crate::signal::Signal;
 use crate::tag::{keys, Tag};
 
-/// Acknowledge at least this often (bytes delivered) …
 /// How long a producer may answer "edge not produced here" before the
 /// consumer gives up (it may still be building its graph at first).
 pub const UNKNOWN_EDGE_GRACE: Duration = Duration::from_secs(10);
+/// Acknowledge at least this often (bytes delivered) …
 const ACK_BYTES: u64 = 256 * 1024;
 /// … or this often (time).
 const ACK_EVERY: Duration = Duration::from_millis(2);

@@ -194,7 +194,7 @@ impl Write for Sock {
 }
 
 /// A socket connection registered with the reactor.
-pub struct TcpConn {
+pub struct SockConn {
     stream: Sock,
     token: Option<u64>,
     armed: Arc<AtomicBool>,
@@ -203,7 +203,7 @@ pub struct TcpConn {
     peer: String,
 }
 
-impl TcpConn {
+impl SockConn {
     fn flags(read: bool, write: bool) -> epoll::EventFlags {
         let mut f = epoll::EventFlags::ONESHOT | epoll::EventFlags::RDHUP;
         if read {
@@ -216,7 +216,7 @@ impl TcpConn {
     }
 }
 
-impl Conn for TcpConn {
+impl Conn for SockConn {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.stream.read(buf)
     }
@@ -280,7 +280,7 @@ impl Conn for TcpConn {
     }
 }
 
-impl Drop for TcpConn {
+impl Drop for SockConn {
     fn drop(&mut self) {
         if let (Some(t), Ok(r)) = (self.token, reactor()) {
             let _ = epoll::delete(&r.epoll, &self.stream);
@@ -312,7 +312,7 @@ impl Stream for TcpStream {
 
 fn registered(stream: Sock, peer: String) -> io::Result<Box<dyn Conn>> {
     stream.set_nonblocking(true)?;
-    Ok(Box::new(TcpConn {
+    Ok(Box::new(SockConn {
         stream,
         token: None,
         armed: Arc::new(AtomicBool::new(false)),
