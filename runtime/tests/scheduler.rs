@@ -70,6 +70,32 @@ fn head_ends_an_endless_chain_upstream() {
 }
 
 #[test]
+fn null_source_gives_zeros_over_many_laps_of_its_ring() {
+    // It zeroes its ring once and then hands the slots on unwritten: over
+    // many laps of a small buffer (and a reader lagging by a random amount
+    // under the thread-per-block scheduler) every item must still be 0.
+    for cfg in configs() {
+        let mut g = Graph::new();
+        g.config = Config {
+            buffer_bytes: 4096,
+            ..cfg
+        };
+        g.add_block("src", "null_source", &params(json!({"type": "u64"})))
+            .unwrap();
+        g.add_block("head", "head", &params(json!({"type": "u64", "n": 200000})))
+            .unwrap();
+        g.add_block("sink", "vector_sink", &params(json!({"type": "u64"})))
+            .unwrap();
+        g.connect("src.out", "head.in").unwrap();
+        g.connect("head.out", "sink.in").unwrap();
+        let r = run(g).unwrap();
+        let v = u64s(r.get("sink", "data").unwrap());
+        assert_eq!(v.len(), 200000);
+        assert!(v.iter().all(|&x| x == 0));
+    }
+}
+
+#[test]
 fn fan_out_shares_one_buffer_and_ends_when_both_readers_end() {
     let mut g = Graph::new();
     g.add_block("src", "counter_source", &params(json!({})))
