@@ -8,7 +8,8 @@ Usage: python3 bench/run.py [chain] [memory] [cpu] [net] [tags] [latency] [--run
   memory  peak resident memory of `flowmesh run examples/spectrum-survey.yaml`.
   net     bench/net-{f32,cf32}.yaml with `flowmesh run --distributed` (CRC on and off) vs
           ../shared/peers/gnuradio/gr_zmq.py (ZeroMQ PUSH/PULL), alternating; raw TCP from
-          ../shared/peers/limits/sock_bw.c at 128 KiB and at FlowMesh's frame size; and, reported
+          ../shared/peers/limits/sock_bw.c at 128 KiB and at FlowMesh's frame size, and from a 32 MiB
+          ring (bench/ring_tcp.c: a net_sink's input buffer at the default retention); and, reported
           separately, the same edge over a Unix-domain socket (`--unix`) beside raw Unix sockets.
   tags    bench/net-tags.yaml (one tag per 1024 items, every offset checked) vs the same graph with one
           tag in all (and bench/net-counter.yaml, no tagger, for reference).
@@ -139,6 +140,12 @@ def net(runs):
         r = [float(re.search(r": ([\d.]+) GB/s", sh(["/tmp/fm_sock_bw", mode, str(chunk), "8192"]).stdout).group(1))
              for _ in range(3)]
         print(f"raw {mode} socket, {chunk}-byte writes (sock_bw, 3 runs): {stats([x * 1000 for x in r])} MB/s")
+    # The same, but sending from a 32 MiB ring (a net_sink's input buffer at
+    # the default retention) instead of one cache-hot chunk.
+    subprocess.run(["gcc", "-O2", "-o", "/tmp/fm_ring_tcp", os.path.join(ROOT, "bench", "ring_tcp.c")], check=True)
+    r = [float(re.search(r": ([\d.]+) GB/s", sh(["/tmp/fm_ring_tcp", str(32 << 20), "131072", "8192"]).stdout).group(1))
+         for _ in range(3)]
+    print(f"raw tcp socket, 131072-byte writes from a 32 MiB ring (bench/ring_tcp.c, 3 runs): {stats([x * 1000 for x in r])} MB/s")
     print("| edge | N | FlowMesh CRC on Msps min/med/max | FlowMesh CRC off | GNU Radio ZeroMQ PUSH/PULL | ratio (CRC on, medians) | GB/s (CRC on) | FlowMesh over a Unix socket (`--unix`, CRC on; reported separately) |")
     print("|---|---|---|---|---|---|---|---|")
     for typ, gtyp, n, size in [("f32", "f", 2_000_000_000, 4), ("cf32", "c", 1_000_000_000, 8)]:

@@ -49,7 +49,7 @@ pub fn net_source(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
     Ok(BuiltBlock::new(source)
         .output("out", st)
         .tag_policy(TagPolicy::Custom)
-        .min_output_bytes(8 * MAX_FRAME_PAYLOAD.max(st.item_size())))
+        .min_output_bytes(4 * MAX_FRAME_PAYLOAD.max(st.item_size())))
 }
 
 pub fn net_message_sink(p: &Params, env: &Env) -> Result<BuiltBlock, String> {

@@ -34,7 +34,7 @@ use crate::block::{Block, Result, Work};
 use crate::io::WorkIo;
 
 /// Largest DATA payload a sink sends in one frame.
-pub const MAX_FRAME_PAYLOAD: usize = 128 * 1024;
+pub const MAX_FRAME_PAYLOAD: usize = 512 * 1024;
 /// Below this many unsent bytes the sink waits up to `flush_us` for more.
 pub const BATCH_BYTES: usize = 64 * 1024;
 /// While the consumer keeps up, upstream may write at most this far ahead
