@@ -534,3 +534,88 @@ fn append_keeps_whole_items_and_skip_drops_what_comes_again() {
         );
     }
 }
+
+#[test]
+fn sigmf_append_keeps_earlier_metadata_and_places_new_tags_in_the_file() {
+    // First run: items 0..1000 with two tags. A resumed run then delivers
+    // again from item 970 (skip 30) with its own tags: the metadata must hold
+    // the first run's entries before 970, the second run's at their file
+    // positions, and nothing twice.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("rec.sigmf-data");
+    let meta_path = dir.path().join("rec.sigmf-meta");
+    let x = cf32_data(3000);
+    let sink = |extra: Value| {
+        let mut v = json!({"type": "cf32", "path": p(&data), "format": "sigmf", "samp_rate": 1e6});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        factory("file_sink", v)
+    };
+    Harness::new(sink(json!({})))
+        .input_tagged(
+            &x[..1000],
+            vec![
+                Tag::new(5, "sob", Pmt::Null),
+                Tag::new(980, "old", Pmt::I64(1)),
+            ],
+        )
+        .run()
+        .unwrap();
+    Harness::new(sink(json!({"mode": "append", "skip": 30})))
+        .input_tagged(
+            &x[970..],
+            vec![
+                Tag::new(10, "old", Pmt::I64(1)), // item 980 again
+                Tag::new(100, "rx_freq", Pmt::F64(433e6)),
+                Tag::new(2029, "eob", Pmt::Null),
+            ],
+        )
+        .run()
+        .unwrap();
+    assert!(std::fs::read(&data).unwrap() == bytemuck::cast_slice::<_, u8>(&x));
+    let meta: Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    let got: Vec<(u64, &str)> = meta["annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["core:sample_start"].as_u64().unwrap(),
+                a["core:comment"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (5, "sob=null"),
+            (980, "old=1"),
+            (1070, "rx_freq=433000000.0"),
+            (2999, "eob=null"),
+        ]
+    );
+    assert_eq!(
+        meta["captures"],
+        json!([
+            {"core:sample_start": 0},
+            {"core:sample_start": 1070, "core:frequency": 433e6},
+        ])
+    );
+    assert_eq!(meta["global"]["core:sample_rate"], 1e6);
+    assert!(!dir.path().join("rec.sigmf-meta.tmp").exists());
+
+    // Metadata it cannot read is not overwritten: the run fails naming it.
+    std::fs::write(&meta_path, "{ not json").unwrap();
+    let err = Harness::new(sink(json!({"mode": "append"})))
+        .input(&x[..10])
+        .run()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("rec.sigmf-meta") && err.contains("move it away"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&meta_path).unwrap(), "{ not json");
+    assert_eq!(std::fs::metadata(&data).unwrap().len(), 3000 * 8);
+}

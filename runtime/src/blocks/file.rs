@@ -41,6 +41,17 @@
 //!   "core:comment": "KEY=VALUE"}` where VALUE is the tag value as JSON
 //!   (complex numbers as `{"re": .., "im": ..}`, see `Pmt::to_json`).
 //!
+//! The metadata is written to a temporary file renamed over the old one, so
+//! it is never torn. In `append` mode the sink keeps the captures,
+//! annotations and sample rate of the metadata already there for the items it
+//! keeps, and adds its own at their positions in the file; entries for items
+//! delivered again (a resumed segment's overlap, `skip`) are replaced by the
+//! ones that come with them, so nothing is listed twice. A run killed before
+//! it stops writes no metadata: the tags of the items it wrote are missing
+//! from the file's metadata (the samples are all there). Metadata that is
+//! not SigMF JSON stops an `append` sink at start with an error naming it,
+//! rather than being overwritten.
+//!
 //! # Opening files
 //!
 //! Files are opened in `start`, so a file that cannot be opened fails the run
@@ -540,6 +551,63 @@ pub struct FileSink {
     append: bool,
     /// Input items still to drop (already in the file).
     skip: u64,
+    /// File position (in items) of input item 0: what the file held at
+    /// start minus `skip`; 0 when truncating.
+    base: u64,
+    /// Metadata of what an `append` sink found in the file (SigMF only).
+    prior: Prior,
+}
+
+/// What an existing `.sigmf-meta` says about the items kept in `append`
+/// mode: its captures and annotations before the first item this run writes
+/// or delivers again, and its sample rate.
+#[derive(Default)]
+struct Prior {
+    captures: Vec<Value>,
+    annotations: Vec<Value>,
+    sample_rate: Option<f64>,
+}
+
+impl Prior {
+    /// Reads `meta`, keeping the entries that start before sample `upto`.
+    /// A missing file is no metadata; a file that is not SigMF JSON is an
+    /// error, so that appending never overwrites metadata it cannot read.
+    fn read(meta: &Path, upto: u64) -> Result<Prior> {
+        let text = match std::fs::read_to_string(meta) {
+            Ok(t) => t,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Prior::default()),
+            Err(e) => {
+                return Err(failed(format!(
+                    "cannot read the SigMF metadata `{}` to append to: {e}",
+                    meta.display()
+                )))
+            }
+        };
+        let bad = |why: &str| {
+            failed(format!(
+                "cannot append to `{}`: {why}; repair it, or move it away to start the metadata \
+                 afresh (the data file is kept either way)",
+                meta.display()
+            ))
+        };
+        let v: Value = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
+        let before = |key: &str| -> Result<Vec<Value>> {
+            match &v[key] {
+                Value::Null => Ok(vec![]),
+                Value::Array(a) => Ok(a
+                    .iter()
+                    .filter(|e| e["core:sample_start"].as_u64().is_some_and(|s| s < upto))
+                    .cloned()
+                    .collect()),
+                _ => Err(bad(&format!("`{key}` is not a list"))),
+            }
+        };
+        Ok(Prior {
+            captures: before("captures")?,
+            annotations: before("annotations")?,
+            sample_rate: v["global"]["core:sample_rate"].as_f64(),
+        })
+    }
 }
 
 /// Whole items already in a file (what an `append` file sink has made
@@ -570,19 +638,25 @@ impl FileSink {
         );
         global.insert("core:version".into(), json!(SIGMF_VERSION));
         global.insert("core:recorder".into(), json!("FlowMesh file_sink"));
-        let rate = self.samp_rate.or_else(|| {
-            self.tags
-                .iter()
-                .find(|t| &*t.key == keys::RX_RATE)
-                .and_then(|t| t.value.as_f64())
-        });
+        let rate = self
+            .samp_rate
+            .or_else(|| {
+                self.tags
+                    .iter()
+                    .find(|t| &*t.key == keys::RX_RATE)
+                    .and_then(|t| t.value.as_f64())
+            })
+            .or(self.prior.sample_rate);
         if let Some(r) = rate {
             global.insert("core:sample_rate".into(), json!(r));
         }
-        let mut captures = vec![json!({"core:sample_start": 0})];
+        let mut captures = self.prior.captures.clone();
+        if captures.is_empty() {
+            captures.push(json!({"core:sample_start": 0}));
+        }
         for t in self.tags.iter().filter(|t| &*t.key == keys::RX_FREQ) {
             let Some(f) = t.value.as_f64() else { continue };
-            let start = t.offset * vlen;
+            let start = (self.base + t.offset) * vlen;
             let last = captures.last_mut().expect("one capture");
             if last["core:sample_start"] == json!(start) {
                 last["core:frequency"] = json!(f);
@@ -590,17 +664,14 @@ impl FileSink {
                 captures.push(json!({"core:sample_start": start, "core:frequency": f}));
             }
         }
-        let annotations: Vec<Value> = self
-            .tags
-            .iter()
-            .map(|t| {
-                json!({
-                    "core:sample_start": t.offset * vlen,
-                    "core:sample_count": vlen,
-                    "core:comment": format!("{}={}", t.key, t.value.to_json()),
-                })
+        let mut annotations = self.prior.annotations.clone();
+        annotations.extend(self.tags.iter().map(|t| {
+            json!({
+                "core:sample_start": (self.base + t.offset) * vlen,
+                "core:sample_count": vlen,
+                "core:comment": format!("{}={}", t.key, t.value.to_json()),
             })
-            .collect();
+        }));
         json!({"global": global, "captures": captures, "annotations": annotations})
     }
 }
@@ -614,9 +685,17 @@ impl Block for FileSink {
             ))
         };
         self.items = 0;
+        self.base = 0;
+        self.prior = Prior::default();
         let f = if self.append {
             // Keep the whole items already written; drop a torn last item.
             let whole = durable_items(&self.path, self.stype.item_size());
+            // Input item k lands at item base + k of the file (the first
+            // `skip` of them are there already and get dropped).
+            self.base = whole.saturating_sub(self.skip);
+            if let Some(meta) = &self.meta_path {
+                self.prior = Prior::read(meta, self.base * self.stype.vlen as u64)?;
+            }
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -674,12 +753,19 @@ impl Block for FileSink {
             let mut text = serde_json::to_string_pretty(&self.meta())
                 .map_err(|e| failed(format!("cannot encode SigMF metadata: {e}")))?;
             text.push('\n');
-            std::fs::write(meta_path, text).map_err(|e| {
-                failed(format!(
-                    "cannot write SigMF metadata `{}`: {e}; check that its directory is writable",
-                    meta_path.display()
-                ))
-            })?;
+            // Written beside it and renamed over it, so that a kill half-way
+            // never leaves a torn file that the next `append` cannot read.
+            let mut tmp = meta_path.as_os_str().to_owned();
+            tmp.push(".tmp");
+            std::fs::write(&tmp, text)
+                .and_then(|_| std::fs::rename(&tmp, meta_path))
+                .map_err(|e| {
+                    failed(format!(
+                        "cannot write SigMF metadata `{}`: {e}; check that its directory is \
+                         writable",
+                        meta_path.display()
+                    ))
+                })?;
         }
         Ok(())
     }
@@ -721,6 +807,8 @@ pub fn file_sink(p: &Params) -> Result<BuiltBlock, String> {
         tags: vec![],
         append: p.str("mode") == Some("append"),
         skip: p.u64("skip").unwrap_or(0),
+        base: 0,
+        prior: Prior::default(),
     })
     .input("in", st)
     .tag_policy(TagPolicy::None))
