@@ -9,7 +9,7 @@ Usage: python3 bench/run.py [chain] [memory] [cpu] [net] [tags] [latency] [--run
   net     bench/net-{f32,cf32}.yaml with `flowmesh run --distributed` (CRC on and off) vs
           ../shared/peers/gnuradio/gr_zmq.py (ZeroMQ PUSH/PULL), alternating; raw TCP from
           ../shared/peers/limits/sock_bw.c at 128 KiB and at FlowMesh's frame size, and from a 32 MiB
-          ring (bench/ring_tcp.c: a net_sink's input buffer at the default retention); and, reported
+          ring (bench/ring_tcp.c, 512 KiB writes: a net_sink's input buffer at the default retention); and, reported
           separately, the same edge over a Unix-domain socket (`--unix`) beside raw Unix sockets.
   tags    bench/net-tags.yaml (one tag per 1024 items, every offset checked) vs the same graph with one
           tag in all (and bench/net-counter.yaml, no tagger, for reference).
@@ -136,32 +136,39 @@ def gr_zmq(typ, n):
 
 def net(runs):
     subprocess.run(["gcc", "-O2", "-o", "/tmp/fm_sock_bw", os.path.join(PEERS, "limits", "sock_bw.c")], check=True)
-    for mode, chunk in (("tcp", 131072), ("tcp", 131072 + 24), ("unix", 131072 + 24)):
+    # 128 KiB (the limits probe's default) and FlowMesh's own write: a 512 KiB frame + its 24-byte header.
+    for mode, chunk in (("tcp", 131072), ("tcp", 524288 + 24), ("unix", 524288 + 24)):
         r = [float(re.search(r": ([\d.]+) GB/s", sh(["/tmp/fm_sock_bw", mode, str(chunk), "8192"]).stdout).group(1))
              for _ in range(3)]
         print(f"raw {mode} socket, {chunk}-byte writes (sock_bw, 3 runs): {stats([x * 1000 for x in r])} MB/s")
     # The same, but sending from a 32 MiB ring (a net_sink's input buffer at
     # the default retention) instead of one cache-hot chunk.
     subprocess.run(["gcc", "-O2", "-o", "/tmp/fm_ring_tcp", os.path.join(ROOT, "bench", "ring_tcp.c")], check=True)
-    r = [float(re.search(r": ([\d.]+) GB/s", sh(["/tmp/fm_ring_tcp", str(32 << 20), "131072", "8192"]).stdout).group(1))
+    r = [float(re.search(r": ([\d.]+) GB/s", sh(["/tmp/fm_ring_tcp", str(32 << 20), "524288", "8192"]).stdout).group(1))
          for _ in range(3)]
-    print(f"raw tcp socket, 131072-byte writes from a 32 MiB ring (bench/ring_tcp.c, 3 runs): {stats([x * 1000 for x in r])} MB/s")
-    print("| edge | N | FlowMesh CRC on Msps min/med/max | FlowMesh CRC off | GNU Radio ZeroMQ PUSH/PULL | ratio (CRC on, medians) | GB/s (CRC on) | FlowMesh over a Unix socket (`--unix`, CRC on; reported separately) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"raw tcp socket, 524288-byte writes from a 32 MiB ring (bench/ring_tcp.c, 3 runs): {stats([x * 1000 for x in r])} MB/s")
+    print("| edge | N | FlowMesh CRC on Msps min/med/max | FlowMesh CRC off | GNU Radio ZeroMQ PUSH/PULL | ratio (CRC on, medians) | GB/s (CRC on) | FlowMesh over a Unix socket (`--unix`, CRC on; reported separately) | FlowMesh, retention 1 MiB (not the default; CRC on) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for typ, gtyp, n, size in [("f32", "f", 2_000_000_000, 4), ("cf32", "c", 1_000_000_000, 8)]:
         path = os.path.join(ROOT, "bench", f"net-{typ}.yaml")
         off = variant(path, "  connections:", "  runtime: {network: {crc: false}}\n  connections:")
-        on_r, off_r, gr, unix = [], [], [], []
+        # A 1 MiB retention keeps the sender's ring (2 x retention) in L2.
+        small = variant(path, "  connections:", "  runtime: {network: {retentionBytes: 1048576}}\n  connections:")
+        on_r, off_r, gr, unix, small_r = [], [], [], [], []
         for _ in range(runs):
             on_r.append(fm_dist(path, n)[0])
             off_r.append(fm_dist(off, n)[0])
             gr.append(gr_zmq(gtyp, n))
             unix.append(fm_dist(path, n, ("--unix",))[0])
+            small_r.append(fm_dist(small, n)[0])
         os.unlink(off)
+        os.unlink(small)
         med = statistics.median(on_r)
         um = statistics.median(unix)
+        sm = statistics.median(small_r)
         print(f"| net-{typ} | {n:.1e} | {stats(on_r)} | {stats(off_r)} | {stats(gr)} | {med / statistics.median(gr):.2f}x | {med * size / 1e3:.2f} "
-              f"| {stats(unix)} ({um / statistics.median(gr):.2f}x, {um * size / 1e3:.2f} GB/s) |")
+              f"| {stats(unix)} ({um / statistics.median(gr):.2f}x, {um * size / 1e3:.2f} GB/s) "
+              f"| {stats(small_r)} ({sm / statistics.median(gr):.2f}x) |")
 
 
 def tags(runs):
