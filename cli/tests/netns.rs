@@ -1247,7 +1247,7 @@ fn killed_filtering_consumer_restarted_with_resume_writes_the_fault_free_file() 
     const N: u64 = 3_000_000;
     const RATE: f64 = 1e6;
     let mut lab = Lab::chain(&["a", "b"]);
-    let (dist_out, local_out) = (lab.path("dist.cf32"), lab.path("local.cf32"));
+    let (dist_out, local_out) = (lab.path("dist.sigmf-data"), lab.path("local.sigmf-data"));
     let vars = |out: &Path| {
         vec![
             ("N", N.to_string()),
@@ -1305,6 +1305,22 @@ fn killed_filtering_consumer_restarted_with_resume_writes_the_fault_free_file() 
         None,
         "the resumed file differs from the fault-free one from this item on (killed at {held})"
     );
+    // The metadata too: the killed run's tags came back from the journal,
+    // the overlap's are listed once.
+    let meta = |data: &Path| -> Value {
+        serde_json::from_str(&fs::read_to_string(data.with_extension("sigmf-meta")).unwrap())
+            .unwrap()
+    };
+    let (dm, lm) = (meta(&dist_out), meta(&local_out));
+    let n_ann = lm["annotations"].as_array().map_or(0, |a| a.len());
+    assert!(n_ann > 500, "the reference run's tags: {n_ann}");
+    assert!(
+        dm == lm,
+        "the resumed recording's metadata differs from the fault-free one's ({} vs {n_ann} \
+         annotations)",
+        dm["annotations"].as_array().map_or(0, |a| a.len())
+    );
+    assert!(!dist_out.with_extension("sigmf-meta.journal").exists());
     assert_no_crc_mismatch(&mut [&mut a, &mut b2]);
 }
 

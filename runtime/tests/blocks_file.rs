@@ -619,3 +619,70 @@ fn sigmf_append_keeps_earlier_metadata_and_places_new_tags_in_the_file() {
     assert_eq!(std::fs::read_to_string(&meta_path).unwrap(), "{ not json");
     assert_eq!(std::fs::metadata(&data).unwrap().len(), 3000 * 8);
 }
+
+#[test]
+fn sigmf_append_recovers_the_tags_a_killed_run_journalled() {
+    // What a run killed mid-way leaves: 1000 items in the data file, no
+    // metadata, and its tag journal, whose last line is torn. The resumed
+    // run delivers again from item 970 (skip 30).
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("rec.sigmf-data");
+    let meta_path = dir.path().join("rec.sigmf-meta");
+    let journal = dir.path().join("rec.sigmf-meta.journal");
+    let x = cf32_data(2000);
+    std::fs::write(&data, bytemuck::cast_slice::<_, u8>(&x[..1000])).unwrap();
+    std::fs::write(
+        &journal,
+        concat!(
+            r#"{"start":0,"comment":"rx_rate=2000000.0","rate":2000000.0}"#,
+            "\n",
+            r#"{"start":7,"comment":"rx_freq=915000000.0","frequency":915000000.0}"#,
+            "\n",
+            r#"{"start":975,"comment":"late=1"}"#,
+            "\n",
+            r#"{"start":99"#,
+        ),
+    )
+    .unwrap();
+    Harness::new(factory(
+        "file_sink",
+        json!({"type": "cf32", "path": p(&data), "format": "sigmf", "mode": "append", "skip": 30}),
+    ))
+    .input_tagged(&x[970..], vec![Tag::new(5, "late", Pmt::I64(1))])
+    .run()
+    .unwrap();
+    assert!(std::fs::read(&data).unwrap() == bytemuck::cast_slice::<_, u8>(&x));
+    assert!(
+        !journal.exists(),
+        "the journal is folded into the metadata at stop"
+    );
+    let meta: Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    assert_eq!(meta["global"]["core:sample_rate"], 2e6);
+    assert_eq!(
+        meta["captures"],
+        json!([
+            {"core:sample_start": 0},
+            {"core:sample_start": 7, "core:frequency": 915e6},
+        ])
+    );
+    let got: Vec<(u64, &str)> = meta["annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["core:sample_start"].as_u64().unwrap(),
+                a["core:comment"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, "rx_rate=2000000.0"),
+            (7, "rx_freq=915000000.0"),
+            (975, "late=1"),
+        ],
+        "the journal's tags before the overlap, then the overlap's own, once"
+    );
+}

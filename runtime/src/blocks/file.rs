@@ -42,15 +42,20 @@
 //!   (complex numbers as `{"re": .., "im": ..}`, see `Pmt::to_json`).
 //!
 //! The metadata is written to a temporary file renamed over the old one, so
-//! it is never torn. In `append` mode the sink keeps the captures,
-//! annotations and sample rate of the metadata already there for the items it
-//! keeps, and adds its own at their positions in the file; entries for items
-//! delivered again (a resumed segment's overlap, `skip`) are replaced by the
-//! ones that come with them, so nothing is listed twice. A run killed before
-//! it stops writes no metadata: the tags of the items it wrote are missing
-//! from the file's metadata (the samples are all there). Metadata that is
-//! not SigMF JSON stops an `append` sink at start with an error naming it,
-//! rather than being overwritten.
+//! it is never torn. While it runs, the sink also appends each tag, as one
+//! JSON line, to a journal beside the metadata (`rec.sigmf-meta.journal`),
+//! unbuffered and before the items it sits on go to the data file; the
+//! journal is removed once the metadata is written at stop. So a run that is
+//! killed leaves every tag of the items its file holds in the journal.
+//!
+//! In `append` mode the sink starts from the metadata already there and the
+//! journal of a run that did not stop, keeping their entries for the items
+//! it keeps (writing them out as the metadata at once), and adds its own at
+//! their positions in the file; entries for items delivered again (a resumed
+//! segment's overlap, `skip`) are replaced by the ones that come with them,
+//! so nothing is listed twice. Metadata that is not SigMF JSON stops an
+//! `append` sink at start with an error naming it, rather than being
+//! overwritten.
 //!
 //! # Opening files
 //!
@@ -546,36 +551,83 @@ pub struct FileSink {
     samp_rate: Option<f64>,
     out: Option<BufWriter<File>>,
     items: u64,
-    /// Tags seen (SigMF only).
-    tags: Vec<Tag>,
+    /// The recording's metadata so far (SigMF only): what an `append`
+    /// sink kept, then this run's tags.
+    notes: Notes,
+    /// The journal of this run's tags (SigMF only), written before the
+    /// items they sit on.
+    journal: Option<File>,
     append: bool,
     /// Input items still to drop (already in the file).
     skip: u64,
     /// File position (in items) of input item 0: what the file held at
     /// start minus `skip`; 0 when truncating.
     base: u64,
-    /// Metadata of what an `append` sink found in the file (SigMF only).
-    prior: Prior,
 }
 
-/// What an existing `.sigmf-meta` says about the items kept in `append`
-/// mode: its captures and annotations before the first item this run writes
-/// or delivers again, and its sample rate.
+/// One stream tag as SigMF metadata: an annotation, and a capture when it
+/// is an `rx_freq`, or the sample rate when it is an `rx_rate`. Also one
+/// line of the journal.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Note {
+    /// SigMF sample index (item position in the file × vlen).
+    start: u64,
+    /// `KEY=VALUE`, the value as JSON.
+    comment: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    frequency: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rate: Option<f64>,
+}
+
+impl Note {
+    fn of(t: &Tag, start: u64) -> Note {
+        let num = |k: &str| (&*t.key == k).then(|| t.value.as_f64()).flatten();
+        Note {
+            start,
+            comment: format!("{}={}", t.key, t.value.to_json()),
+            frequency: num(keys::RX_FREQ),
+            rate: num(keys::RX_RATE),
+        }
+    }
+}
+
+/// Captures, annotations and sample rate of a recording, built up in
+/// order.
 #[derive(Default)]
-struct Prior {
+struct Notes {
     captures: Vec<Value>,
     annotations: Vec<Value>,
     sample_rate: Option<f64>,
 }
 
-impl Prior {
+impl Notes {
+    fn add(&mut self, n: &Note, vlen: u64) {
+        if let Some(f) = n.frequency {
+            match self.captures.last_mut() {
+                Some(last) if last["core:sample_start"] == json!(n.start) => {
+                    last["core:frequency"] = json!(f)
+                }
+                _ => self
+                    .captures
+                    .push(json!({"core:sample_start": n.start, "core:frequency": f})),
+            }
+        }
+        self.sample_rate = self.sample_rate.or(n.rate);
+        self.annotations.push(json!({
+            "core:sample_start": n.start,
+            "core:sample_count": vlen,
+            "core:comment": n.comment,
+        }));
+    }
+
     /// Reads `meta`, keeping the entries that start before sample `upto`.
     /// A missing file is no metadata; a file that is not SigMF JSON is an
     /// error, so that appending never overwrites metadata it cannot read.
-    fn read(meta: &Path, upto: u64) -> Result<Prior> {
+    fn read(meta: &Path, upto: u64) -> Result<Notes> {
         let text = match std::fs::read_to_string(meta) {
             Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Prior::default()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Notes::default()),
             Err(e) => {
                 return Err(failed(format!(
                     "cannot read the SigMF metadata `{}` to append to: {e}",
@@ -602,11 +654,42 @@ impl Prior {
                 _ => Err(bad(&format!("`{key}` is not a list"))),
             }
         };
-        Ok(Prior {
+        Ok(Notes {
             captures: before("captures")?,
             annotations: before("annotations")?,
             sample_rate: v["global"]["core:sample_rate"].as_f64(),
         })
+    }
+
+    /// Adds the journal's notes that start before sample `upto` and that
+    /// the metadata does not list already (a run that stopped between
+    /// writing its metadata and removing its journal left both).
+    fn recover(&mut self, journal: &Path, upto: u64, vlen: u64) -> Result<()> {
+        let text = match std::fs::read_to_string(journal) {
+            Ok(t) => t,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(failed(format!(
+                    "cannot read the tag journal `{}`: {e}",
+                    journal.display()
+                )))
+            }
+        };
+        let listed = self.annotations.len();
+        // A run killed mid-line leaves a torn last line: what it held was
+        // never written (a journal line goes out before its items).
+        for line in text.lines() {
+            let Ok(n) = serde_json::from_str::<Note>(line) else {
+                continue;
+            };
+            let dup = self.annotations[..listed].iter().any(|a| {
+                a["core:sample_start"] == json!(n.start) && a["core:comment"] == json!(n.comment)
+            });
+            if n.start < upto && !dup {
+                self.add(&n, vlen);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -628,9 +711,15 @@ pub fn sink_data_path(p: &Params) -> Result<PathBuf, String> {
 }
 
 impl FileSink {
+    /// The journal beside the metadata: `<meta>.journal`.
+    fn journal_path(meta: &Path) -> PathBuf {
+        let mut p = meta.as_os_str().to_owned();
+        p.push(".journal");
+        PathBuf::from(p)
+    }
+
     /// The SigMF metadata for what was written.
     fn meta(&self) -> Value {
-        let vlen = self.stype.vlen as u64;
         let mut global = serde_json::Map::new();
         global.insert(
             "core:datatype".into(),
@@ -638,41 +727,58 @@ impl FileSink {
         );
         global.insert("core:version".into(), json!(SIGMF_VERSION));
         global.insert("core:recorder".into(), json!("FlowMesh file_sink"));
-        let rate = self
-            .samp_rate
-            .or_else(|| {
-                self.tags
-                    .iter()
-                    .find(|t| &*t.key == keys::RX_RATE)
-                    .and_then(|t| t.value.as_f64())
-            })
-            .or(self.prior.sample_rate);
-        if let Some(r) = rate {
+        if let Some(r) = self.samp_rate.or(self.notes.sample_rate) {
             global.insert("core:sample_rate".into(), json!(r));
         }
-        let mut captures = self.prior.captures.clone();
-        if captures.is_empty() {
-            captures.push(json!({"core:sample_start": 0}));
+        let mut captures = self.notes.captures.clone();
+        if captures
+            .first()
+            .is_none_or(|c| c["core:sample_start"] != json!(0))
+        {
+            captures.insert(0, json!({"core:sample_start": 0}));
         }
-        for t in self.tags.iter().filter(|t| &*t.key == keys::RX_FREQ) {
-            let Some(f) = t.value.as_f64() else { continue };
-            let start = (self.base + t.offset) * vlen;
-            let last = captures.last_mut().expect("one capture");
-            if last["core:sample_start"] == json!(start) {
-                last["core:frequency"] = json!(f);
-            } else {
-                captures.push(json!({"core:sample_start": start, "core:frequency": f}));
-            }
-        }
-        let mut annotations = self.prior.annotations.clone();
-        annotations.extend(self.tags.iter().map(|t| {
-            json!({
-                "core:sample_start": (self.base + t.offset) * vlen,
-                "core:sample_count": vlen,
-                "core:comment": format!("{}={}", t.key, t.value.to_json()),
+        json!({"global": global, "captures": captures, "annotations": self.notes.annotations})
+    }
+
+    /// Writes the metadata to a temporary file renamed over `meta_path`, so
+    /// that a kill half-way never leaves a torn file.
+    fn write_meta(&self, meta_path: &Path) -> Result<()> {
+        let mut text = serde_json::to_string_pretty(&self.meta())
+            .map_err(|e| failed(format!("cannot encode SigMF metadata: {e}")))?;
+        text.push('\n');
+        let mut tmp = meta_path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, meta_path))
+            .map_err(|e| {
+                failed(format!(
+                    "cannot write SigMF metadata `{}`: {e}; check that its directory is writable",
+                    meta_path.display()
+                ))
             })
-        }));
-        json!({"global": global, "captures": captures, "annotations": annotations})
+    }
+
+    /// SigMF: takes over what the file's metadata and the journal of a run
+    /// that did not stop say about the items kept, writes that as the
+    /// metadata, and starts an empty journal for this run.
+    fn start_metadata(&mut self, meta: &Path) -> Result<()> {
+        let vlen = self.stype.vlen as u64;
+        let journal = Self::journal_path(meta);
+        self.notes = Notes::default();
+        if self.append {
+            let upto = self.base * vlen;
+            self.notes = Notes::read(meta, upto)?;
+            self.notes.recover(&journal, upto, vlen)?;
+            self.write_meta(meta)?;
+        }
+        let f = File::create(&journal).map_err(|e| {
+            failed(format!(
+                "cannot create the tag journal `{}`: {e}; check that its directory is writable",
+                journal.display()
+            ))
+        })?;
+        self.journal = Some(f);
+        Ok(())
     }
 }
 
@@ -686,16 +792,12 @@ impl Block for FileSink {
         };
         self.items = 0;
         self.base = 0;
-        self.prior = Prior::default();
         let f = if self.append {
             // Keep the whole items already written; drop a torn last item.
             let whole = durable_items(&self.path, self.stype.item_size());
             // Input item k lands at item base + k of the file (the first
             // `skip` of them are there already and get dropped).
             self.base = whole.saturating_sub(self.skip);
-            if let Some(meta) = &self.meta_path {
-                self.prior = Prior::read(meta, self.base * self.stype.vlen as u64)?;
-            }
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -709,7 +811,9 @@ impl Block for FileSink {
             File::create(&self.path).map_err(cannot)?
         };
         self.out = Some(BufWriter::with_capacity(WRITE_BUFFER, f));
-        self.tags.clear();
+        if let Some(meta) = self.meta_path.clone() {
+            self.start_metadata(&meta)?;
+        }
         Ok(())
     }
 
@@ -721,8 +825,26 @@ impl Block for FileSink {
         let Some(out) = self.out.as_mut() else {
             return Err(failed("file_sink ran before it was started".into()));
         };
-        if self.meta_path.is_some() {
-            self.tags.extend(io.tags(0).iter().cloned());
+        if let Some(journal) = self.journal.as_mut() {
+            // Journalled (unbuffered) before the items go to the data file,
+            // so that a run killed at any point has every tag of the items
+            // its file holds in the journal.
+            let vlen = self.stype.vlen as u64;
+            let mut lines = vec![];
+            for t in io.tags(0) {
+                let n = Note::of(t, (self.base + t.offset) * vlen);
+                serde_json::to_writer(&mut lines, &n).expect("a note encodes");
+                lines.push(b'\n');
+                self.notes.add(&n, vlen);
+            }
+            if !lines.is_empty() {
+                journal.write_all(&lines).map_err(|e| {
+                    failed(format!(
+                        "cannot write the tag journal beside `{}`: {e}",
+                        self.path.display()
+                    ))
+                })?;
+            }
         }
         let isz = self.stype.item_size();
         let drop = (self.skip.min(n as u64)) as usize;
@@ -750,22 +872,11 @@ impl Block for FileSink {
                 .map_err(|e| failed(format!("cannot write `{}`: {e}", self.path.display())))?;
         }
         if let Some(meta_path) = &self.meta_path {
-            let mut text = serde_json::to_string_pretty(&self.meta())
-                .map_err(|e| failed(format!("cannot encode SigMF metadata: {e}")))?;
-            text.push('\n');
-            // Written beside it and renamed over it, so that a kill half-way
-            // never leaves a torn file that the next `append` cannot read.
-            let mut tmp = meta_path.as_os_str().to_owned();
-            tmp.push(".tmp");
-            std::fs::write(&tmp, text)
-                .and_then(|_| std::fs::rename(&tmp, meta_path))
-                .map_err(|e| {
-                    failed(format!(
-                        "cannot write SigMF metadata `{}`: {e}; check that its directory is \
-                         writable",
-                        meta_path.display()
-                    ))
-                })?;
+            self.write_meta(meta_path)?;
+            // The metadata now holds what the journal did.
+            if self.journal.take().is_some() {
+                let _ = std::fs::remove_file(Self::journal_path(meta_path));
+            }
         }
         Ok(())
     }
@@ -804,11 +915,11 @@ pub fn file_sink(p: &Params) -> Result<BuiltBlock, String> {
         samp_rate,
         out: None,
         items: 0,
-        tags: vec![],
+        notes: Notes::default(),
+        journal: None,
         append: p.str("mode") == Some("append"),
         skip: p.u64("skip").unwrap_or(0),
         base: 0,
-        prior: Prior::default(),
     })
     .input("in", st)
     .tag_policy(TagPolicy::None))
