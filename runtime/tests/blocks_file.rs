@@ -535,6 +535,22 @@ fn append_keeps_whole_items_and_skip_drops_what_comes_again() {
     }
 }
 
+/// `(core:sample_start, core:comment)` of each annotation of a SigMF
+/// metadata document.
+fn starts_and_comments(meta: &Value) -> Vec<(u64, &str)> {
+    meta["annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["core:sample_start"].as_u64().unwrap(),
+                a["core:comment"].as_str().unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn sigmf_append_keeps_earlier_metadata_and_places_new_tags_in_the_file() {
     // First run: items 0..1000 with two tags. A resumed run then delivers
@@ -575,17 +591,7 @@ fn sigmf_append_keeps_earlier_metadata_and_places_new_tags_in_the_file() {
         .unwrap();
     assert!(std::fs::read(&data).unwrap() == bytemuck::cast_slice::<_, u8>(&x));
     let meta: Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
-    let got: Vec<(u64, &str)> = meta["annotations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["core:sample_start"].as_u64().unwrap(),
-                a["core:comment"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let got = starts_and_comments(&meta);
     assert_eq!(
         got,
         vec![
@@ -665,17 +671,7 @@ fn sigmf_append_recovers_the_tags_a_killed_run_journalled() {
             {"core:sample_start": 7, "core:frequency": 915e6},
         ])
     );
-    let got: Vec<(u64, &str)> = meta["annotations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["core:sample_start"].as_u64().unwrap(),
-                a["core:comment"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let got = starts_and_comments(&meta);
     assert_eq!(
         got,
         vec![
