@@ -820,7 +820,12 @@ mod tests {
                 let i = at.index(b.len());
                 b[i] = byte;
             }
-            prop_assert_eq!(decode_tags(&b).ok(), reference(&b));
+            // Compared as text: a mutated byte can make a float NaN, which
+            // is never equal to itself (seen in CI: `F64(NaN)` both sides).
+            prop_assert_eq!(
+                format!("{:?}", decode_tags(&b).ok()),
+                format!("{:?}", reference(&b))
+            );
         }
 
         #[test]
