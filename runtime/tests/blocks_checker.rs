@@ -92,3 +92,24 @@ fn the_expected_total_is_enforced() {
     let e = run(&data, vec![], Some(1_001)).unwrap_err();
     assert!(e.contains("expected 1001 items"), "{e}");
 }
+
+#[test]
+fn a_gap_on_the_first_item_counts_as_lost_what_precedes_its_value() {
+    // A consumer that resumed too late: its first item, 3000, carries the
+    // gap of the 3000 items before it (the producer no longer held them).
+    let data: Vec<u64> = (3_000..10_000).collect();
+    run(
+        &data,
+        vec![gap(0, 0, 3_000, "retention_exceeded")],
+        Some(10_000),
+    )
+    .unwrap();
+    // A later jump is still checked against the value the stream started at.
+    let mut late = data.clone();
+    late.drain(100..102);
+    let e = run(&late, vec![gap(0, 0, 3_000, "retention_exceeded")], None).unwrap_err();
+    assert!(
+        e.contains("jump at item 100: got 3102, expected 3100"),
+        "{e}"
+    );
+}

@@ -66,7 +66,8 @@ pub fn net_message_source(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
 /// `stream_checker`: input `in` (u64 counter items); parameter `expect`.
 /// Fails on any jump, repeat or reordering not covered by a `gap` tag. The
 /// first item may have any value (a restarted segment resumes mid-stream);
-/// every later one must follow it. A `gap` with cause `restart` (the
+/// every later one must follow it; a `gap` on the first item counts as lost
+/// what comes before its value. A `gap` with cause `restart` (the
 /// producer started over) starts a new stream: the item it sits on may have
 /// any value again, and `expect` applies to the last such stream (its
 /// first value plus what followed must reach `expect`).
@@ -116,7 +117,8 @@ impl Block for StreamChecker {
                 self.tags_checked += 1;
             }
         }
-        if !self.started {
+        let fresh = !self.started;
+        if fresh {
             self.started = true;
             self.next = x[0];
             self.skipped = x[0]; // before our first item: not ours to check
@@ -132,7 +134,14 @@ impl Block for StreamChecker {
                     break;
                 }
                 g.next();
-                if at == off {
+                if at == off && fresh && i == 0 && !restart {
+                    // On the very first item, whose value already starts
+                    // after the loss: the items are lost, not skipped, and
+                    // the counter stays where that value put it.
+                    self.lost += count;
+                    self.gaps += 1;
+                    self.skipped = self.skipped.saturating_sub(count);
+                } else if at == off {
                     // `first` is in the coordinates of the stream where the
                     // loss happened; the count is what moves the counter.
                     let _ = first;
