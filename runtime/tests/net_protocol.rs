@@ -185,7 +185,13 @@ impl Transport for Killable {
         )
     }
     fn connect(&self, addr: &str, timeout: Duration) -> io::Result<Box<dyn Stream>> {
-        self.inner.connect(addr, timeout)
+        if self.dead.load(Ordering::SeqCst) {
+            return Err(gone());
+        }
+        Ok(Box::new(KStream {
+            inner: self.inner.connect(addr, timeout)?,
+            owner: self.clone(),
+        }))
     }
 }
 
@@ -794,4 +800,129 @@ fn a_message_consumer_finishes_when_eos_arrives_together_with_the_close() {
     assert_eq!(msgs, vec![Pmt::String("m".into()); 3]);
     assert_eq!(r.get(&rx, "last_seq"), Some(Pmt::I64(3)));
     assert_eq!(conns.load(Ordering::SeqCst), 1, "no reconnection");
+}
+
+// ------------------------------------------------ accounting at any time
+
+#[test]
+fn delivered_plus_lost_is_the_next_offset_at_every_moment_across_a_retention_gap() {
+    // A paced counter over an edge retaining 64 KiB (8192 items). The first
+    // consumer reads 100 000 items and dies; the producer fills its
+    // buffer and waits. A fresh consumer then asks for offset 0, long gone:
+    // one `retention_exceeded` gap with the exact count, then the rest. All
+    // along, sampled between work calls, delivered + lost == expected.
+    const N: u64 = 300_000;
+    let text = counter_spec(N, 1e6).replace(
+        "  connections:",
+        "  runtime: {network: {retentionBytes: 65536}}\n  connections:",
+    );
+    let p = partition(&spec(&text)).unwrap();
+    let rx = p
+        .edges
+        .iter()
+        .find(|e| e.id == "tag.out>b")
+        .unwrap()
+        .source_block
+        .clone();
+    let mem = Mem::new();
+    let env = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    env.listen("mem-a1").unwrap();
+    let producer = segment(&p, "a", &env);
+
+    // None once the graph has ended (its blocks answer no more).
+    let snapshot = |r: &Running| -> Option<(u64, u64, u64)> {
+        let v = r.handle().get(&rx, "accounting").ok()?;
+        let f = |k: &str| v.get(k).and_then(Pmt::as_u64).unwrap();
+        assert_eq!(f("restarts"), 0);
+        Some((f("expected"), f("delivered"), f("lost")))
+    };
+    let mut samples = 0;
+    let mut check = |r: &Running| {
+        let (expected, delivered, lost) = snapshot(r).expect("the first consumer runs");
+        assert_eq!(
+            delivered + lost,
+            expected,
+            "delivered {delivered} + lost {lost} != next offset {expected}"
+        );
+        samples += 1;
+        expected
+    };
+
+    // The first consumer's connections can be cut as if it crashed (a
+    // consumer that stops cleanly tells the producer it is done).
+    let kill = Killable::new(&mem);
+    let c1 = NetEnv::new(Arc::new(kill.clone()), "t", 1, "tok");
+    c1.set_peer("a", "mem-a1");
+    let first = segment(&p, "b", &c1);
+    let t0 = Instant::now();
+    let mut reached = 0;
+    while reached < 100_000 {
+        reached = check(&first);
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the first consumer is stuck"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    kill.kill();
+    first.handle().stop();
+    let _ = first.wait();
+    // The producer runs on until its buffer (2 x 64 KiB) is full.
+    std::thread::sleep(Duration::from_millis(200));
+
+    let second = segment(&p, "b", &consumer_env(&mem, "mem-a1"));
+    let mut lost_seen = 0;
+    while !second.wait_timeout(Duration::from_millis(1)) {
+        let Some((expected, delivered, lost)) = snapshot(&second) else {
+            break;
+        };
+        assert_eq!(delivered + lost, expected, "at {expected}");
+        lost_seen = lost_seen.max(lost);
+        samples += 1;
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the second consumer is stuck"
+        );
+    }
+    let b = second
+        .wait()
+        .expect("the second consumer and its checker succeed");
+    producer.wait().expect("the producer finishes");
+
+    let Some(Pmt::List(tags)) = b.get("sink", "tags") else {
+        panic!("no tags")
+    };
+    let gaps: Vec<&Pmt> = tags
+        .iter()
+        .filter(|t| t.get("key").and_then(Pmt::as_str) == Some("gap"))
+        .collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let v = gaps[0].get("value").unwrap();
+    assert_eq!(
+        v.get("cause").and_then(Pmt::as_str),
+        Some("retention_exceeded"),
+        "{v}"
+    );
+    let count = v.get("count").and_then(Pmt::as_u64).unwrap();
+    let Some(Pmt::Vector(TypedVec::U64(data))) = b.get("sink", "data") else {
+        panic!("no data")
+    };
+    // The first item delivered is the producer's oldest retained one, and
+    // the gap counts exactly the items before it.
+    assert_eq!(data[0], count);
+    // The producer keeps the last 8192 items sent, and the first consumer
+    // had received at least `reached`.
+    assert!(
+        count + 8192 >= reached,
+        "{count} retained from, {reached} reached"
+    );
+    assert_eq!(data.len() as u64 + count, N);
+    assert!(data.iter().enumerate().all(|(i, &x)| x == count + i as u64));
+    assert_eq!(b.get(&rx, "lost").and_then(|v| v.as_u64()), Some(count));
+    assert_eq!(
+        b.get(&rx, "delivered").and_then(|v| v.as_u64()),
+        Some(N - count)
+    );
+    assert_eq!(lost_seen, count);
+    assert!(samples > 50, "sampled {samples} times");
 }

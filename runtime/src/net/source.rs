@@ -938,6 +938,16 @@ impl Block for NetSource {
             "instance" => Some(Pmt::I64(self.instance as i64)),
             "peer" => Some(Pmt::String(self.peer.clone())),
             "connections" => Some(Pmt::I64(self.reconnects as i64)),
+            // One consistent snapshot (a live `get` runs between two work
+            // calls): within one producer instance, `delivered + lost` is
+            // always `expected`, the next offset wanted; the items in flight
+            // are those from `expected` to what the producer has written.
+            "accounting" => Some(Pmt::map([
+                ("expected", Pmt::I64(self.expected as i64)),
+                ("delivered", Pmt::I64(self.delivered as i64)),
+                ("lost", Pmt::I64(self.lost as i64)),
+                ("restarts", Pmt::I64(self.restarts as i64)),
+            ])),
             _ => None,
         }
     }
