@@ -18,7 +18,7 @@ use flowmesh_runtime::net::frame::{
 };
 use flowmesh_runtime::net::transport::{AcceptFn, Conn, Mem, Stream, Transport};
 use flowmesh_runtime::signal::Signal;
-use flowmesh_runtime::{start, Graph, Running};
+use flowmesh_runtime::{start, Graph, Report, Running};
 
 fn spec(text: &str) -> FlowGraphSpec {
     serde_json::from_value::<FlowGraphDocument>(parse_yaml_value(text).unwrap())
@@ -219,6 +219,28 @@ spec:
     )
 }
 
+/// What the `sink` (a u64 `vector_sink`) of a finished segment collected:
+/// its items and its tags.
+fn sink_output(b: &Report) -> (Vec<u64>, Vec<Pmt>) {
+    let Some(Pmt::Vector(TypedVec::U64(data))) = b.get("sink", "data") else {
+        panic!("no data")
+    };
+    let Some(Pmt::List(tags)) = b.get("sink", "tags") else {
+        panic!("no tags")
+    };
+    (data, tags)
+}
+
+/// The one `gap` tag among `tags` (fails unless there is exactly one).
+fn only_gap(tags: &[Pmt]) -> &Pmt {
+    let gaps: Vec<&Pmt> = tags
+        .iter()
+        .filter(|t| t.get("key").and_then(Pmt::as_str) == Some("gap"))
+        .collect();
+    assert_eq!(gaps.len(), 1, "exactly one gap tag: {gaps:?}");
+    gaps[0]
+}
+
 /// The producing segment `seg` of `p` listening at `mem-a1` through a
 /// transport that can be killed (the first producer of a restart test).
 fn killable_producer(mem: &Mem, p: &Partition, seg: &str) -> (Killable, Running) {
@@ -273,18 +295,8 @@ fn a_producer_replaced_mid_stream_gives_one_restart_gap_and_loses_nothing_of_the
     producer2.wait().expect("the second producer finishes");
     drop(producer1); // stopped; its sink waits for a consumer that never returns
 
-    let Some(Pmt::Vector(TypedVec::U64(data))) = b.get("sink", "data") else {
-        panic!("no data")
-    };
-    let Some(Pmt::List(tags)) = b.get("sink", "tags") else {
-        panic!("no tags")
-    };
-    let gaps: Vec<&Pmt> = tags
-        .iter()
-        .filter(|t| t.get("key").and_then(Pmt::as_str) == Some("gap"))
-        .collect();
-    assert_eq!(gaps.len(), 1, "exactly one gap tag: {gaps:?}");
-    let g = gaps[0];
+    let (data, tags) = sink_output(&b);
+    let g = only_gap(&tags);
     let at = g.get("offset").and_then(Pmt::as_u64).unwrap() as usize;
     let v = g.get("value").unwrap();
     assert_eq!(v.get("cause").and_then(Pmt::as_str), Some("restart"), "{v}");
@@ -889,24 +901,14 @@ fn delivered_plus_lost_is_the_next_offset_at_every_moment_across_a_retention_gap
         .expect("the second consumer and its checker succeed");
     producer.wait().expect("the producer finishes");
 
-    let Some(Pmt::List(tags)) = b.get("sink", "tags") else {
-        panic!("no tags")
-    };
-    let gaps: Vec<&Pmt> = tags
-        .iter()
-        .filter(|t| t.get("key").and_then(Pmt::as_str) == Some("gap"))
-        .collect();
-    assert_eq!(gaps.len(), 1, "{gaps:?}");
-    let v = gaps[0].get("value").unwrap();
+    let (data, tags) = sink_output(&b);
+    let v = only_gap(&tags).get("value").unwrap();
     assert_eq!(
         v.get("cause").and_then(Pmt::as_str),
         Some("retention_exceeded"),
         "{v}"
     );
     let count = v.get("count").and_then(Pmt::as_u64).unwrap();
-    let Some(Pmt::Vector(TypedVec::U64(data))) = b.get("sink", "data") else {
-        panic!("no data")
-    };
     // The first item delivered is the producer's oldest retained one, and
     // the gap counts exactly the items before it.
     assert_eq!(data[0], count);
