@@ -682,3 +682,33 @@ fn sigmf_append_recovers_the_tags_a_killed_run_journalled() {
         "the journal's tags before the overlap, then the overlap's own, once"
     );
 }
+
+#[test]
+fn sigmf_append_does_not_repeat_what_both_the_metadata_and_a_stale_journal_list() {
+    // A run stopped between writing its metadata and removing its journal:
+    // both list the tag; the next append lists it once.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("rec.sigmf-data");
+    let x = cf32_data(100);
+    let sink = |mode: &str| {
+        factory(
+            "file_sink",
+            json!({"type": "cf32", "path": p(&data), "format": "sigmf", "mode": mode}),
+        )
+    };
+    Harness::new(sink("truncate"))
+        .input_tagged(&x, vec![Tag::new(3, "sob", Pmt::Null)])
+        .run()
+        .unwrap();
+    std::fs::write(
+        dir.path().join("rec.sigmf-meta.journal"),
+        "{\"start\":3,\"comment\":\"sob=null\"}\n",
+    )
+    .unwrap();
+    Harness::new(sink("append")).input(&x[..0]).run().unwrap();
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("rec.sigmf-meta")).unwrap())
+            .unwrap();
+    assert_eq!(starts_and_comments(&meta), vec![(3, "sob=null")]);
+    assert_eq!(std::fs::metadata(&data).unwrap().len(), 100 * 8);
+}

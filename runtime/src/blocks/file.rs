@@ -675,16 +675,23 @@ impl Notes {
                 )))
             }
         };
-        let listed = self.annotations.len();
+        let listed: std::collections::HashSet<(u64, String)> = self
+            .annotations
+            .iter()
+            .filter_map(|a| {
+                Some((
+                    a["core:sample_start"].as_u64()?,
+                    a["core:comment"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
         // A run killed mid-line leaves a torn last line: what it held was
         // never written (a journal line goes out before its items).
         for line in text.lines() {
             let Ok(n) = serde_json::from_str::<Note>(line) else {
                 continue;
             };
-            let dup = self.annotations[..listed].iter().any(|a| {
-                a["core:sample_start"] == json!(n.start) && a["core:comment"] == json!(n.comment)
-            });
+            let dup = listed.contains(&(n.start, n.comment.clone()));
             if n.start < upto && !dup {
                 self.add(&n, vlen);
             }
