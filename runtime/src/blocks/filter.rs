@@ -589,19 +589,26 @@ impl<T: Sample> Block for LowPassFilter<T> {
     }
 }
 
+impl LowPassDesign {
+    /// The design a `low_pass_filter`'s parameters describe.
+    fn from_params(p: &Params) -> Result<Self, String> {
+        let req = |n: &str| {
+            p.f64(n)
+                .ok_or_else(|| format!("the parameter `{n}` is required"))
+        };
+        let window = p.str("window").unwrap_or("hamming");
+        Ok(LowPassDesign {
+            samp_rate: req("samp_rate")?,
+            cutoff: req("cutoff")?,
+            transition: req("transition")?,
+            window: Window::parse(window).ok_or_else(|| format!("unknown window `{window}`"))?,
+            gain: p.f64("gain").unwrap_or(1.0),
+        })
+    }
+}
+
 fn low_pass_filter_t<T: Sample>(p: &Params) -> Result<BuiltBlock, String> {
-    let req = |n: &str| {
-        p.f64(n)
-            .ok_or_else(|| format!("the parameter `{n}` is required"))
-    };
-    let window = p.str("window").unwrap_or("hamming");
-    let design = LowPassDesign {
-        samp_rate: req("samp_rate")?,
-        cutoff: req("cutoff")?,
-        transition: req("transition")?,
-        window: Window::parse(window).ok_or_else(|| format!("unknown window `{window}`"))?,
-        gain: p.f64("gain").unwrap_or(1.0),
-    };
+    let design = LowPassDesign::from_params(p)?;
     let taps = design.taps()?;
     let d = decimation(p)?;
     let st = StreamType::scalar(T::TYPE);
@@ -639,19 +646,7 @@ pub fn low_pass_filter(p: &Params) -> Result<BuiltBlock, String> {
 pub fn history(kind: &str, p: &Params) -> Option<u64> {
     let taps = match kind {
         "fir_filter" => p.complex_list("taps")?.len(),
-        "low_pass_filter" => {
-            let window = p.str("window").unwrap_or("hamming");
-            LowPassDesign {
-                samp_rate: p.f64("samp_rate")?,
-                cutoff: p.f64("cutoff")?,
-                transition: p.f64("transition")?,
-                window: Window::parse(window)?,
-                gain: p.f64("gain").unwrap_or(1.0),
-            }
-            .taps()
-            .ok()?
-            .len()
-        }
+        "low_pass_filter" => LowPassDesign::from_params(p).ok()?.taps().ok()?.len(),
         _ => return None,
     };
     Some(taps.saturating_sub(1) as u64)
