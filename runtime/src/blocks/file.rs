@@ -700,6 +700,15 @@ impl Notes {
     }
 }
 
+/// Writes `bytes` as the new content of `path`: to `<path>.tmp` first, then
+/// renamed over it, so that a kill half-way never leaves a torn file.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Whole items already in a file (what an `append` file sink has made
 /// durable): the file length divided by the item size, rounded down.
 pub fn durable_items(path: &std::path::Path, item_size: usize) -> u64 {
@@ -747,22 +756,17 @@ impl FileSink {
         json!({"global": global, "captures": captures, "annotations": self.notes.annotations})
     }
 
-    /// Writes the metadata to a temporary file renamed over `meta_path`, so
-    /// that a kill half-way never leaves a torn file.
+    /// Writes the metadata ([`replace_file`]: never a torn file).
     fn write_meta(&self, meta_path: &Path) -> Result<()> {
         let mut text = serde_json::to_string_pretty(&self.meta())
             .map_err(|e| failed(format!("cannot encode SigMF metadata: {e}")))?;
         text.push('\n');
-        let mut tmp = meta_path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, meta_path))
-            .map_err(|e| {
-                failed(format!(
-                    "cannot write SigMF metadata `{}`: {e}; check that its directory is writable",
-                    meta_path.display()
-                ))
-            })
+        replace_file(meta_path, text.as_bytes()).map_err(|e| {
+            failed(format!(
+                "cannot write SigMF metadata `{}`: {e}; check that its directory is writable",
+                meta_path.display()
+            ))
+        })
     }
 
     /// SigMF: takes over what the file's metadata and the journal of a run

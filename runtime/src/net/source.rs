@@ -242,7 +242,7 @@ impl NetSource {
     }
 
     /// Writes the state file if the instance or the numbering changed
-    /// (write to a temporary file, then rename: never a torn file).
+    /// ([`replace_file`](crate::blocks::file::replace_file): never torn).
     fn save_state(&mut self) {
         let Some(path) = &self.state_path else {
             return;
@@ -254,9 +254,7 @@ impl NetSource {
         if self.saved == Some(now) {
             return;
         }
-        let tmp = path.with_extension("tmp");
-        let r = std::fs::write(&tmp, now.to_json()).and_then(|_| std::fs::rename(&tmp, path));
-        match r {
+        match crate::blocks::file::replace_file(path, &now.to_json()) {
             Ok(()) => self.saved = Some(now),
             Err(e) => tracing::warn!(
                 "edge {}: cannot record its state in {}: {e}",
