@@ -125,6 +125,13 @@ fn gcd(a: u128, b: u128) -> u128 {
     }
 }
 
+/// A block's catalog entry and its parameters with the defaults filled in
+/// (`None` for a kind the catalog does not know).
+fn resolved(b: &flowmesh_model::spec::BlockSpec) -> Option<(&'static BlockDescriptor, Params)> {
+    let d = catalog().get(&b.kind)?;
+    Some((d, params::resolve(d, &b.params).0))
+}
+
 /// Visits every block downstream of `from` along stream connections, once,
 /// with where the walk stands there ([`At`]); `visit` returns false to stop
 /// at that block.
@@ -133,11 +140,7 @@ fn walk_down(
     from: &str,
     mut visit: impl FnMut(&str, &'static BlockDescriptor, &Params, At) -> bool,
 ) {
-    let resolved = |name: &str| {
-        let b = sub.blocks.get(name)?;
-        let d = catalog().get(&b.kind)?;
-        Some((d, params::resolve(d, &b.params).0))
-    };
+    let resolved = |name: &str| resolved(sub.blocks.get(name)?);
     let start = At {
         i: 1,
         d: 1,
@@ -414,9 +417,7 @@ fn announce_edges(sub: &FlowGraphSpec, env: &NetEnv, relays: &[String]) {
     for (name, b) in &sub.blocks {
         match b.kind.as_str() {
             "net_sink" => {
-                let p = catalog()
-                    .get(&b.kind)
-                    .map_or_else(Default::default, |d| params::resolve(d, &b.params).0);
+                let p = resolved(b).map(|(_, p)| p).unwrap_or_default();
                 env.prepare(
                     edge_of(b),
                     ServedKind::Stream(stream_type(&p)),
