@@ -326,6 +326,11 @@ fn unix_path(addr: &str) -> Option<&str> {
     addr.strip_prefix("unix:")
 }
 
+/// The `unix:/path` address of a named Unix socket address.
+fn unix_name(a: std::os::unix::net::SocketAddr) -> Option<String> {
+    a.as_pathname().map(|p| format!("unix:{}", p.display()))
+}
+
 impl Stream for UnixStream {
     fn set_timeout(&mut self, t: Option<Duration>) -> io::Result<()> {
         self.set_read_timeout(t)?;
@@ -333,19 +338,16 @@ impl Stream for UnixStream {
     }
     fn peer_addr(&self) -> String {
         // The connecting side of a Unix socket is unnamed; name the path.
-        let name = |a: std::os::unix::net::SocketAddr| {
-            a.as_pathname().map(|p| format!("unix:{}", p.display()))
-        };
         UnixStream::peer_addr(self)
             .ok()
-            .and_then(name)
-            .or_else(|| UnixStream::local_addr(self).ok().and_then(name))
+            .and_then(unix_name)
+            .or_else(|| UnixStream::local_addr(self).ok().and_then(unix_name))
             .unwrap_or_else(|| "unix:?".into())
     }
     fn local_addr(&self) -> String {
         UnixStream::local_addr(self)
             .ok()
-            .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+            .and_then(unix_name)
             .unwrap_or_else(|| "unix:?".into())
     }
     fn into_conn(self: Box<Self>) -> io::Result<Box<dyn Conn>> {
@@ -354,13 +356,27 @@ impl Stream for UnixStream {
     }
 }
 
-/// Runs `accept` for each connection on its own short-lived thread, so a
-/// slow or hostile peer cannot hold up the others.
-fn serve_each<S: Stream + 'static>(s: S, accept: &AcceptFn) {
-    let accept = accept.clone();
-    let _ = std::thread::Builder::new()
-        .name("flowmesh-hello".into())
-        .spawn(move || accept(Box::new(s)));
+/// Accepts connections (`next`) on a thread of their own for as long as the
+/// process runs, and runs `accept` for each on its own short-lived thread,
+/// so a slow or hostile peer cannot hold up the others.
+fn accept_forever<S: Stream + 'static>(
+    mut next: impl FnMut() -> io::Result<S> + Send + 'static,
+    accept: AcceptFn,
+) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("flowmesh-accept".into())
+        .spawn(move || loop {
+            match next() {
+                Ok(s) => {
+                    let accept = accept.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("flowmesh-hello".into())
+                        .spawn(move || accept(Box::new(s)));
+                }
+                Err(e) => tracing::warn!("accept failed: {e}"),
+            }
+        })?;
+    Ok(())
 }
 
 /// Sockets: TCP between hosts (or processes of one host), and Unix-domain
@@ -385,33 +401,19 @@ impl Transport for Tcp {
                 std::fs::remove_file(path)?;
             }
             let l = UnixListener::bind(path)?;
-            std::thread::Builder::new()
-                .name("flowmesh-accept".into())
-                .spawn(move || {
-                    for s in l.incoming() {
-                        match s {
-                            Ok(s) => serve_each(s, &accept),
-                            Err(e) => tracing::warn!("accept failed: {e}"),
-                        }
-                    }
-                })?;
+            accept_forever(move || l.accept().map(|(s, _)| s), accept)?;
             return Ok(addr.to_string());
         }
         let l = TcpListener::bind(addr)?;
         let bound = l.local_addr()?.to_string();
-        std::thread::Builder::new()
-            .name("flowmesh-accept".into())
-            .spawn(move || {
-                for s in l.incoming() {
-                    match s {
-                        Ok(s) => {
-                            let _ = s.set_nodelay(true);
-                            serve_each(s, &accept);
-                        }
-                        Err(e) => tracing::warn!("accept failed: {e}"),
-                    }
-                }
-            })?;
+        accept_forever(
+            move || {
+                let (s, _) = l.accept()?;
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            },
+            accept,
+        )?;
         Ok(bound)
     }
 
