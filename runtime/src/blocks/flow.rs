@@ -109,9 +109,11 @@ impl Block for Throttle {
             let at = start + Duration::from_secs_f64(target as f64 / self.rate);
             return Ok(Work::SleepUntil(at));
         }
-        let resume = (io.output_capacity(0) as u64 / RESUME_FREE_FRACTION).max(1);
-        let pass = if self.pending_gap.is_some() && space < resume {
-            0 // still overflowing: wait for real room
+        let overflowing = self.pending_gap.is_some()
+            && space < (io.output_capacity(0) as u64 / RESUME_FREE_FRACTION).max(1);
+        // Still overflowing: wait for real room.
+        let pass = if overflowing {
+            0
         } else {
             k.min(space) as usize
         };
@@ -423,47 +425,46 @@ mod tests {
         assert_eq!(r.get("thr", "dropped"), Some(Pmt::I64(0)));
     }
 
-    /// Passes items through, but pauses as a consumer catching up after a
-    /// stop does: once `after` items have gone by it takes none for
-    /// `stall`, then only `sliver` items, then none again for `stall`, then
-    /// all it can.
+    /// One step of a [`Stall`]'s plan.
+    enum Step {
+        /// Take this many items, as they come.
+        Pass(u64),
+        /// Take none for this long.
+        Pause(Duration),
+    }
+
+    /// Passes items through along a plan (then all it can), as a consumer
+    /// catching up after a stop does: pauses, a sliver of items, pauses.
     struct Stall {
-        after: u64,
-        stall: Duration,
-        sliver: u64,
-        passed: u64,
+        plan: std::collections::VecDeque<Step>,
         until: Option<Instant>,
-        resumed: bool,
     }
 
     impl Block for Stall {
         fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
-            let mut limit = u64::MAX;
-            if self.passed >= self.after + self.sliver && !self.resumed {
-                self.until = None;
-                self.resumed = true;
-            }
-            if self.passed >= self.after && self.passed < self.after + self.sliver
-                || self.passed >= self.after + self.sliver && self.resumed
-            {
-                let until = *self
-                    .until
-                    .get_or_insert_with(|| Instant::now() + self.stall);
-                if Instant::now() < until {
-                    return Ok(Work::SleepUntil(until));
+            let limit = loop {
+                match self.plan.front() {
+                    Some(Step::Pause(d)) => {
+                        let until = *self.until.get_or_insert_with(|| Instant::now() + *d);
+                        if Instant::now() < until {
+                            return Ok(Work::SleepUntil(until));
+                        }
+                        self.until = None;
+                    }
+                    Some(Step::Pass(0)) => {}
+                    Some(Step::Pass(left)) => break *left,
+                    None => break u64::MAX,
                 }
-            }
-            if self.passed < self.after {
-                limit = self.after - self.passed;
-            } else if self.passed < self.after + self.sliver {
-                limit = self.after + self.sliver - self.passed;
-            }
+                self.plan.pop_front();
+            };
             let n = (io.input_items(0).min(io.output_items(0)) as u64).min(limit) as usize;
             let b = n * 8;
             io.output_bytes(0)[..b].copy_from_slice(&io.input_bytes(0)[..b]);
             io.consume(0, n);
             io.produce(0, n);
-            self.passed += n as u64;
+            if let Some(Step::Pass(left)) = self.plan.front_mut() {
+                *left -= n as u64;
+            }
             Ok(Work::Ok)
         }
     }
@@ -496,12 +497,14 @@ mod tests {
         g.add_built(
             "stall",
             BuiltBlock::new(Stall {
-                after: 50_000,
-                stall: Duration::from_millis(60),
-                sliver: 1000,
-                passed: 0,
+                plan: [
+                    Step::Pass(50_000),
+                    Step::Pause(Duration::from_millis(60)),
+                    Step::Pass(1000),
+                    Step::Pause(Duration::from_millis(60)),
+                ]
+                .into(),
                 until: None,
-                resumed: false,
             })
             .input("in", st)
             .output("out", st),
