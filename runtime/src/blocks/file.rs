@@ -592,6 +592,19 @@ impl Note {
     }
 }
 
+/// The text of `path` (`what` it is, for the error), or `None` if there is
+/// no such file.
+fn read_if_there(path: &Path, what: &str) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(failed(format!(
+            "cannot read {what} `{}` to append to: {e}",
+            path.display()
+        ))),
+    }
+}
+
 /// Captures, annotations and sample rate of a recording, built up in
 /// order.
 #[derive(Default)]
@@ -625,15 +638,8 @@ impl Notes {
     /// A missing file is no metadata; a file that is not SigMF JSON is an
     /// error, so that appending never overwrites metadata it cannot read.
     fn read(meta: &Path, upto: u64) -> Result<Notes> {
-        let text = match std::fs::read_to_string(meta) {
-            Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Notes::default()),
-            Err(e) => {
-                return Err(failed(format!(
-                    "cannot read the SigMF metadata `{}` to append to: {e}",
-                    meta.display()
-                )))
-            }
+        let Some(text) = read_if_there(meta, "the SigMF metadata")? else {
+            return Ok(Notes::default());
         };
         let bad = |why: &str| {
             failed(format!(
@@ -665,15 +671,8 @@ impl Notes {
     /// the metadata does not list already (a run that stopped between
     /// writing its metadata and removing its journal left both).
     fn recover(&mut self, journal: &Path, upto: u64, vlen: u64) -> Result<()> {
-        let text = match std::fs::read_to_string(journal) {
-            Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(failed(format!(
-                    "cannot read the tag journal `{}`: {e}",
-                    journal.display()
-                )))
-            }
+        let Some(text) = read_if_there(journal, "the tag journal")? else {
+            return Ok(());
         };
         let listed: std::collections::HashSet<(u64, String)> = self
             .annotations
