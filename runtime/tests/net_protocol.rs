@@ -697,6 +697,60 @@ fn frames_split_anywhere_or_packed_together_arrive_whole_with_their_tags() {
     }
 }
 
+// ------------------------------------------------ polling mid-frame
+
+#[test]
+fn on_a_slow_link_the_consumer_polls_in_vain_at_most_once_a_millisecond() {
+    let p = partition(&spec(PAIR)).unwrap();
+    let rx = p.edges[0].source_block.clone();
+    let mem = Mem::new();
+    let frame = [
+        tagged_frame(0, 4000, &[]),
+        frame::control(FrameType::Eos, 4000, 0, &[], false),
+    ]
+    .concat();
+    // A slow link: the 32 000-byte payload comes in 40 pieces 2 ms apart,
+    // so a 20 µs poll mid-frame never finds the next piece. The consumer is
+    // woken far more often than once a piece (acknowledgement deadlines,
+    // downstream progress).
+    mem.listen(
+        "mem-slow",
+        Arc::new(move |mut s: Box<dyn Stream>| {
+            accept_hello(&mut s);
+            s.write_all(&welcome_frame(0, 9)).unwrap();
+            let piece = frame.len().div_ceil(40);
+            for chunk in frame.chunks(piece) {
+                s.write_all(chunk).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let mut b = [0u8; 256];
+            while matches!(s.read(&mut b), Ok(k) if k > 0) {}
+        }),
+    )
+    .unwrap();
+    let c = consumer_env(&mem, "mem-slow");
+    let t0 = Instant::now();
+    let b = segment(&p, "b", &c).wait().expect("the consumer finishes");
+    let elapsed_ms = t0.elapsed().as_millis() as i64;
+    let Some(Pmt::Vector(TypedVec::U64(data))) = b.get("sink", "data") else {
+        panic!("no data")
+    };
+    assert_eq!(data, (0..4000).collect::<Vec<u64>>());
+    let Some(Pmt::Map(spins)) = b.get(&rx, "spins") else {
+        panic!("no spins counter")
+    };
+    let missed = match spins.get("missed") {
+        Some(Pmt::I64(m)) => *m,
+        other => panic!("missed: {other:?}"),
+    };
+    // After a vain poll, none for 1 ms: at most one a millisecond (polling
+    // at every wait-up gives several hundred here).
+    assert!(
+        missed >= 1 && missed <= elapsed_ms + 1,
+        "{missed} polls found nothing in {elapsed_ms} ms: {spins:?}"
+    );
+}
+
 // ------------------------------------------------ a resuming relay's edges
 
 fn hello(edge: &str, instance: u64, resume_offset: u64) -> frame::Hello {
