@@ -175,12 +175,12 @@ def tags(runs):
     # Baseline: the same graph (counter -> tagger -> edge -> checker) with one
     # tag in total, so the figure isolates what tags cost, not the tagger's copy.
     tagged_path = os.path.join(ROOT, "bench", "net-tags.yaml")
-    one_tag = variant(tagged_path, "period: 1024", "period: 250000000")
+    one_tag = variant(tagged_path, "period: 1024", "period: 1000000000")
     plain, base, tagged = [], [], []
     for _ in range(runs):
-        plain.append(fm_dist(os.path.join(ROOT, "bench", "net-counter.yaml"), 250_000_000)[0])
-        base.append(fm_dist(one_tag, 250_000_000)[0])
-        r, err = fm_dist(tagged_path, 250_000_000)
+        plain.append(fm_dist(os.path.join(ROOT, "bench", "net-counter.yaml"), 1_000_000_000)[0])
+        base.append(fm_dist(one_tag, 1_000_000_000)[0])
+        r, err = fm_dist(tagged_path, 1_000_000_000)
         tagged.append(r)
     os.unlink(one_tag)
     line = [l for l in err.splitlines() if "stream_checker" in l]
