@@ -13,6 +13,10 @@
 //! becomes exactly one `gap` tag {first, count, cause} on the next delivered
 //! item and is added to the `lost` counter.
 //!
+//! Values for `get`: `expected`, `delivered`, `lost`, `restarts` (and all
+//! four as one snapshot, `accounting`), `instance`, `peer`, `connections`,
+//! and `spins` (mid-frame polls that found data or not, [`SPIN`]).
+//!
 //! The block remembers the producer instance (WELCOME) it last talked to
 //! and names it in HELLO. When a WELCOME names another instance, the
 //! producer restarted: it numbers its items from its own start and sends
@@ -112,7 +116,7 @@ const STAGE: usize = 4096;
 /// before sleeping on the socket, the block polls it for up to this long.
 /// Sleeping costs a wake-up through the reactor, and on loopback the
 /// producer's thread pays for waking this one; polling instead measured
-/// about 20 % more throughput on a 2-core machine (docs/benchmarks.md).
+/// 12–15 % more throughput on a 2-core machine (docs/benchmarks.md).
 const SPIN: Duration = Duration::from_micros(20);
 /// After a poll that found nothing (a slow link), mid-frame waits sleep at
 /// once for this long, so vain polling takes at most 2 % of a core.
