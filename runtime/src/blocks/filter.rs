@@ -158,7 +158,7 @@ pub trait Sample: Item + Default {
     /// Dot product of a window of `L` samples with a branch's reversed taps.
     fn dot(x: &[Self], taps: &Branch) -> Self;
     /// `out[j] = Σ_k rev[k]·x[j + k]` for every `j`, summed tap by tap in
-    /// order (see [`fir_block`]); `x` holds `out.len() + rev.len() − 1` samples.
+    /// order (see `fir_block`); `x` holds `out.len() + rev.len() − 1` samples.
     fn fir_real(x: &[Self], rev: &[f32], out: &mut [Self]);
 }
 

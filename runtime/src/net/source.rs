@@ -15,7 +15,7 @@
 //!
 //! Values for `get`: `expected`, `delivered`, `lost`, `restarts` (and all
 //! four as one snapshot, `accounting`), `instance`, `peer`, `connections`,
-//! and `spins` (mid-frame polls that found data or not, [`SPIN`]).
+//! and `spins` (mid-frame polls that found data or not, up to 20 µs).
 //!
 //! The block remembers the producer instance (WELCOME) it last talked to
 //! and names it in HELLO. When a WELCOME names another instance, the
