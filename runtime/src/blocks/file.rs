@@ -143,6 +143,13 @@ pub fn sigmf_item_type(datatype: &str) -> Option<ItemType> {
         .find(|t| sigmf_datatype(*t).as_deref() == Some(datatype))
 }
 
+/// `path` with `suffix` appended to its last component (`rec` → `rec.tmp`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
 /// The data and metadata paths of a SigMF recording named by `path`.
 pub fn sigmf_paths(path: &Path) -> (PathBuf, PathBuf) {
     match path.extension().and_then(|e| e.to_str()) {
@@ -150,14 +157,10 @@ pub fn sigmf_paths(path: &Path) -> (PathBuf, PathBuf) {
             path.with_extension("sigmf-data"),
             path.with_extension("sigmf-meta"),
         ),
-        _ => {
-            let with = |ext: &str| {
-                let mut s = path.as_os_str().to_owned();
-                s.push(ext);
-                PathBuf::from(s)
-            };
-            (with(".sigmf-data"), with(".sigmf-meta"))
-        }
+        _ => (
+            with_suffix(path, ".sigmf-data"),
+            with_suffix(path, ".sigmf-meta"),
+        ),
     }
 }
 
@@ -702,8 +705,7 @@ impl Notes {
 /// Writes `bytes` as the new content of `path`: to `<path>.tmp` first, then
 /// renamed over it, so that a kill half-way never leaves a torn file.
 pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    let tmp = with_suffix(path, ".tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
@@ -728,9 +730,7 @@ pub fn sink_data_path(p: &Params) -> Result<PathBuf, String> {
 impl FileSink {
     /// The journal beside the metadata: `<meta>.journal`.
     fn journal_path(meta: &Path) -> PathBuf {
-        let mut p = meta.as_os_str().to_owned();
-        p.push(".journal");
-        PathBuf::from(p)
+        with_suffix(meta, ".journal")
     }
 
     /// The SigMF metadata for what was written.

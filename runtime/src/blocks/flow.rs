@@ -329,6 +329,11 @@ mod tests {
 
     type When = Arc<Mutex<Option<Instant>>>;
 
+    /// A block's parameters from JSON.
+    fn params(v: serde_json::Value) -> std::collections::BTreeMap<String, serde_json::Value> {
+        serde_json::from_value(v).unwrap()
+    }
+
     /// Produces nothing until `delay` has passed, then counts up endlessly;
     /// notes when it first produced.
     struct LateSource {
@@ -399,9 +404,12 @@ mod tests {
             .output("out", st),
         )
         .unwrap();
-        let params: std::collections::BTreeMap<String, serde_json::Value> =
-            serde_json::from_value(serde_json::json!({"type": "u64", "rate": 1e5})).unwrap();
-        g.add_block("thr", "throttle", &params).unwrap();
+        g.add_block(
+            "thr",
+            "throttle",
+            &params(serde_json::json!({"type": "u64", "rate": 1e5})),
+        )
+        .unwrap();
         g.add_built(
             "sink",
             BuiltBlock::new(TakeLast {
@@ -479,19 +487,16 @@ mod tests {
         g.config.threads = 2;
         g.config.buffer_bytes = 64 << 10;
         let st = StreamType::scalar(u64::TYPE);
-        let p = |v: serde_json::Value| -> std::collections::BTreeMap<String, serde_json::Value> {
-            serde_json::from_value(v).unwrap()
-        };
         g.add_block(
             "src",
             "counter_source",
-            &p(serde_json::json!({"n": 300_000})),
+            &params(serde_json::json!({"n": 300_000})),
         )
         .unwrap();
         g.add_block(
             "thr",
             "throttle",
-            &p(serde_json::json!({"type": "u64", "rate": 1e6})),
+            &params(serde_json::json!({"type": "u64", "rate": 1e6})),
         )
         .unwrap();
         g.add_built(
@@ -513,7 +518,7 @@ mod tests {
         g.add_block(
             "check",
             "stream_checker",
-            &p(serde_json::json!({"expect": 300_000})),
+            &params(serde_json::json!({"expect": 300_000})),
         )
         .unwrap();
         g.connect("src.out", "thr.in").unwrap();
