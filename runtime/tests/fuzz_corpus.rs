@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use flowmesh_model::pmt::cbor;
 use flowmesh_model::{ItemType, Pmt};
 use flowmesh_runtime::net::frame::{
-    self, Answer, FrameError, FrameType, GapCause, Header, Hello, Reason, WireTag, FLAG_CRC,
-    FLAG_TAGS, HEADER_LEN, MAX_BODY,
+    self, Answer, FrameError, FrameType, GapCause, Header, Hello, Reason, WireTag, CRC_LEN,
+    FLAG_CRC, FLAG_TAGS, HEADER_LEN, MAX_BODY,
 };
 use flowmesh_runtime::net::fuzzing::{check_frame_bytes, Checked};
 
@@ -38,8 +38,8 @@ enum Expect {
 const INSTANCE: u64 = 0x2f1c_9a3e_7b04_d5c8;
 
 /// A DATA frame as `net_sink` writes it: header, optional tags section
-/// (u32 length + CBOR), payload; CRC flag and CRC32C over tags section and
-/// payload when `crc`.
+/// (u32 length + CBOR), payload; CRC flag and a CRC32C trailer over tags
+/// section and payload when `crc`.
 fn data_frame(first: u64, items: u32, payload: &[u8], tags: &[WireTag], crc: bool) -> Vec<u8> {
     let mut tag_bytes = vec![];
     let mut h = Header::new(FrameType::Data, first, items);
@@ -52,11 +52,14 @@ fn data_frame(first: u64, items: u32, payload: &[u8], tags: &[WireTag], crc: boo
     h.len = (tag_bytes.len() + payload.len()) as u32;
     if crc {
         h.flags |= FLAG_CRC;
-        h.crc = frame::crc(&[&tag_bytes, payload]);
+        h.len += CRC_LEN as u32;
     }
     let mut out = h.encode().to_vec();
     out.extend_from_slice(&tag_bytes);
     out.extend_from_slice(payload);
+    if crc {
+        out.extend_from_slice(&frame::crc(&[&tag_bytes, payload]).to_le_bytes());
+    }
     out
 }
 
@@ -124,8 +127,9 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Expect)> {
     let data_crc_zero = data_frame(4096, 2, &zero_crc_payload(), &[], true);
     let mut bad_crc_zero = data_crc_zero.clone();
     bad_crc_zero[HEADER_LEN + 3] ^= 0x10;
-    let mut bad_stray_crc = data.clone();
-    bad_stray_crc[1] &= !FLAG_CRC;
+    // Version 1 carried the CRC in the header's last 4 bytes, now reserved.
+    let mut bad_v1_crc_field = data_frame(4096, 2, &payload, &[], false);
+    bad_v1_crc_field[20..24].copy_from_slice(&frame::crc(&[&payload]).to_le_bytes());
     let gap = ctl(
         Gap,
         100,
@@ -146,7 +150,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Expect)> {
     let mut too_large = Header::new(Msg, 1, 0);
     too_large.len = MAX_BODY + 1;
     let mut bad_version = pre;
-    bad_version[4] = 2;
+    bad_version[4] = 1; // an older build
     let v = |preamble, frames: &[FrameType]| Expect::Valid {
         preamble,
         frames: frames.to_vec(),
@@ -222,9 +226,9 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Expect)> {
             }),
         ),
         (
-            "bad_stray_crc",
-            bad_stray_crc,
-            Expect::Rejected(|e| matches!(e, FrameError::StrayCrc(_))),
+            "bad_v1_crc_field",
+            bad_v1_crc_field,
+            Expect::Rejected(|e| matches!(e, FrameError::Reserved)),
         ),
         (
             "bad_flags",

@@ -408,9 +408,10 @@ spec:
     - [src.out, sink.in]
 "#;
 
-fn preamble_v2() -> [u8; 8] {
+/// The preamble of a build that speaks version 1 (the CRC in the header).
+fn preamble_v1() -> [u8; 8] {
     let mut p = frame::preamble();
-    p[4..6].copy_from_slice(&2u16.to_le_bytes());
+    p[4..6].copy_from_slice(&1u16.to_le_bytes());
     p
 }
 
@@ -420,20 +421,20 @@ fn a_producer_speaking_another_version_fails_the_consumer_with_a_clear_message()
     let mem = Mem::new();
     let attempts = Arc::new(AtomicUsize::new(0));
     let n = attempts.clone();
-    // A producer from a future build: answers with a version 2 preamble.
+    // A producer from an older build: answers with a version 1 preamble.
     mem.listen(
-        "mem-v2",
+        "mem-v1",
         Arc::new(move |mut s: Box<dyn Stream>| {
             n.fetch_add(1, Ordering::SeqCst);
             let mut pre = [0u8; 8];
             let _ = s.read_exact(&mut pre);
-            let _ = s.write_all(&preamble_v2());
+            let _ = s.write_all(&preamble_v1());
             let mut b = [0u8; 256];
             while matches!(s.read(&mut b), Ok(k) if k > 0) {}
         }),
     )
     .unwrap();
-    let c = consumer_env(&mem, "mem-v2");
+    let c = consumer_env(&mem, "mem-v1");
     let consumer = segment(&p, "b", &c);
     assert!(
         consumer.wait_timeout(Duration::from_secs(10)),
@@ -446,7 +447,7 @@ fn a_producer_speaking_another_version_fails_the_consumer_with_a_clear_message()
         .to_string();
     assert!(
         err.contains(
-            "edge src.out>b: producer at mem-v2 speaks FlowMesh protocol v2, this build speaks v1: \
+            "edge src.out>b: producer at mem-v1 speaks FlowMesh protocol v1, this build speaks v2: \
              run the same FlowMesh version on both segments"
         ),
         "{err}"
@@ -462,10 +463,10 @@ fn a_consumer_speaking_another_version_is_refused_and_the_producer_serves_others
     prod.listen("mem-a").unwrap();
     let producer = segment(&p, "a", &prod);
 
-    // A consumer from a future build.
+    // A consumer from an older build.
     let mut s = mem.connect("mem-a", Duration::from_secs(1)).unwrap();
     s.set_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(&preamble_v2()).unwrap();
+    s.write_all(&preamble_v1()).unwrap();
     let mut pre = [0u8; 8];
     s.read_exact(&mut pre).unwrap();
     assert_eq!(frame::check_preamble(&pre), Ok(PROTOCOL_VERSION));
@@ -475,7 +476,7 @@ fn a_consumer_speaking_another_version_is_refused_and_the_producer_serves_others
     };
     assert_eq!(reason, Reason::BadVersion);
     assert!(
-        message.contains("the consumer speaks FlowMesh protocol v2, this build speaks v1"),
+        message.contains("the consumer speaks FlowMesh protocol v1, this build speaks v2"),
         "{message}"
     );
     drop(s);
@@ -523,14 +524,19 @@ fn zero_crc_items() -> Vec<u8> {
     p
 }
 
+/// A DATA frame of `payload`; with `FLAG_CRC` in `flags`, `crc` is its
+/// trailer (whether or not it is the payload's CRC32C).
 fn data_frame(first: u64, payload: &[u8], flags: u8, crc: u32) -> Vec<u8> {
     let mut h = Header::new(FrameType::Data, first, (payload.len() / 8) as u32);
     h.len = payload.len() as u32;
     h.flags = flags;
-    h.crc = crc;
-    let mut out = h.encode().to_vec();
-    out.extend_from_slice(payload);
-    out
+    let trailer = if flags & FLAG_CRC != 0 {
+        h.len += frame::CRC_LEN as u32;
+        crc.to_le_bytes().to_vec()
+    } else {
+        vec![]
+    };
+    [h.encode().to_vec(), payload.to_vec(), trailer].concat()
 }
 
 #[test]
@@ -602,9 +608,9 @@ fn tagged_frame(first: u64, count: u64, tags: &[frame::WireTag]) -> Vec<u8> {
         section.extend_from_slice(&cbor);
         h.flags |= frame::FLAG_TAGS;
     }
-    h.len = (section.len() + payload.len()) as u32;
-    h.crc = frame::crc(&[&section, &payload]);
-    [h.encode().to_vec(), section, payload].concat()
+    h.len = (section.len() + payload.len() + frame::CRC_LEN) as u32;
+    let trailer = frame::crc(&[&section, &payload]).to_le_bytes().to_vec();
+    [h.encode().to_vec(), section, payload, trailer].concat()
 }
 
 fn wire_tag(offset: u64, key: &str, value: Pmt) -> frame::WireTag {

@@ -1,4 +1,4 @@
-//! The network edge wire format (protocol version 1; docs/protocol.md).
+//! The network edge wire format (protocol version 2; docs/protocol.md).
 //!
 //! A connection starts with an 8-byte preamble from each side — magic
 //! `FMSH`, the protocol version (u16 LE), two zero bytes — and then carries
@@ -7,12 +7,18 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 1 | frame type ([`FrameType`]) |
-//! | 1 | 1 | flags (bit 0: body starts with tags; bit 1: CRC present) |
+//! | 1 | 1 | flags (bit 0: body starts with tags; bit 1: CRC trailer) |
 //! | 2 | 2 | reserved, zero |
 //! | 4 | 4 | body length, ≤ [`MAX_BODY`] |
 //! | 8 | 8 | `a`: first item offset (DATA, GAP, ACK, EOS), sequence number (MSG, MSG_ACK) |
 //! | 16 | 4 | `b`: item count (DATA, GAP), cause (GAP), reason (CLOSE) |
-//! | 20 | 4 | CRC32C of the body when the CRC flag is set (DATA and MSG only), else 0 |
+//! | 20 | 4 | reserved, zero |
+//!
+//! With the CRC flag (DATA and MSG only) the body's last 4 bytes are the
+//! CRC32C of the body before them: a trailer, so that a producer computes
+//! it over bytes the kernel has just copied out of its buffer (in cache)
+//! instead of reading the payload once more before sending it (version 1
+//! had the CRC in the header's last 4 bytes).
 //!
 //! All integers are little-endian. Handshake bodies and message bodies are
 //! canonical CBOR ([`flowmesh_model::pmt::cbor`]).
@@ -23,7 +29,7 @@ use flowmesh_model::pmt::cbor;
 use flowmesh_model::{ItemType, Pmt};
 
 /// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Connection preamble magic.
 pub const MAGIC: [u8; 4] = *b"FMSH";
 /// Header size in bytes.
@@ -32,10 +38,12 @@ pub const HEADER_LEN: usize = 24;
 pub const MAX_BODY: u32 = 64 << 20;
 /// Flag: a DATA body starts with a u32 length and a CBOR list of tags.
 pub const FLAG_TAGS: u8 = 1;
-/// Flag: the `crc` field holds the CRC32C of the body and must be checked
-/// (DATA and MSG only). Without it the field must be zero. A zero CRC with
-/// the flag is a real CRC and is checked like any other.
+/// Flag: the body ends with a 4-byte CRC32C trailer (u32 LE) of the bytes
+/// before it, which must be checked (DATA and MSG only). A zero CRC is a
+/// real CRC and is checked like any other.
 pub const FLAG_CRC: u8 = 2;
+/// Size of the CRC trailer.
+pub const CRC_LEN: usize = 4;
 
 /// The 8-byte preamble.
 pub fn preamble() -> [u8; 8] {
@@ -186,9 +194,7 @@ pub enum FrameError {
     Reserved,
     #[error("unknown flags {0:#04x}")]
     Flags(u8),
-    #[error("CRC field {0:#010x} set on a frame without the CRC flag")]
-    StrayCrc(u32),
-    #[error("CRC32C mismatch in a {kind:?} frame at offset {offset}: computed {computed:#010x}, header says {expected:#010x}")]
+    #[error("CRC32C mismatch in a {kind:?} frame at offset {offset}: computed {computed:#010x}, trailer says {expected:#010x}")]
     Crc {
         kind: FrameType,
         offset: u64,
@@ -207,7 +213,6 @@ pub struct Header {
     pub len: u32,
     pub a: u64,
     pub b: u32,
-    pub crc: u32,
 }
 
 impl Header {
@@ -218,7 +223,6 @@ impl Header {
             len: 0,
             a,
             b,
-            crc: 0,
         }
     }
 
@@ -229,7 +233,6 @@ impl Header {
         h[4..8].copy_from_slice(&self.len.to_le_bytes());
         h[8..16].copy_from_slice(&self.a.to_le_bytes());
         h[16..20].copy_from_slice(&self.b.to_le_bytes());
-        h[20..24].copy_from_slice(&self.crc.to_le_bytes());
         h
     }
 
@@ -243,16 +246,18 @@ impl Header {
         {
             return Err(FrameError::Flags(flags));
         }
-        if h[2] != 0 || h[3] != 0 {
+        if h[2] != 0 || h[3] != 0 || h[20..24] != [0; 4] {
             return Err(FrameError::Reserved);
         }
         let len = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
         if len > MAX_BODY {
             return Err(FrameError::TooLarge(len));
         }
-        let crc = u32::from_le_bytes(h[20..24].try_into().expect("4 bytes"));
-        if flags & FLAG_CRC == 0 && crc != 0 {
-            return Err(FrameError::StrayCrc(crc));
+        if flags & FLAG_CRC != 0 && (len as usize) < CRC_LEN {
+            return Err(FrameError::Malformed(
+                kind,
+                format!("a {len}-byte body cannot hold its CRC trailer"),
+            ));
         }
         Ok(Header {
             kind,
@@ -260,25 +265,65 @@ impl Header {
             len,
             a: u64::from_le_bytes(h[8..16].try_into().expect("8 bytes")),
             b: u32::from_le_bytes(h[16..20].try_into().expect("4 bytes")),
-            crc,
         })
     }
 
-    /// Whether the header says the body carries a CRC32C to check.
+    /// Whether the body ends with a CRC32C trailer to check.
     pub fn has_crc(&self) -> bool {
         self.flags & FLAG_CRC != 0
+    }
+
+    /// Length of the body without its CRC trailer.
+    pub fn body_len(&self) -> usize {
+        self.len as usize - if self.has_crc() { CRC_LEN } else { 0 }
     }
 }
 
 /// CRC32C (Castagnoli) of a body, hardware-accelerated where available.
 pub fn crc(parts: &[&[u8]]) -> u32 {
-    // crc-fast picks the widest kernel the CPU has at run time (VPCLMULQDQ
-    // on AVX-512 machines: ~4x the SSE4.2 `crc32` instruction loop).
-    let mut d = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+    let mut d = Crc::new();
     for p in parts {
         d.update(p);
     }
-    d.finalize() as u32
+    d.value()
+}
+
+/// An incremental CRC32C: a producer feeds it the bytes of a frame as they
+/// go out, and appends [`Crc::trailer`].
+#[derive(Clone)]
+pub struct Crc(crc_fast::Digest);
+
+impl Crc {
+    pub fn new() -> Self {
+        // crc-fast picks the widest kernel the CPU has at run time (VPCLMULQDQ
+        // on AVX-512 machines: ~4x the SSE4.2 `crc32` instruction loop).
+        Crc(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi))
+    }
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    /// The CRC32C of everything fed so far.
+    pub fn value(&self) -> u32 {
+        self.0.finalize() as u32
+    }
+    /// The 4-byte trailer of everything fed so far.
+    pub fn trailer(&self) -> [u8; CRC_LEN] {
+        self.value().to_le_bytes()
+    }
+}
+
+impl Default for Crc {
+    fn default() -> Self {
+        Crc::new()
+    }
+}
+
+/// Splits a CRC-flagged body into (content, trailer value); `None` if it is
+/// too short to have a trailer.
+pub fn split_trailer(body: &[u8]) -> Option<(&[u8], u32)> {
+    let at = body.len().checked_sub(CRC_LEN)?;
+    let (content, t) = body.split_at(at);
+    Some((content, u32::from_le_bytes(t.try_into().expect("4 bytes"))))
 }
 
 /// A stream tag on the wire: absolute offset, key, value.
@@ -515,18 +560,21 @@ impl Answer {
     }
 }
 
-/// Builds a complete control frame (no payload beyond `body`). `with_crc`
-/// sets [`FLAG_CRC`] and the CRC32C of the body; only DATA and MSG frames
-/// may carry one (others would not decode).
+/// Builds a complete frame whose body is `body` (for DATA: the tags
+/// section, if any, then the payload; the caller sets no flags). `with_crc`
+/// sets [`FLAG_CRC`] and appends the CRC32C trailer; only DATA and MSG
+/// frames may carry one (others would not decode).
 pub fn control(kind: FrameType, a: u64, b: u32, body: &[u8], with_crc: bool) -> Vec<u8> {
     let mut h = Header::new(kind, a, b);
-    h.len = body.len() as u32;
+    h.len = (body.len() + if with_crc { CRC_LEN } else { 0 }) as u32;
     if with_crc {
         h.flags |= FLAG_CRC;
-        h.crc = crc(&[body]);
     }
     let mut out = h.encode().to_vec();
     out.extend_from_slice(body);
+    if with_crc {
+        out.extend_from_slice(&crc(&[body]).to_le_bytes());
+    }
     out
 }
 
@@ -541,6 +589,7 @@ pub struct Decoder {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
     pub header: Header,
+    /// The body without its CRC trailer (checked and removed).
     pub body: Vec<u8>,
 }
 
@@ -555,8 +604,9 @@ impl Decoder {
     pub fn pending(&self) -> usize {
         self.buf.len()
     }
-    /// The next whole frame, if one has arrived. The CRC is checked whenever
-    /// the header has [`FLAG_CRC`] (only DATA and MSG frames can).
+    /// The next whole frame, if one has arrived. The CRC trailer is checked
+    /// and removed whenever the header has [`FLAG_CRC`] (only DATA and MSG
+    /// frames can).
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         if self.buf.len() < HEADER_LEN {
             return Ok(None);
@@ -566,19 +616,22 @@ impl Decoder {
         if self.buf.len() < total {
             return Ok(None);
         }
-        let body = self.buf[HEADER_LEN..total].to_vec();
-        self.buf.drain(..total);
+        let body = self.buf[HEADER_LEN..HEADER_LEN + header.body_len()].to_vec();
         if header.has_crc() {
+            let (_, expected) =
+                split_trailer(&self.buf[HEADER_LEN..total]).expect("length checked by decode");
             let computed = crc(&[&body]);
-            if computed != header.crc {
+            if computed != expected {
+                self.buf.drain(..total);
                 return Err(FrameError::Crc {
                     kind: header.kind,
                     offset: header.a,
                     computed,
-                    expected: header.crc,
+                    expected,
                 });
             }
         }
+        self.buf.drain(..total);
         Ok(Some(Frame { header, body }))
     }
 }
@@ -606,13 +659,7 @@ mod tests {
 
     /// A DATA frame as the sink builds it, CRC flag set.
     fn data_with_crc(a: u64, n: u32, body: &[u8]) -> Vec<u8> {
-        let mut h = Header::new(FrameType::Data, a, n);
-        h.len = body.len() as u32;
-        h.flags = FLAG_CRC;
-        h.crc = crc(&[body]);
-        let mut out = h.encode().to_vec();
-        out.extend_from_slice(body);
-        out
+        control(FrameType::Data, a, n, body, true)
     }
 
     #[test]
@@ -624,14 +671,18 @@ mod tests {
         body.extend_from_slice(&tail);
         assert_eq!(crc(&[&body]), 0, "forged body");
         let good = data_with_crc(100, 2, &body);
-        assert_eq!(&good[20..24], &[0, 0, 0, 0], "CRC field is zero");
+        assert_eq!(&good[good.len() - CRC_LEN..], &[0, 0, 0, 0], "CRC is zero");
         let mut d = Decoder::new();
         d.push(&good);
         let f = d.next_frame().unwrap().unwrap();
         assert!(f.header.has_crc());
         assert_eq!(f.body, body);
-        // Corrupt the payload: the zero CRC is still checked.
-        for i in [HEADER_LEN, good.len() - 1] {
+        // Corrupt the payload or the trailer: the zero CRC is still checked.
+        for (i, trailer) in [
+            (HEADER_LEN, 0),
+            (good.len() - CRC_LEN - 1, 0),
+            (good.len() - 1, 0x4000_0000),
+        ] {
             let mut bad = good.clone();
             bad[i] ^= 0x40;
             let mut d = Decoder::new();
@@ -642,20 +693,27 @@ mod tests {
                     e,
                     FrameError::Crc {
                         offset: 100,
-                        expected: 0,
+                        expected,
                         ..
-                    }
+                    } if expected == trailer
                 ),
                 "{e}"
             );
         }
-        // Without the flag the field must be zero; a CRC without the flag
-        // (e.g. the flag bit flipped in transit) does not decode.
-        let mut no_flag = data_with_crc(100, 1, b"12345678");
-        no_flag[1] = 0;
+        // The header's last 4 bytes (version 1's CRC field) are reserved.
+        let mut v1 = data_with_crc(100, 1, b"12345678");
+        v1[20] = 1;
+        assert_eq!(
+            Header::decode(v1[..HEADER_LEN].try_into().unwrap()),
+            Err(FrameError::Reserved)
+        );
+        // A CRC frame too short for its trailer does not decode.
+        let mut h = Header::new(FrameType::Data, 1, 0);
+        h.flags = FLAG_CRC;
+        h.len = 3;
         assert!(matches!(
-            Header::decode(no_flag[..HEADER_LEN].try_into().unwrap()),
-            Err(FrameError::StrayCrc(_))
+            Header::decode(&h.encode()),
+            Err(FrameError::Malformed(FrameType::Data, _))
         ));
     }
 
@@ -665,7 +723,7 @@ mod tests {
             let kind = FrameType::from_u8(k).unwrap();
             let mut h = Header::new(kind, 1, 2);
             h.flags = FLAG_CRC;
-            h.crc = 7;
+            h.len = CRC_LEN as u32;
             let r = Header::decode(&h.encode());
             if matches!(kind, FrameType::Data | FrameType::Msg) {
                 assert_eq!(r.unwrap(), h);
@@ -675,6 +733,7 @@ mod tests {
         }
         let mut h = Header::new(FrameType::Data, 1, 2);
         h.flags = FLAG_CRC | FLAG_TAGS;
+        h.len = 8;
         assert_eq!(Header::decode(&h.encode()).unwrap(), h);
         h.flags = 4;
         assert_eq!(Header::decode(&h.encode()), Err(FrameError::Flags(4)));
@@ -696,7 +755,7 @@ mod tests {
         p[4] = 9;
         assert_eq!(
             check_preamble(&p).unwrap_err().to_string(),
-            "protocol version mismatch: we speak 1, the peer speaks 9"
+            "protocol version mismatch: we speak 2, the peer speaks 9"
         );
         assert!(matches!(
             check_preamble(b"GET / HT"),
@@ -856,7 +915,7 @@ mod tests {
                                                    body in proptest::collection::vec(any::<u8>(), 1..200),
                                                    at in any::<prop::sample::Index>(), bit in 0u8..8) {
             // Whatever the CRC value (zero included), a flipped body bit is
-            // detected, and a flipped flag bit does not decode.
+            // detected.
             let kind = if msg { FrameType::Msg } else { FrameType::Data };
             let good = control(kind, a, 0, &body, true);
             let mut bad = good.clone();
@@ -869,14 +928,12 @@ mod tests {
             unflagged[1] &= !FLAG_CRC;
             let mut d = Decoder::new();
             d.push(&unflagged);
-            let r = d.next_frame();
-            if good[20..24] == [0, 0, 0, 0] {
-                // Cannot tell: a frame without CRC (the receiver rejects it
-                // on a CRC connection, see `source.rs` and `msg.rs`).
-                prop_assert!(r.is_ok());
-            } else {
-                prop_assert!(matches!(r, Err(FrameError::StrayCrc(_))));
-            }
+            // A flipped flag bit reads as a frame without CRC whose body
+            // ends with the trailer: the receivers reject a frame without
+            // CRC on a connection that negotiated it (`source.rs`, `msg.rs`).
+            let f = d.next_frame().unwrap().unwrap();
+            prop_assert!(!f.header.has_crc());
+            prop_assert_eq!(f.body.len(), body.len() + CRC_LEN);
         }
     }
 }

@@ -27,7 +27,7 @@ use flowmesh_model::StreamType;
 
 use super::env::{NetEnv, Served, ServedKind};
 use super::frame::{
-    self, Decoder, FrameType, GapCause, Header, Reason, FLAG_CRC, FLAG_TAGS, HEADER_LEN,
+    self, Decoder, FrameType, GapCause, Header, Reason, CRC_LEN, FLAG_CRC, FLAG_TAGS, HEADER_LEN,
 };
 use super::transport::Conn;
 use crate::block::{Block, Result, Work};
@@ -48,12 +48,18 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A connection silent for this long is dropped (the consumer will reconnect).
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A frame partly written: its header and tags, and the payload's item range.
+/// A frame partly written: what goes before its payload (the previous
+/// frame's CRC trailer if it is still unsent, the header, the tags
+/// section), the payload's item range, and the CRC of what went out.
 struct Pending {
     head: Vec<u8>,
     from: u64,
     to: u64,
     done: usize,
+    /// CRC32C of the tags section and of the payload bytes written so far:
+    /// each write's bytes are added right after the write, while the kernel's
+    /// copy has them in cache; its trailer follows the payload.
+    crc: Option<frame::Crc>,
 }
 
 /// The `net_sink` block.
@@ -336,11 +342,16 @@ impl Block for NetSink {
                     let lo = all.partition_point(|t| t.offset < from);
                     let hi = lo + all[lo..].partition_point(|t| t.offset < to);
                     let tags = &all[lo..hi];
-                    // The header, then (u32 length, CBOR list) the tags,
-                    // written in place into one reused buffer.
+                    // The previous frame's CRC trailer if it is still
+                    // queued (it rides with this header instead of costing
+                    // a write of its own), the header, then (u32 length,
+                    // CBOR list) the tags, written in place into one reused
+                    // buffer.
                     let mut head = std::mem::take(&mut self.spare_head);
                     head.clear();
-                    head.resize(HEADER_LEN, 0);
+                    head.append(&mut self.control);
+                    let at = head.len();
+                    head.resize(at + HEADER_LEN, 0);
                     let mut h = Header::new(FrameType::Data, self.origin + from, n as u32);
                     if !tags.is_empty() {
                         head.extend_from_slice(&[0; 4]);
@@ -349,24 +360,27 @@ impl Block for NetSink {
                                 .map(|t| (self.origin + t.offset, &*t.key, &t.value)),
                             &mut head,
                         );
-                        let len = (head.len() - HEADER_LEN - 4) as u32;
-                        head[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&len.to_le_bytes());
+                        let len = (head.len() - at - HEADER_LEN - 4) as u32;
+                        head[at + HEADER_LEN..at + HEADER_LEN + 4]
+                            .copy_from_slice(&len.to_le_bytes());
                         h.flags = FLAG_TAGS;
                     }
-                    let payload =
-                        &data[((from - base) as usize) * isz..((to - base) as usize) * isz];
-                    let tag_bytes = &head[HEADER_LEN..];
-                    h.len = (tag_bytes.len() + payload.len()) as u32;
-                    if self.crc {
+                    let tag_bytes = &head[at + HEADER_LEN..];
+                    h.len = (tag_bytes.len() + ((to - from) as usize) * isz) as u32;
+                    let crc = self.crc.then(|| {
                         h.flags |= FLAG_CRC;
-                        h.crc = frame::crc(&[tag_bytes, payload]);
-                    }
-                    head[..HEADER_LEN].copy_from_slice(&h.encode());
+                        h.len += CRC_LEN as u32;
+                        let mut c = frame::Crc::new();
+                        c.update(tag_bytes);
+                        c
+                    });
+                    head[at..at + HEADER_LEN].copy_from_slice(&h.encode());
                     self.pending = Some(Pending {
                         head,
                         from,
                         to,
                         done: 0,
+                        crc,
                     });
                     self.unsent_since = None;
                 }
@@ -387,12 +401,21 @@ impl Block for NetSink {
                 };
                 match r {
                     Ok(n) => {
+                        if let Some(c) = p.crc.as_mut() {
+                            let hl = p.head.len();
+                            c.update(&payload[p.done.max(hl) - hl..(p.done + n).max(hl) - hl]);
+                        }
                         p.done += n;
                         self.last_tx = now;
                         self.last_progress = now;
                         if p.done == total {
                             self.sent = p.to;
                             if let Some(p) = self.pending.take() {
+                                if let Some(c) = p.crc {
+                                    // Goes out with the next frame's header,
+                                    // or alone below if none follows now.
+                                    self.control.extend_from_slice(&c.trailer());
+                                }
                                 self.spare_head = p.head;
                             }
                         }
@@ -407,6 +430,11 @@ impl Block for NetSink {
                         break;
                     }
                 }
+            }
+            // A trailer that no frame followed goes out now: the consumer
+            // publishes a frame's items only once it has checked it.
+            if self.pending.is_none() && !self.control.is_empty() {
+                self.flush_control();
             }
             // End of stream once everything went out.
             if io.input_done(0) && self.sent == written && self.pending.is_none() && !self.eos_sent

@@ -32,7 +32,7 @@ use flowmesh_model::{Pmt, StreamType};
 
 use super::env::{client_handshake, HandshakeError, NetEnv};
 use super::frame::{
-    self, Answer, FrameType, GapCause, Header, Hello, Reason, FLAG_TAGS, HEADER_LEN,
+    self, Answer, FrameType, GapCause, Header, Hello, Reason, CRC_LEN, FLAG_TAGS, HEADER_LEN,
 };
 use super::sink::{HEARTBEAT, PEER_TIMEOUT};
 use super::transport::Conn;
@@ -591,14 +591,14 @@ impl NetSource {
                     mut have,
                 } => {
                     // Tags section: u32 length, then CBOR.
+                    let mut section = 0;
                     if h.flags & FLAG_TAGS != 0 {
                         if !self.take_into(&mut tags, 4) {
                             self.rx = Rx::Data { h, tags, have };
                             break;
                         }
-                        let section =
-                            4 + u32::from_le_bytes(tags[..4].try_into().expect("4")) as usize;
-                        if section > h.len as usize {
+                        section = 4 + u32::from_le_bytes(tags[..4].try_into().expect("4")) as usize;
+                        if section > h.body_len() {
                             self.drop_conn(&format!(
                                 "DATA frame at {} has a {section}-byte tags section in a \
                                  {}-byte body",
@@ -612,7 +612,7 @@ impl NetSource {
                         }
                     }
                     let count = h.b as usize;
-                    let payload = h.len as usize - tags.len();
+                    let payload = h.body_len() - section;
                     if payload != count * isz {
                         self.drop_conn(&format!(
                             "DATA frame at {} has {payload} payload bytes for {count} items of {isz} bytes",
@@ -651,16 +651,24 @@ impl NetSource {
                         self.rx = Rx::Data { h, tags, have };
                         continue;
                     }
-                    // Whole frame: check, then publish.
+                    // Whole frame: check, then publish. The CRC trailer is
+                    // read after the tags section into the same buffer.
                     if h.has_crc() {
-                        let c = frame::crc(&[&tags, &out[at..at + payload]]);
-                        if c != h.crc {
+                        if !self.take_into(&mut tags, section + CRC_LEN) {
+                            self.rx = Rx::Data { h, tags, have };
+                            break;
+                        }
+                        let (section_bytes, sent) =
+                            frame::split_trailer(&tags).expect("trailer read");
+                        let c = frame::crc(&[section_bytes, &out[at..at + payload]]);
+                        if c != sent {
                             self.drop_conn(&format!(
-                                "CRC32C mismatch in the frame at offset {} (computed {c:#010x}, sent {:#010x})",
-                                h.a, h.crc
+                                "CRC32C mismatch in the frame at offset {} (computed {c:#010x}, sent {sent:#010x})",
+                                h.a
                             ));
                             break;
                         }
+                        tags.truncate(section);
                     } else if self.crc {
                         self.drop_conn(&format!(
                             "protocol error: DATA frame at offset {} without a CRC on a connection that negotiated CRC",
