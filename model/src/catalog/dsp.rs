@@ -114,8 +114,9 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         BlockDescriptor::new(
             "freq_xlating_fir",
             Category::Filter,
-            "Shifts `center_freq` down to 0 Hz, filters and decimates (GNU Radio's freq_xlating_fir_filter_ccc: \
-             the taps are rotated to center_freq and the output is mixed by exp(−j2π·center_freq·D·n/fs)).",
+            "Shifts `center_freq` down to 0 Hz, filters and decimates (GNU Radio's freq_xlating_fir_filter_ccf/ccc: \
+             the N taps are rotated to center_freq, taps[k]·exp(jω₀k) with ω₀ = 2π·center_freq/fs, and output n \
+             is mixed by exp(−jω₀·(D·n + (N−1)/2)); ω₀ in single precision, as GNU Radio has it).",
         )
         .param(ParamDescriptor::new("taps", ParamType::ComplexList, "low-pass prototype taps"))
         .param(ParamDescriptor::new("center_freq", ParamType::Float, "frequency moved to 0 Hz").unit("Hz").default(0.0).settable())
