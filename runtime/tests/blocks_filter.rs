@@ -43,19 +43,26 @@ fn noise_cf32(n: usize, seed: u64) -> Vec<Complex32> {
         .collect()
 }
 
-/// `y[m] = Σ_n h[m·D − n·I]·x[n]` for `m < ⌈N·I/D⌉` (or `⌊N/D⌋` outputs
-/// for a FIR, `fir = true`), in f64.
+/// For a FIR (`fir = true`, `I = 1`): `y[m] = Σ_n h[m·D − n]·x[n]` for
+/// `m < ⌊N/D⌋` (zero history). For the resampler, GNU Radio's convention:
+/// with `nt = ⌈L/I⌉` taps per branch, `y[j] = Σ_n h[j·D + (nt−1)·I − n·I]·x[n]`
+/// for the `⌈(N − nt + 1)·I/D⌉` outputs whose window lies inside the input.
+/// In f64.
 fn direct(h: &[Complex64], x: &[Complex64], i: usize, d: usize, fir: bool) -> Vec<Complex64> {
-    let nout = if fir {
-        x.len() / d
+    let nt = h.len().div_ceil(i);
+    let (nout, delay) = if fir {
+        (x.len() / d, 0)
     } else {
-        (x.len() * i).div_ceil(d)
+        (
+            ((x.len() + 1).saturating_sub(nt) * i).div_ceil(d),
+            (nt - 1) * i,
+        )
     };
     (0..nout)
         .map(|m| {
             let mut s = Complex64::new(0.0, 0.0);
             for (n, xn) in x.iter().enumerate() {
-                let k = (m * d) as i64 - (n * i) as i64;
+                let k = (m * d + delay) as i64 - (n * i) as i64;
                 if k >= 0 && (k as usize) < h.len() {
                     s += h[k as usize] * xn;
                 }
@@ -478,13 +485,21 @@ fn resampler_output_count_and_rate() {
         .input_tagged(&x, vec![Tag::new(100, "t", Pmt::Null)])
         .run_chunked();
         let y: Vec<f32> = out.items(0);
-        let exact = n as f64 * i as f64 / d as f64;
-        assert!(
-            (y.len() as f64 - exact).abs() <= 1.0,
-            "{i}/{d}: {} outputs for {n} inputs",
-            y.len()
+        // GNU Radio's count: the outputs whose window (nt = ⌈L/I⌉ inputs)
+        // lies inside the input, ⌈(N − nt + 1)·I/D⌉, with I/D reduced.
+        let b = build(
+            "rational_resampler",
+            json!({"type": "f32", "interpolation": i, "decimation": d}),
         );
-        // Tag offsets map through the rate: round(100·I/D).
+        let (ri, rd) = b.rate;
+        let Some(Pmt::Vector(TypedVec::Cf64(taps))) = b.block.get("taps") else {
+            panic!("taps")
+        };
+        let nt = taps.len().div_ceil(ri as usize);
+        let want = ((n - nt + 1) as u64 * ri).div_ceil(rd);
+        assert_eq!(y.len() as u64, want, "{i}/{d}: outputs for {n} inputs");
+        // Tag offsets map through the rate: round(100·I/D), as GNU Radio
+        // does (not moved by the filter's delay).
         assert_eq!(out.tags(0)[0].offset, (200 * i + d) / (2 * d));
     }
     // Without taps, I/D is reduced by the gcd, as GNU Radio does.

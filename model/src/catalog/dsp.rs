@@ -131,7 +131,9 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             "rational_resampler",
             Category::Filter,
             "Polyphase resampler by interpolation/decimation (GNU Radio's rational_resampler). Without taps, \
-             designs a Kaiser low-pass with fractional bandwidth `fractional_bw` as GNU Radio does.",
+             reduces I/D by their gcd and designs a Kaiser low-pass with fractional bandwidth `fractional_bw` as \
+             GNU Radio does. As GNU Radio's, it has no zero history: its first output needs ⌈taps/I⌉ inputs, and \
+             N inputs give ⌈(N − ⌈taps/I⌉ + 1)·I/D⌉ outputs; tags move to round(offset·I/D).",
         )
         .param(ParamDescriptor::item_type(&[Cf32, F32]))
         .param(ParamDescriptor::new("interpolation", ParamType::Int, "interpolation factor").default(1i64).min(1.0).max(65536.0))

@@ -19,8 +19,18 @@
 //! reads the taps the other way round, which agrees only for symmetric taps
 //! such as every designed low-pass). Output `i` of a FIR is produced once the `D`
 //! inputs `x[i·D .. i·D + D)` have arrived, so `N` inputs give `⌊N/D⌋`
-//! outputs; output `m` of the resampler once `x[⌊m·D/I⌋]` has arrived, so `N`
-//! inputs give `⌈N·I/D⌉` outputs (both as in GNU Radio).
+//! outputs (as in GNU Radio).
+//!
+//! The resampler follows GNU Radio's `rational_resampler`, which has no zero
+//! history: its first output needs a full window. With `nt = ⌈L/I⌉` taps per
+//! polyphase branch, its output `j` is `y[j·D + (nt−1)·I]` of the formula
+//! above, i.e. branch `j·D mod I` over the window ending at input
+//! `nt − 1 + ⌊j·D/I⌋`, so `N` inputs give `⌈(N − nt + 1)·I/D⌉` outputs (none
+//! for `N < nt`). Checked against GNU Radio's own output in
+//! `runtime/tests/gnuradio_conformance.rs`. (GNU Radio's last few outputs
+//! depend on its scheduler: its forecast may stop it early, or it may filter
+//! past the end of the input; FlowMesh emits exactly the outputs whose window
+//! lies inside the input.)
 //!
 //! The engine keeps the history (and the polyphase phase) itself and consumes
 //! input eagerly, so a block needing `D` items per output still progresses
@@ -265,6 +275,19 @@ impl<T: Sample> PolyFir<T> {
         };
         f.set_taps(taps);
         f
+    }
+
+    /// Drops the initial history of zeros: the first output's window is then
+    /// the first `⌈L/I⌉` input items (GNU Radio's `rational_resampler`, whose
+    /// first output needs a full window), so `N` inputs give
+    /// `⌈(N − ⌈L/I⌉ + 1)·I/D⌉` outputs. Only on a fresh filter.
+    pub fn without_zero_history(mut self) -> Self {
+        // A fresh filter holds `ntaps − 1` zeros and its next window ends at
+        // index `ntaps − 1` of history ++ input; without the zeros that index
+        // is input item `ntaps − 1`.
+        debug_assert!(self.phase == 0 && self.hist.len() + 1 == self.ntaps);
+        self.hist.clear();
+        self
     }
 
     /// Replaces the taps from the next output on, keeping the history.
@@ -866,8 +889,13 @@ fn gcd(a: u64, b: u64) -> u64 {
 /// at I times the input rate), `fractional_bw`. As GNU Radio's
 /// rational_resampler: without taps, I and D are reduced by their greatest
 /// common divisor and the taps designed by [`firdes::resampler_taps`]; given
-/// taps, I and D are used as they are. Polyphase: output `m` uses branch
-/// `m·D mod I` ending at input `⌊m·D/I⌋`.
+/// taps, I and D are used as they are. Polyphase, without zero history (see
+/// the module docs): with `nt = ⌈taps/I⌉`, output `j` uses branch `j·D mod I`
+/// over the inputs `⌊j·D/I⌋ ..= ⌊j·D/I⌋ + nt − 1`. Tags move by the rate,
+/// `round(o·I/D)`, as in GNU Radio (not by the filter's delay). Output `j`
+/// depends only on the inputs from `⌊j·D/I⌋` on, so a stream restarted at an
+/// input offset `s` that is a multiple of `D/gcd(I, D)` continues exactly at
+/// output `s·I/D`.
 pub struct RationalResampler<T: Sample> {
     fir: PolyFir<T>,
     interp: u64,
@@ -925,7 +953,7 @@ fn rational_resampler_t<T: Sample>(p: &Params) -> Result<BuiltBlock, String> {
     };
     let st = StreamType::scalar(T::TYPE);
     Ok(BuiltBlock::new(RationalResampler::<T> {
-        fir: PolyFir::new(&taps, iu, du, 0),
+        fir: PolyFir::new(&taps, iu, du, 0).without_zero_history(),
         interp: i,
         decim: d,
         taps,
@@ -986,6 +1014,47 @@ mod tests {
                 }
             }
             let want = direct(&taps, &x, i, d);
+            assert_eq!(out.len(), want.len(), "I={i} D={d}");
+            for (a, b) in out.iter().zip(&want) {
+                assert!((*a as f64 - b).abs() < 1e-3, "I={i} D={d}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// Without the zero history, output `j` is `Σ_n h[j·D + (nt−1)·I − n·I]·x[n]`
+    /// and `N` inputs give `⌈(N − nt + 1)·I/D⌉` outputs, fed item by item.
+    #[test]
+    fn engine_without_zero_history_starts_on_a_full_window() {
+        let taps: Vec<f64> = (0..13).map(|k| (k as f64 * 0.7).sin() + 0.1).collect();
+        let ct: Vec<Complex64> = taps.iter().map(|&t| Complex64::new(t, 0.0)).collect();
+        let x: Vec<f64> = (0..200).map(|n| ((n * 7919) % 23) as f64 - 11.0).collect();
+        for (i, d) in [(1, 1), (3, 2), (2, 5), (4, 1), (1, 20), (4, 6)] {
+            let nt = taps.len().div_ceil(i);
+            let mut f = PolyFir::<f32>::new(&ct, i, d, 0).without_zero_history();
+            let mut out = vec![];
+            let mut pending: Vec<f32> = vec![];
+            for &v in &x {
+                pending.push(v as f32);
+                loop {
+                    let mut o = [0f32; 1];
+                    let (c, p) = f.process(&pending, &mut o);
+                    pending.drain(..c);
+                    out.extend_from_slice(&o[..p]);
+                    if c == 0 && p == 0 {
+                        break;
+                    }
+                }
+            }
+            let want: Vec<f64> = (0..((x.len() + 1 - nt) * i).div_ceil(d))
+                .map(|j| {
+                    (0..x.len())
+                        .filter_map(|n| {
+                            let k = (j * d + (nt - 1) * i) as i64 - (n * i) as i64;
+                            (k >= 0 && (k as usize) < taps.len()).then(|| taps[k as usize] * x[n])
+                        })
+                        .sum()
+                })
+                .collect();
             assert_eq!(out.len(), want.len(), "I={i} D={d}");
             for (a, b) in out.iter().zip(&want) {
                 assert!((*a as f64 - b).abs() < 1e-3, "I={i} D={d}: {a} vs {b}");
