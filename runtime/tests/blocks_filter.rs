@@ -734,3 +734,106 @@ fn filter_ports_and_rates_agree_with_the_catalog() {
         }
     }
 }
+
+// ---------------------------------------------------------------- resuming mid-stream
+
+/// A restarted segment feeds a block its input from an offset `s` aligned to
+/// the block's decimation, moved back by its history
+/// (`blocks::filter::history`); `freq_xlating_fir` also gets the index of its
+/// first output as `start`. After the warm-up its outputs must equal an
+/// uninterrupted run's, bit for bit.
+#[test]
+fn freq_xlating_resumed_mid_stream_continues_exactly() {
+    let fs = 48_000.0;
+    let proto = firdes::low_pass(1.0, fs, 4000.0, 1000.0, Window::Hamming.into()).unwrap();
+    let proto_json: Vec<f64> = proto.iter().map(|&t| t as f64).collect();
+    let x = noise_cf32(6000, 31);
+    for (cf, d) in [(9000.0, 4u64), (-5000.0, 3), (12345.6, 1)] {
+        let params = |start: u64| {
+            json!({"taps": proto_json, "center_freq": cf, "samp_rate": fs,
+                   "decimation": d, "start": start})
+        };
+        let full: Vec<Complex32> = Harness::new(factory("freq_xlating_fir", params(0)))
+            .input(&x)
+            .run()
+            .unwrap()
+            .items(0);
+        let desc = flowmesh_model::catalog().get("freq_xlating_fir").unwrap();
+        let given: BTreeMap<String, Value> = serde_json::from_value(params(0)).unwrap();
+        let (resolved, _) = flowmesh_model::params::resolve(desc, &given);
+        let history = flowmesh_runtime::blocks::filter::history("freq_xlating_fir", &resolved)
+            .expect("freq_xlating_fir has a history");
+        assert_eq!(history as usize, proto.len() - 1);
+        // Resume so that output 1000 is the first the sink still needs.
+        let s = (1000 * d - history) / d * d;
+        let first = s / d;
+        let resumed: Vec<Complex32> = Harness::new(factory("freq_xlating_fir", params(first)))
+            .input(&x[s as usize..])
+            .run_chunked()
+            .items(0);
+        let warm = history.div_ceil(d) as usize;
+        assert_eq!(first as usize + resumed.len(), full.len(), "{cf} Hz D {d}");
+        assert_eq!(
+            &resumed[warm..],
+            &full[first as usize + warm..],
+            "{cf} Hz D {d}: outputs after the warm-up"
+        );
+        // Without `start` the mixer would restart at output 0's phase.
+        let unaware: Vec<Complex32> = Harness::new(factory("freq_xlating_fir", params(0)))
+            .input(&x[s as usize..])
+            .run()
+            .unwrap()
+            .items(0);
+        assert_ne!(&unaware[warm..], &full[first as usize + warm..]);
+    }
+}
+
+#[test]
+fn resampler_resumed_on_its_decimation_continues_exactly() {
+    let x = noise_cf32(5000, 33);
+    for (i, d, taps) in [
+        (3u64, 2u64, None),
+        (2, 3, None),
+        (5, 1, None),
+        (1, 4, None),
+        (4, 6, Some(vec![0.1, 0.3, -0.2, 0.5, 0.25, 0.05, -0.1])),
+    ] {
+        let mut params = json!({"type": "cf32", "interpolation": i, "decimation": d});
+        if let Some(t) = &taps {
+            params["taps"] = json!(t);
+        }
+        let desc = flowmesh_model::catalog().get("rational_resampler").unwrap();
+        let given: BTreeMap<String, Value> = serde_json::from_value(params.clone()).unwrap();
+        let (resolved, _) = flowmesh_model::params::resolve(desc, &given);
+        assert_eq!(
+            flowmesh_runtime::blocks::filter::history("rational_resampler", &resolved),
+            Some(0)
+        );
+        let full: Vec<Complex32> = Harness::new(factory("rational_resampler", params.clone()))
+            .input(&x)
+            .run()
+            .unwrap()
+            .items(0);
+        // The worker aligns the start to D/gcd(I, D) of the rate as given.
+        let g = gcd(i, d);
+        let align = d / g;
+        for s in [align * 7, align * 301, align * 1000] {
+            let resumed: Vec<Complex32> =
+                Harness::new(factory("rational_resampler", params.clone()))
+                    .input(&x[s as usize..])
+                    .run_chunked()
+                    .items(0);
+            let first = (s * i / d) as usize;
+            assert_eq!(first + resumed.len(), full.len(), "{i}/{d} from {s}");
+            assert_eq!(&resumed[..], &full[first..], "{i}/{d} from {s}");
+        }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}

@@ -122,6 +122,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::new("center_freq", ParamType::Float, "frequency moved to 0 Hz").unit("Hz").default(0.0).settable())
         .param(samp_rate())
         .param(decimation())
+        .param(ParamDescriptor::new("start", ParamType::Int, "index of the first output in the uninterrupted stream, where the mixer phase continues (set by a restarted worker)").default(0i64).min(0.0))
         .input(PortDescriptor::fixed("in", Cf32, "samples"))
         .output(PortDescriptor::fixed("out", Cf32, "shifted, filtered samples"))
         .rate(Rate::decim("decimation"))

@@ -660,16 +660,19 @@ pub fn low_pass_filter(p: &Params) -> Result<BuiltBlock, String> {
 // history, for resuming mid-stream
 
 /// How many input items before an output's own the block reads (its
-/// history), for a segment resuming mid-stream: `fir_filter` and
-/// `low_pass_filter` read `taps − 1` earlier items and nothing else carries
-/// over (their decimation phase follows the input count, which the resume
-/// aligns). `None` for the other filters: `freq_xlating_fir` also carries
-/// its mixer's phase and `rational_resampler` its polyphase position, so a
-/// warm-up alone would not reproduce their output.
+/// history), for a segment resuming mid-stream at an input offset aligned to
+/// the block's decimation: `fir_filter`, `low_pass_filter` and
+/// `freq_xlating_fir` read `taps − 1` earlier items (the mixer phase of
+/// `freq_xlating_fir` is a function of the output index, which the restarted
+/// worker gives it as `start`); `rational_resampler` reads none before its
+/// output's window, which starts at input `⌊j·D/I⌋` (it has no zero
+/// history), and its polyphase branch follows the output index, so a start
+/// on a multiple of `D/gcd(I, D)` continues it exactly.
 pub fn history(kind: &str, p: &Params) -> Option<u64> {
     let taps = match kind {
-        "fir_filter" => p.complex_list("taps")?.len(),
+        "fir_filter" | "freq_xlating_fir" => p.complex_list("taps")?.len(),
         "low_pass_filter" => LowPassDesign::from_params(p).ok()?.taps().ok()?.len(),
+        "rational_resampler" => return Some(0),
         _ => return None,
     };
     Some(taps.saturating_sub(1) as u64)
@@ -761,7 +764,10 @@ fn retune_phase(delta: f64, samp_rate: f64, ntaps: usize) -> f64 {
 /// single precision, as GNU Radio takes it (see `XlatingFreq`). The mixer
 /// phase is a function of the output index; a new `center_freq` changes its
 /// rate from the next output on and steps it by `−Δω₀·(N−1)/2`, as GNU Radio
-/// does, so that the output's phase stays continuous.
+/// does, so that the output's phase stays continuous. Parameter `start`
+/// (set by a restarted worker) is the index of the first output in the
+/// uninterrupted stream: the mixer continues from there, so a resume is exact
+/// unless `center_freq` was changed at run time before the restart.
 pub struct FreqXlatingFir {
     fir: PolyFir<Complex32>,
     proto: Vec<Complex64>,
@@ -855,7 +861,7 @@ impl FreqXlatingFir {
             samp_rate,
             decim: d as u64,
             freq,
-            produced: 0,
+            produced: p.u64("start").unwrap_or(0),
             anchor: 0,
             anchor_phase: phase0 - phase0.floor(),
         })
