@@ -43,19 +43,26 @@ fn noise_cf32(n: usize, seed: u64) -> Vec<Complex32> {
         .collect()
 }
 
-/// `y[m] = Σ_n h[m·D − n·I]·x[n]` for `m < ⌈N·I/D⌉` (or `⌊N/D⌋` outputs
-/// for a FIR, `fir = true`), in f64.
+/// For a FIR (`fir = true`, `I = 1`): `y[m] = Σ_n h[m·D − n]·x[n]` for
+/// `m < ⌊N/D⌋` (zero history). For the resampler, GNU Radio's convention:
+/// with `nt = ⌈L/I⌉` taps per branch, `y[j] = Σ_n h[j·D + (nt−1)·I − n·I]·x[n]`
+/// for the `⌈(N − nt + 1)·I/D⌉` outputs whose window lies inside the input.
+/// In f64.
 fn direct(h: &[Complex64], x: &[Complex64], i: usize, d: usize, fir: bool) -> Vec<Complex64> {
-    let nout = if fir {
-        x.len() / d
+    let nt = h.len().div_ceil(i);
+    let (nout, delay) = if fir {
+        (x.len() / d, 0)
     } else {
-        (x.len() * i).div_ceil(d)
+        (
+            ((x.len() + 1).saturating_sub(nt) * i).div_ceil(d),
+            (nt - 1) * i,
+        )
     };
     (0..nout)
         .map(|m| {
             let mut s = Complex64::new(0.0, 0.0);
             for (n, xn) in x.iter().enumerate() {
-                let k = (m * d) as i64 - (n * i) as i64;
+                let k = (m * d + delay) as i64 - (n * i) as i64;
                 if k >= 0 && (k as usize) < h.len() {
                     s += h[k as usize] * xn;
                 }
@@ -478,13 +485,21 @@ fn resampler_output_count_and_rate() {
         .input_tagged(&x, vec![Tag::new(100, "t", Pmt::Null)])
         .run_chunked();
         let y: Vec<f32> = out.items(0);
-        let exact = n as f64 * i as f64 / d as f64;
-        assert!(
-            (y.len() as f64 - exact).abs() <= 1.0,
-            "{i}/{d}: {} outputs for {n} inputs",
-            y.len()
+        // GNU Radio's count: the outputs whose window (nt = ⌈L/I⌉ inputs)
+        // lies inside the input, ⌈(N − nt + 1)·I/D⌉, with I/D reduced.
+        let b = build(
+            "rational_resampler",
+            json!({"type": "f32", "interpolation": i, "decimation": d}),
         );
-        // Tag offsets map through the rate: round(100·I/D).
+        let (ri, rd) = b.rate;
+        let Some(Pmt::Vector(TypedVec::Cf64(taps))) = b.block.get("taps") else {
+            panic!("taps")
+        };
+        let nt = taps.len().div_ceil(ri as usize);
+        let want = ((n - nt + 1) as u64 * ri).div_ceil(rd);
+        assert_eq!(y.len() as u64, want, "{i}/{d}: outputs for {n} inputs");
+        // Tag offsets map through the rate: round(100·I/D), as GNU Radio
+        // does (not moved by the filter's delay).
         assert_eq!(out.tags(0)[0].offset, (200 * i + d) / (2 * d));
     }
     // Without taps, I/D is reduced by the gcd, as GNU Radio does.
@@ -717,5 +732,108 @@ fn filter_ports_and_rates_agree_with_the_catalog() {
             assert_eq!(b.outputs, want_out, "{kind} {ty} outputs");
             assert_eq!(Some(b.rate), desc.rate.eval(&p), "{kind} {ty} rate");
         }
+    }
+}
+
+// ---------------------------------------------------------------- resuming mid-stream
+
+/// A restarted segment feeds a block its input from an offset `s` aligned to
+/// the block's decimation, moved back by its history
+/// (`blocks::filter::history`); `freq_xlating_fir` also gets the index of its
+/// first output as `start`. After the warm-up its outputs must equal an
+/// uninterrupted run's, bit for bit.
+#[test]
+fn freq_xlating_resumed_mid_stream_continues_exactly() {
+    let fs = 48_000.0;
+    let proto = firdes::low_pass(1.0, fs, 4000.0, 1000.0, Window::Hamming.into()).unwrap();
+    let proto_json: Vec<f64> = proto.iter().map(|&t| t as f64).collect();
+    let x = noise_cf32(6000, 31);
+    for (cf, d) in [(9000.0, 4u64), (-5000.0, 3), (12345.6, 1)] {
+        let params = |start: u64| {
+            json!({"taps": proto_json, "center_freq": cf, "samp_rate": fs,
+                   "decimation": d, "start": start})
+        };
+        let full: Vec<Complex32> = Harness::new(factory("freq_xlating_fir", params(0)))
+            .input(&x)
+            .run()
+            .unwrap()
+            .items(0);
+        let desc = flowmesh_model::catalog().get("freq_xlating_fir").unwrap();
+        let given: BTreeMap<String, Value> = serde_json::from_value(params(0)).unwrap();
+        let (resolved, _) = flowmesh_model::params::resolve(desc, &given);
+        let history = flowmesh_runtime::blocks::filter::history("freq_xlating_fir", &resolved)
+            .expect("freq_xlating_fir has a history");
+        assert_eq!(history as usize, proto.len() - 1);
+        // Resume so that output 1000 is the first the sink still needs.
+        let s = (1000 * d - history) / d * d;
+        let first = s / d;
+        let resumed: Vec<Complex32> = Harness::new(factory("freq_xlating_fir", params(first)))
+            .input(&x[s as usize..])
+            .run_chunked()
+            .items(0);
+        let warm = history.div_ceil(d) as usize;
+        assert_eq!(first as usize + resumed.len(), full.len(), "{cf} Hz D {d}");
+        assert_eq!(
+            &resumed[warm..],
+            &full[first as usize + warm..],
+            "{cf} Hz D {d}: outputs after the warm-up"
+        );
+        // Without `start` the mixer would restart at output 0's phase.
+        let unaware: Vec<Complex32> = Harness::new(factory("freq_xlating_fir", params(0)))
+            .input(&x[s as usize..])
+            .run()
+            .unwrap()
+            .items(0);
+        assert_ne!(&unaware[warm..], &full[first as usize + warm..]);
+    }
+}
+
+#[test]
+fn resampler_resumed_on_its_decimation_continues_exactly() {
+    let x = noise_cf32(5000, 33);
+    for (i, d, taps) in [
+        (3u64, 2u64, None),
+        (2, 3, None),
+        (5, 1, None),
+        (1, 4, None),
+        (4, 6, Some(vec![0.1, 0.3, -0.2, 0.5, 0.25, 0.05, -0.1])),
+    ] {
+        let mut params = json!({"type": "cf32", "interpolation": i, "decimation": d});
+        if let Some(t) = &taps {
+            params["taps"] = json!(t);
+        }
+        let desc = flowmesh_model::catalog().get("rational_resampler").unwrap();
+        let given: BTreeMap<String, Value> = serde_json::from_value(params.clone()).unwrap();
+        let (resolved, _) = flowmesh_model::params::resolve(desc, &given);
+        assert_eq!(
+            flowmesh_runtime::blocks::filter::history("rational_resampler", &resolved),
+            Some(0)
+        );
+        let full: Vec<Complex32> = Harness::new(factory("rational_resampler", params.clone()))
+            .input(&x)
+            .run()
+            .unwrap()
+            .items(0);
+        // The worker aligns the start to D/gcd(I, D) of the rate as given.
+        let g = gcd(i, d);
+        let align = d / g;
+        for s in [align * 7, align * 301, align * 1000] {
+            let resumed: Vec<Complex32> =
+                Harness::new(factory("rational_resampler", params.clone()))
+                    .input(&x[s as usize..])
+                    .run_chunked()
+                    .items(0);
+            let first = (s * i / d) as usize;
+            assert_eq!(first + resumed.len(), full.len(), "{i}/{d} from {s}");
+            assert_eq!(&resumed[..], &full[first..], "{i}/{d} from {s}");
+        }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }

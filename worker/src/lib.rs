@@ -223,9 +223,10 @@ fn append_sink_holds(desc: &BlockDescriptor, p: &Params) -> Option<u64> {
 /// `net_sink`s in `downstream` resume (in items at that sink) — carried back
 /// through each block's rate, the smallest over all; then moved back by the
 /// history the filters on the way need to warm up (`fir_filter`,
-/// `low_pass_filter`: `taps − 1` items) and down to a multiple of every
-/// decimation on the way, so that the outputs after the warm-up equal an
-/// uninterrupted run's. What is then delivered again is dropped at the
+/// `low_pass_filter`, `freq_xlating_fir`: `taps − 1` items;
+/// `rational_resampler`: none) and down to a multiple of every decimation on
+/// the way (`D/gcd(I, D)` for a resampler), so that the outputs after the
+/// warm-up equal an uninterrupted run's. What is then delivered again is dropped at the
 /// sinks ([`append_skips`]; a `net_sink` serves its consumer from where it
 /// resumes). Edges that reach no such sink start at 0.
 pub fn durable_positions(
@@ -291,6 +292,27 @@ pub fn relay_starts(sub: &FlowGraphSpec, sources: &BTreeMap<String, u64>) -> BTr
                 let e = out.entry(blk.to_string()).or_insert(y);
                 *e = (*e).min(y);
                 return false;
+            }
+            true
+        });
+    }
+    out
+}
+
+/// For each `freq_xlating_fir` downstream of a resumed `net_source`
+/// (`sources`: block → its start), the index its first output has in an
+/// uninterrupted run: the source's start carried through the rates before
+/// it, over its decimation (the smallest if several reach it). The block
+/// continues its mixer phase from there (its parameter `start`).
+pub fn mixer_starts(sub: &FlowGraphSpec, sources: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    for (name, &x) in sources {
+        walk_down(sub, name, |blk, desc, p, at| {
+            if desc.kind == "freq_xlating_fir" {
+                let d = p.u64("decimation").unwrap_or(1).max(1) as u128;
+                let y = (x as u128 * at.i / at.d.max(1) / d) as u64;
+                let e = out.entry(blk.to_string()).or_insert(y);
+                *e = (*e).min(y);
             }
             true
         });
@@ -460,7 +482,8 @@ fn ask_consumers(
 
 /// Sets where each input edge, relay output and append file of a restarted
 /// segment starts ([`durable_positions`], [`relay_starts`],
-/// [`append_skips`]), asking in the recorded producer instance's numbering
+/// [`append_skips`]) and where each `freq_xlating_fir` continues its mixer
+/// ([`mixer_starts`]), asking in the recorded producer instance's numbering
 /// where a state file names one.
 fn plan_resume(
     sub: &mut FlowGraphSpec,
@@ -491,6 +514,12 @@ fn plan_resume(
                 tracing::info!("segment {segment}: {block} resumes at {at}");
                 set_param(sub, block, "start", at);
             }
+        }
+    }
+    for (block, start) in mixer_starts(sub, &sources) {
+        if start > 0 {
+            tracing::info!("segment {segment}: {block} continues its mixer at output {start}");
+            set_param(sub, &block, "start", start);
         }
     }
     for (block, skip) in append_skips(sub, &sources) {

@@ -3,12 +3,15 @@
 //! where the consumers of its `net_sink`s resume (a relay), moved back for
 //! the filters' warm-up and aligned to their decimation; `append_skips`:
 //! what each file then drops; `relay_starts`: where those `net_sink`s
-//! number their first item.
+//! number their first item; `mixer_starts`: the output index a resumed
+//! `freq_xlating_fir` continues its mixer from.
 
 use std::collections::BTreeMap;
 
 use flowmesh_model::validate::validate_text;
-use flowmesh_worker::{append_skips, durable_positions, plan, relay_sinks, relay_starts};
+use flowmesh_worker::{
+    append_skips, durable_positions, mixer_starts, plan, relay_sinks, relay_starts,
+};
 
 fn sub(yaml: &str, segment: &str) -> flowmesh_model::FlowGraphSpec {
     let (doc, report) = validate_text(yaml);
@@ -78,6 +81,64 @@ fn the_smallest_position_over_all_append_sinks_wins_taking_decimation_into_accou
     // The decimated sink catches up past the other: the full sink wins.
     std::fs::write(dir.path().join("dec.f32"), vec![0u8; 300 * 4]).unwrap();
     assert_eq!(plan_resume(&b), (996, 4, 51));
+}
+
+#[test]
+fn positions_through_a_rational_resampler_and_a_freq_xlating_fir() {
+    // b: net_source -> rational_resampler 3/2 -> freq_xlating_fir (5 taps,
+    // decimation 4) -> append file `xf`, and the resampler's output into the
+    // append file `rf`. The resampler needs no warm-up (its output j reads
+    // inputs from ⌊2j/3⌋ on) and a start on a multiple of 2; the
+    // freq_xlating_fir needs 4 earlier inputs (= 4·2/3 source items,
+    // rounded up: 3) and a start on a multiple of 4 of its own input, i.e. of
+    // 8 source items.
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {{name: resample}}
+spec:
+  blocks:
+    src: {{kind: signal_source, params: {{type: cf32, samp_rate: 48000, frequency: 1e3}}, segment: a}}
+    rr:  {{kind: rational_resampler, params: {{type: cf32, interpolation: 3, decimation: 2}}, segment: b}}
+    xl:  {{kind: freq_xlating_fir, params: {{taps: [0.1, 0.2, 0.4, 0.2, 0.1], center_freq: 9000, samp_rate: 72000, decimation: 4}}, segment: b}}
+    rf:  {{kind: file_sink, params: {{type: cf32, path: {rf}, mode: append}}, segment: b}}
+    xf:  {{kind: file_sink, params: {{type: cf32, path: {xf}, mode: append}}, segment: b}}
+  connections:
+    - [src.out, rr.in]
+    - [rr.out, xl.in]
+    - [rr.out, rf.in]
+    - [xl.out, xf.in]
+"#,
+        rf = dir.path().join("rf.cf32").display(),
+        xf = dir.path().join("xf.cf32").display(),
+    );
+    let b = sub(&yaml, "b");
+    let src = source_of(&b);
+    let resume = |rf: usize, xf: usize| {
+        std::fs::write(dir.path().join("rf.cf32"), vec![0u8; rf * 8]).unwrap();
+        std::fs::write(dir.path().join("xf.cf32"), vec![0u8; xf * 8]).unwrap();
+        let sources = durable_positions(&b, &BTreeMap::new());
+        let skips = append_skips(&b, &sources);
+        let mixer = mixer_starts(&b, &sources);
+        (sources[&src], skips["rf"], skips["xf"], mixer["xl"])
+    };
+
+    // Nothing written: start at 0, the mixer at output 0.
+    assert_eq!(resume(0, 0), (0, 0, 0, 0));
+
+    // rf holds 3000 resampled items (= source 2000), xf 300 (= source
+    // 800): xf wins; 800 − 3 = 797, down to a multiple of 8: 792. The
+    // resampler's first output is its output 792·3/2 = 1188, exact; rf
+    // drops 3000 − 1188. The freq_xlating_fir's first output is its output
+    // 1188/4 = 297 (its mixer continues from there), a warm-up output xf
+    // drops with 298 and 299.
+    assert_eq!(resume(3000, 300), (792, 1812, 3, 297));
+
+    // rf is behind (600 = source 400): 400 − 3 down to a multiple of 8 is
+    // 392: rf drops 600 − 588, xf 300 − 147, the mixer starts at 147.
+    assert_eq!(resume(600, 300), (392, 12, 153, 147));
 }
 
 #[test]

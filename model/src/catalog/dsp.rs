@@ -114,13 +114,15 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         BlockDescriptor::new(
             "freq_xlating_fir",
             Category::Filter,
-            "Shifts `center_freq` down to 0 Hz, filters and decimates (GNU Radio's freq_xlating_fir_filter_ccc: \
-             the taps are rotated to center_freq and the output is mixed by exp(−j2π·center_freq·D·n/fs)).",
+            "Shifts `center_freq` down to 0 Hz, filters and decimates (GNU Radio's freq_xlating_fir_filter_ccf/ccc: \
+             the N taps are rotated to center_freq, taps[k]·exp(jω₀k) with ω₀ = 2π·center_freq/fs, and output n \
+             is mixed by exp(−jω₀·(D·n + (N−1)/2)); ω₀ in single precision, as GNU Radio has it).",
         )
         .param(ParamDescriptor::new("taps", ParamType::ComplexList, "low-pass prototype taps"))
         .param(ParamDescriptor::new("center_freq", ParamType::Float, "frequency moved to 0 Hz").unit("Hz").default(0.0).settable())
         .param(samp_rate())
         .param(decimation())
+        .param(ParamDescriptor::new("start", ParamType::Int, "index of the first output in the uninterrupted stream, where the mixer phase continues (set by a restarted worker)").default(0i64).min(0.0))
         .input(PortDescriptor::fixed("in", Cf32, "samples"))
         .output(PortDescriptor::fixed("out", Cf32, "shifted, filtered samples"))
         .rate(Rate::decim("decimation"))
@@ -130,7 +132,9 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             "rational_resampler",
             Category::Filter,
             "Polyphase resampler by interpolation/decimation (GNU Radio's rational_resampler). Without taps, \
-             designs a Kaiser low-pass with fractional bandwidth `fractional_bw` as GNU Radio does.",
+             reduces I/D by their gcd and designs a Kaiser low-pass with fractional bandwidth `fractional_bw` as \
+             GNU Radio does. As GNU Radio's, it has no zero history: its first output needs ⌈taps/I⌉ inputs, and \
+             N inputs give ⌈(N − ⌈taps/I⌉ + 1)·I/D⌉ outputs; tags move to round(offset·I/D).",
         )
         .param(ParamDescriptor::item_type(&[Cf32, F32]))
         .param(ParamDescriptor::new("interpolation", ParamType::Int, "interpolation factor").default(1i64).min(1.0).max(65536.0))

@@ -19,8 +19,18 @@
 //! reads the taps the other way round, which agrees only for symmetric taps
 //! such as every designed low-pass). Output `i` of a FIR is produced once the `D`
 //! inputs `x[i·D .. i·D + D)` have arrived, so `N` inputs give `⌊N/D⌋`
-//! outputs; output `m` of the resampler once `x[⌊m·D/I⌋]` has arrived, so `N`
-//! inputs give `⌈N·I/D⌉` outputs (both as in GNU Radio).
+//! outputs (as in GNU Radio).
+//!
+//! The resampler follows GNU Radio's `rational_resampler`, which has no zero
+//! history: its first output needs a full window. With `nt = ⌈L/I⌉` taps per
+//! polyphase branch, its output `j` is `y[j·D + (nt−1)·I]` of the formula
+//! above, i.e. branch `j·D mod I` over the window ending at input
+//! `nt − 1 + ⌊j·D/I⌋`, so `N` inputs give `⌈(N − nt + 1)·I/D⌉` outputs (none
+//! for `N < nt`). Checked against GNU Radio's own output in
+//! `runtime/tests/gnuradio_conformance.rs`. (GNU Radio's last few outputs
+//! depend on its scheduler: its forecast may stop it early, or it may filter
+//! past the end of the input; FlowMesh emits exactly the outputs whose window
+//! lies inside the input.)
 //!
 //! The engine keeps the history (and the polyphase phase) itself and consumes
 //! input eagerly, so a block needing `D` items per output still progresses
@@ -265,6 +275,19 @@ impl<T: Sample> PolyFir<T> {
         };
         f.set_taps(taps);
         f
+    }
+
+    /// Drops the initial history of zeros: the first output's window is then
+    /// the first `⌈L/I⌉` input items (GNU Radio's `rational_resampler`, whose
+    /// first output needs a full window), so `N` inputs give
+    /// `⌈(N − ⌈L/I⌉ + 1)·I/D⌉` outputs. Only on a fresh filter.
+    pub fn without_zero_history(mut self) -> Self {
+        // A fresh filter holds `ntaps − 1` zeros and its next window ends at
+        // index `ntaps − 1` of history ++ input; without the zeros that index
+        // is input item `ntaps − 1`.
+        debug_assert!(self.phase == 0 && self.hist.len() + 1 == self.ntaps);
+        self.hist.clear();
+        self
     }
 
     /// Replaces the taps from the next output on, keeping the history.
@@ -637,16 +660,19 @@ pub fn low_pass_filter(p: &Params) -> Result<BuiltBlock, String> {
 // history, for resuming mid-stream
 
 /// How many input items before an output's own the block reads (its
-/// history), for a segment resuming mid-stream: `fir_filter` and
-/// `low_pass_filter` read `taps − 1` earlier items and nothing else carries
-/// over (their decimation phase follows the input count, which the resume
-/// aligns). `None` for the other filters: `freq_xlating_fir` also carries
-/// its mixer's phase and `rational_resampler` its polyphase position, so a
-/// warm-up alone would not reproduce their output.
+/// history), for a segment resuming mid-stream at an input offset aligned to
+/// the block's decimation: `fir_filter`, `low_pass_filter` and
+/// `freq_xlating_fir` read `taps − 1` earlier items (the mixer phase of
+/// `freq_xlating_fir` is a function of the output index, which the restarted
+/// worker gives it as `start`); `rational_resampler` reads none before its
+/// output's window, which starts at input `⌊j·D/I⌋` (it has no zero
+/// history), and its polyphase branch follows the output index, so a start
+/// on a multiple of `D/gcd(I, D)` continues it exactly.
 pub fn history(kind: &str, p: &Params) -> Option<u64> {
     let taps = match kind {
-        "fir_filter" => p.complex_list("taps")?.len(),
+        "fir_filter" | "freq_xlating_fir" => p.complex_list("taps")?.len(),
         "low_pass_filter" => LowPassDesign::from_params(p).ok()?.taps().ok()?.len(),
+        "rational_resampler" => return Some(0),
         _ => return None,
     };
     Some(taps.saturating_sub(1) as u64)
@@ -677,20 +703,78 @@ fn cis(cycles: f64) -> Complex64 {
     Complex64::new(c, s)
 }
 
+/// GNU Radio's single-precision view of a centre frequency, which
+/// `freq_xlating_fir` reproduces so that its output agrees with GNU Radio's
+/// over long runs (an exact ω₀ would drift from it by up to ~1e-7 rad per
+/// output, 1e-3 rad after 10⁴ outputs).
+#[derive(Debug, Clone, Copy)]
+struct XlatingFreq {
+    /// `ω₀ = 2π·center_freq/samp_rate` rounded to `f32` (GNU Radio's `fwT0`).
+    w: f32,
+    /// The mixer's turn per output, in cycles: the angle of GNU Radio's
+    /// phase increment `exp(−j·f32(ω₀·D))`, taken from its `f32` parts after
+    /// they are normalised as GNU Radio does.
+    step: f64,
+}
+
+impl XlatingFreq {
+    fn new(center_freq: f64, samp_rate: f64, decim: u64) -> Self {
+        let w = (std::f64::consts::TAU * center_freq / samp_rate) as f32;
+        let a = -w * decim as f32;
+        let (s, c) = (a.sin(), a.cos());
+        let m = c.hypot(s);
+        let (s, c) = (s / m, c / m);
+        XlatingFreq {
+            w,
+            step: (s as f64).atan2(c as f64) / std::f64::consts::TAU,
+        }
+    }
+    /// The taps rotated up to the centre frequency: `taps[k]·e^{j·f32(k·ω₀)}`
+    /// (the angle is formed in `f32` as GNU Radio forms it).
+    fn rotate(&self, proto: &[Complex64]) -> Vec<Complex64> {
+        proto
+            .iter()
+            .enumerate()
+            .map(|(k, t)| {
+                let a = (k as f32 * self.w) as f64;
+                t * Complex64::new(a.cos(), a.sin())
+            })
+            .collect()
+    }
+}
+
+/// The mixer phase step (cycles) GNU Radio applies when the centre frequency
+/// moves by `delta` Hz: `−Δω·(N−1)/2` for `N` taps, the phase delay of a
+/// symmetric filter, so that a signal's phase does not jump on a retune (and,
+/// from 0 Hz, the mixer's initial phase). Computed in `f32` as GNU Radio does.
+fn retune_phase(delta: f64, samp_rate: f64, ntaps: usize) -> f64 {
+    let dw = (std::f64::consts::TAU * (delta as f32) as f64 / samp_rate) as f32;
+    let dp = ((-dw * ntaps.saturating_sub(1) as f32) as f64 / 2.0) as f32;
+    dp as f64 / std::f64::consts::TAU
+}
+
 /// `freq_xlating_fir`: input `in`, output `out` (cf32), message input `cmd`.
-/// Parameters: `taps` (the low-pass prototype), `center_freq` (settable),
-/// `samp_rate`, `decimation`. As GNU Radio's freq_xlating_fir_filter_ccc: the
-/// taps are rotated to the centre frequency, `bpf[k] = taps[k]·e^{jω₀k}` with
-/// `ω₀ = 2π·center_freq/samp_rate`, and filtered output `n` is mixed by
-/// `e^{−jω₀·D·n}`, so a tone at `center_freq` comes out at 0 Hz. The mixer
+/// Parameters: `taps` (the low-pass prototype, `N` taps), `center_freq`
+/// (settable), `samp_rate`, `decimation` `D`. As GNU Radio's
+/// `freq_xlating_fir_filter_ccf`/`_ccc`: the taps are rotated to the centre
+/// frequency, `bpf[k] = taps[k]·e^{jω₀k}` with `ω₀ = 2π·center_freq/samp_rate`,
+/// filtered output `n` (`Σ_k bpf[k]·x[n·D − k]`, zero history) is mixed by
+/// `e^{−j(ω₀·D·n + ω₀·(N−1)/2)}`, so a tone at `center_freq` comes out at
+/// 0 Hz with the phase it has at the filter's centre tap. `ω₀` is taken in
+/// single precision, as GNU Radio takes it (see `XlatingFreq`). The mixer
 /// phase is a function of the output index; a new `center_freq` changes its
-/// rate from the next output on, keeping the phase continuous.
+/// rate from the next output on and steps it by `−Δω₀·(N−1)/2`, as GNU Radio
+/// does, so that the output's phase stays continuous. Parameter `start`
+/// (set by a restarted worker) is the index of the first output in the
+/// uninterrupted stream: the mixer continues from there, so a resume is exact
+/// unless `center_freq` was changed at run time before the restart.
 pub struct FreqXlatingFir {
     fir: PolyFir<Complex32>,
     proto: Vec<Complex64>,
     center_freq: f64,
     samp_rate: f64,
     decim: u64,
+    freq: XlatingFreq,
     /// Outputs produced so far.
     produced: u64,
     /// Output index from which the current `center_freq` applies, and the
@@ -700,30 +784,25 @@ pub struct FreqXlatingFir {
 }
 
 impl FreqXlatingFir {
-    fn rotated(proto: &[Complex64], center_freq: f64, samp_rate: f64) -> Vec<Complex64> {
-        let f = center_freq / samp_rate;
-        proto
-            .iter()
-            .enumerate()
-            .map(|(k, t)| t * cis(frac_mul(f, k as u64)))
-            .collect()
-    }
     /// Mixer phase (cycles, in `[0, 1)`) of output `n ≥ anchor`.
     fn mixer_phase(&self, n: u64) -> f64 {
-        let f = -(self.center_freq / self.samp_rate) * self.decim as f64;
-        let c = self.anchor_phase + frac_mul(f, n - self.anchor);
+        let c = self.anchor_phase + frac_mul(self.freq.step, n - self.anchor);
         c - c.floor()
+    }
+    /// Mixes the filtered outputs `out` (the next ones) down.
+    fn mix(&mut self, out: &mut [Complex32]) {
+        for (j, y) in out.iter_mut().enumerate() {
+            let r = cis(self.mixer_phase(self.produced + j as u64));
+            *y *= Complex32::new(r.re as f32, r.im as f32);
+        }
+        self.produced += out.len() as u64;
     }
 }
 
 impl Block for FreqXlatingFir {
     fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
         let out = run(&mut self.fir, io);
-        for (j, y) in out.iter_mut().enumerate() {
-            let r = cis(self.mixer_phase(self.produced + j as u64));
-            *y *= Complex32::new(r.re as f32, r.im as f32);
-        }
-        self.produced += out.len() as u64;
+        self.mix(out);
         Ok(Work::Ok)
     }
     fn set(&mut self, name: &str, value: &Pmt) -> Result<()> {
@@ -734,12 +813,14 @@ impl Block for FreqXlatingFir {
             .as_f64()
             .filter(|v| v.is_finite())
             .ok_or_else(|| bad(name, "expected a finite number"))?;
-        let phase = self.mixer_phase(self.produced);
-        self.fir
-            .set_taps(&Self::rotated(&self.proto, cf, self.samp_rate));
+        let phase = self.mixer_phase(self.produced)
+            + retune_phase(cf - self.center_freq, self.samp_rate, self.proto.len());
+        let freq = XlatingFreq::new(cf, self.samp_rate, self.decim);
+        self.fir.set_taps(&freq.rotate(&self.proto));
+        self.freq = freq;
         self.center_freq = cf;
         self.anchor = self.produced;
-        self.anchor_phase = phase;
+        self.anchor_phase = phase - phase.floor();
         Ok(())
     }
     fn get(&self, name: &str) -> Option<Pmt> {
@@ -752,40 +833,50 @@ impl Block for FreqXlatingFir {
     }
 }
 
+impl FreqXlatingFir {
+    fn from_params(p: &Params) -> Result<Self, String> {
+        let proto = p
+            .complex_list("taps")
+            .ok_or("the parameter `taps` is required")?;
+        check_taps(&proto, true)?;
+        let samp_rate = p
+            .f64("samp_rate")
+            .ok_or("the parameter `samp_rate` is required")?;
+        if !(samp_rate > 0.0 && samp_rate.is_finite()) {
+            return Err(format!("samp_rate must be above 0 Hz, got {samp_rate}"));
+        }
+        let center_freq = p.f64("center_freq").unwrap_or(0.0);
+        if !center_freq.is_finite() {
+            return Err(format!(
+                "center_freq must be a finite number, got {center_freq}"
+            ));
+        }
+        let d = decimation(p)?;
+        let freq = XlatingFreq::new(center_freq, samp_rate, d as u64);
+        let phase0 = retune_phase(center_freq, samp_rate, proto.len());
+        Ok(FreqXlatingFir {
+            fir: PolyFir::new(&freq.rotate(&proto), 1, d, d - 1),
+            proto,
+            center_freq,
+            samp_rate,
+            decim: d as u64,
+            freq,
+            produced: p.u64("start").unwrap_or(0),
+            anchor: 0,
+            anchor_phase: phase0 - phase0.floor(),
+        })
+    }
+}
+
 pub fn freq_xlating_fir(p: &Params) -> Result<BuiltBlock, String> {
-    let proto = p
-        .complex_list("taps")
-        .ok_or("the parameter `taps` is required")?;
-    check_taps(&proto, true)?;
-    let samp_rate = p
-        .f64("samp_rate")
-        .ok_or("the parameter `samp_rate` is required")?;
-    if !(samp_rate > 0.0 && samp_rate.is_finite()) {
-        return Err(format!("samp_rate must be above 0 Hz, got {samp_rate}"));
-    }
-    let center_freq = p.f64("center_freq").unwrap_or(0.0);
-    if !center_freq.is_finite() {
-        return Err(format!(
-            "center_freq must be a finite number, got {center_freq}"
-        ));
-    }
-    let d = decimation(p)?;
-    let taps = FreqXlatingFir::rotated(&proto, center_freq, samp_rate);
+    let b = FreqXlatingFir::from_params(p)?;
+    let d = b.decim;
     let st = StreamType::scalar(ItemType::Cf32);
-    Ok(BuiltBlock::new(FreqXlatingFir {
-        fir: PolyFir::new(&taps, 1, d, d - 1),
-        proto,
-        center_freq,
-        samp_rate,
-        decim: d as u64,
-        produced: 0,
-        anchor: 0,
-        anchor_phase: 0.0,
-    })
-    .input("in", st)
-    .output("out", st)
-    .settable()
-    .rate(1, d as u64))
+    Ok(BuiltBlock::new(b)
+        .input("in", st)
+        .output("out", st)
+        .settable()
+        .rate(1, d))
 }
 
 // ---------------------------------------------------------------------------
@@ -804,8 +895,13 @@ fn gcd(a: u64, b: u64) -> u64 {
 /// at I times the input rate), `fractional_bw`. As GNU Radio's
 /// rational_resampler: without taps, I and D are reduced by their greatest
 /// common divisor and the taps designed by [`firdes::resampler_taps`]; given
-/// taps, I and D are used as they are. Polyphase: output `m` uses branch
-/// `m·D mod I` ending at input `⌊m·D/I⌋`.
+/// taps, I and D are used as they are. Polyphase, without zero history (see
+/// the module docs): with `nt = ⌈taps/I⌉`, output `j` uses branch `j·D mod I`
+/// over the inputs `⌊j·D/I⌋ ..= ⌊j·D/I⌋ + nt − 1`. Tags move by the rate,
+/// `round(o·I/D)`, as in GNU Radio (not by the filter's delay). Output `j`
+/// depends only on the inputs from `⌊j·D/I⌋` on, so a stream restarted at an
+/// input offset `s` that is a multiple of `D/gcd(I, D)` continues exactly at
+/// output `s·I/D`.
 pub struct RationalResampler<T: Sample> {
     fir: PolyFir<T>,
     interp: u64,
@@ -863,7 +959,7 @@ fn rational_resampler_t<T: Sample>(p: &Params) -> Result<BuiltBlock, String> {
     };
     let st = StreamType::scalar(T::TYPE);
     Ok(BuiltBlock::new(RationalResampler::<T> {
-        fir: PolyFir::new(&taps, iu, du, 0),
+        fir: PolyFir::new(&taps, iu, du, 0).without_zero_history(),
         interp: i,
         decim: d,
         taps,
@@ -928,6 +1024,89 @@ mod tests {
             for (a, b) in out.iter().zip(&want) {
                 assert!((*a as f64 - b).abs() < 1e-3, "I={i} D={d}: {a} vs {b}");
             }
+        }
+    }
+
+    /// Without the zero history, output `j` is `Σ_n h[j·D + (nt−1)·I − n·I]·x[n]`
+    /// and `N` inputs give `⌈(N − nt + 1)·I/D⌉` outputs, fed item by item.
+    #[test]
+    fn engine_without_zero_history_starts_on_a_full_window() {
+        let taps: Vec<f64> = (0..13).map(|k| (k as f64 * 0.7).sin() + 0.1).collect();
+        let ct: Vec<Complex64> = taps.iter().map(|&t| Complex64::new(t, 0.0)).collect();
+        let x: Vec<f64> = (0..200).map(|n| ((n * 7919) % 23) as f64 - 11.0).collect();
+        for (i, d) in [(1, 1), (3, 2), (2, 5), (4, 1), (1, 20), (4, 6)] {
+            let nt = taps.len().div_ceil(i);
+            let mut f = PolyFir::<f32>::new(&ct, i, d, 0).without_zero_history();
+            let mut out = vec![];
+            let mut pending: Vec<f32> = vec![];
+            for &v in &x {
+                pending.push(v as f32);
+                loop {
+                    let mut o = [0f32; 1];
+                    let (c, p) = f.process(&pending, &mut o);
+                    pending.drain(..c);
+                    out.extend_from_slice(&o[..p]);
+                    if c == 0 && p == 0 {
+                        break;
+                    }
+                }
+            }
+            let want: Vec<f64> = (0..((x.len() + 1 - nt) * i).div_ceil(d))
+                .map(|j| {
+                    (0..x.len())
+                        .filter_map(|n| {
+                            let k = (j * d + (nt - 1) * i) as i64 - (n * i) as i64;
+                            (k >= 0 && (k as usize) < taps.len()).then(|| taps[k as usize] * x[n])
+                        })
+                        .sum()
+                })
+                .collect();
+            assert_eq!(out.len(), want.len(), "I={i} D={d}");
+            for (a, b) in out.iter().zip(&want) {
+                assert!((*a as f64 - b).abs() < 1e-3, "I={i} D={d}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// A retune keeps the output's phase continuous, as GNU Radio's does: for
+    /// a tone in both passbands the phase step between outputs is the old
+    /// offset's before the change and the new one's after, with no jump.
+    #[test]
+    fn freq_xlating_retune_keeps_the_phase_continuous() {
+        let fs = 48_000.0;
+        let proto = firdes::low_pass(1.0, fs, 4000.0, 1000.0, Window::Hamming.into()).unwrap();
+        let mut p = Params::default();
+        p.insert(
+            "taps",
+            Pmt::Vector(TypedVec::F64(proto.iter().map(|&t| t as f64).collect())),
+        );
+        p.insert("samp_rate", Pmt::F64(fs));
+        p.insert("center_freq", Pmt::F64(1000.0));
+        p.insert("decimation", Pmt::I64(2));
+        let mut b = FreqXlatingFir::from_params(&p).unwrap();
+        let f = 1700.0;
+        let x: Vec<Complex32> = (0..4000)
+            .map(|n| {
+                let c = cis(f / fs * n as f64);
+                Complex32::new(c.re as f32, c.im as f32)
+            })
+            .collect();
+        let mut y = vec![Complex32::default(); 2000];
+        let (c1, p1) = b.fir.process(&x[..2000], &mut y[..1000]);
+        b.mix(&mut y[..p1]);
+        b.set("center_freq", &Pmt::F64(2500.0)).unwrap();
+        let (_, p2) = b.fir.process(&x[c1..], &mut y[p1..]);
+        b.mix(&mut y[p1..p1 + p2]);
+        assert_eq!((p1, p1 + p2), (1000, 2000));
+        let step = |n: usize| (y[n + 1] * y[n].conj()).arg() as f64;
+        let want = |cf: f64| std::f64::consts::TAU * (f - cf) / fs * 2.0;
+        for n in 100..1999 {
+            let w = if n < 1000 { want(1000.0) } else { want(2500.0) };
+            assert!(
+                (step(n) - w).abs() < 1e-3,
+                "output {n}: step {} vs {w}",
+                step(n)
+            );
         }
     }
 
