@@ -6,6 +6,7 @@
 //! partitioner. Nothing here does I/O beyond parsing strings.
 
 pub mod catalog;
+pub mod change;
 pub mod naming;
 pub mod params;
 pub mod partition;
