@@ -11,6 +11,8 @@
 //! `PEER <segment> <addr>` lines until `GO` (what `flowmesh run
 //! --distributed` does).
 
+pub mod cluster;
+
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::sync::Arc;

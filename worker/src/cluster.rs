@@ -1,0 +1,272 @@
+//! Cluster mode: the segment comes from a FlowGraph resource.
+//!
+//! `flowmesh worker --flowgraph NAME --namespace NS --segment S` reads the
+//! resource from the Kubernetes API (in-cluster service account, or
+//! KUBECONFIG), validates it like `flowmesh validate`, partitions it with
+//! the same pure function as every other worker and the operator, finds
+//! its peers by name through the address template, and runs segment S.
+//!
+//! Then it follows the resource ([`flowmesh_k8s::watch`]); for each new
+//! version it asks [`flowmesh_model::change::segment_change`] what the edit
+//! means for its own segment:
+//! - settable parameters of its blocks: applied live through the blocks'
+//!   callbacks at the next item, each with the item offset where it took
+//!   effect ([`Applied`]);
+//! - any other change of its segment: reported as "restart required" (the
+//!   operator rolls the segment) and otherwise left alone;
+//! - changes that touch only other segments: nothing;
+//! - a spec that fails validation: nothing applied, the problems reported.
+//!
+//! A deleted resource stops the segment cleanly. A segment whose streams
+//! have all ended stays up in state `finished` until then (a Deployment
+//! would otherwise restart it and replay the graph).
+//!
+//! The control plane runs on tokio; the segment's DSP threads are the
+//! runtime's own.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use flowmesh_k8s::source::{self, Event, ResourceRef};
+use flowmesh_model::change::{segment_change, SegmentChange};
+use flowmesh_model::naming::PeerTemplate;
+use flowmesh_model::{catalog, params, FlowGraphSpec, Pmt};
+use futures::StreamExt;
+use kube::Client;
+
+use crate::{plan, start_segment, Config};
+
+/// Errors of cluster mode.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Resource(#[from] source::Error),
+    #[error(transparent)]
+    Worker(#[from] crate::Error),
+    #[error("segment `{segment}` failed: {message}")]
+    Failed { segment: String, message: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How to run a segment from a resource.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub resource: ResourceRef,
+    /// Every peer's address: `{service}.{namespace}.svc:7400` by default.
+    pub peer_template: PeerTemplate,
+    /// The segment and how to run it (its `peers` are filled in from the
+    /// template).
+    pub worker: Config,
+}
+
+/// A settable parameter applied live.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub block: String,
+    pub param: String,
+    pub value: Pmt,
+    /// The item offset (block's first output, or first input for a sink)
+    /// from which the value is in force.
+    pub offset: u64,
+    /// The resource's `metadata.generation` it came from.
+    pub generation: i64,
+}
+
+/// The segment's state as cluster mode sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Running,
+    /// The resource changed in a way only a restart can apply.
+    RestartRequired,
+    /// Every stream of the segment has ended; waiting to be deleted.
+    Finished,
+}
+
+/// What cluster mode has done and seen, shared with whoever reports it
+/// (logs, the control API).
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub state: State,
+    /// The resource generation whose spec the segment runs (live changes
+    /// included).
+    pub generation: i64,
+    /// Live parameter changes, in order.
+    pub applied: Vec<Applied>,
+    /// Why a restart is required (each names the element).
+    pub restart_reasons: Vec<String>,
+    /// The last problem: an invalid new spec, a parameter the block refused.
+    pub last_error: Option<String>,
+}
+
+/// How cluster mode ended.
+#[derive(Debug)]
+pub enum Exit {
+    /// The resource was deleted (the segment was stopped if still running).
+    Deleted,
+}
+
+/// The peers of `segment` by the template.
+fn peers(
+    cfg: &ClusterConfig,
+    spec_names: impl Iterator<Item = String>,
+) -> BTreeMap<String, String> {
+    spec_names
+        .filter(|s| *s != cfg.worker.segment)
+        .map(|s| {
+            let a = cfg
+                .peer_template
+                .render(&cfg.resource.name, &cfg.resource.namespace, &s);
+            (s, a)
+        })
+        .collect()
+}
+
+/// The new value of a changed parameter as the catalog coerces it (its
+/// default when the spec no longer gives one).
+fn new_value(spec: &FlowGraphSpec, block: &str, param: &str) -> Option<Pmt> {
+    let b = spec.blocks.get(block)?;
+    let d = catalog().get(&b.kind)?;
+    params::resolve(d, &b.params).0.get(param).cloned()
+}
+
+/// Runs the segment of `cfg` from its resource until the resource is
+/// deleted. `report` is kept up to date throughout.
+pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>) -> Result<Exit> {
+    let fetched = source::fetch(&client, &cfg.resource).await?;
+    let part = plan(&fetched.doc)?;
+    let mut worker = cfg.worker.clone();
+    worker.peers = peers(&cfg, part.segments.keys().cloned());
+    let segment = worker.segment.clone();
+    for (s, a) in &worker.peers {
+        tracing::info!("segment {segment}: peer {s} at {a}");
+    }
+    let started = start_segment(&fetched.doc, &worker)?;
+    let handle = started.running.handle();
+    {
+        let mut r = report.lock().expect("report lock");
+        r.state = State::Running;
+        r.generation = fetched.generation;
+    }
+    // The DSP threads end on their own (streams ended) or when stopped;
+    // one plain thread waits for them.
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    let running = started.running;
+    std::thread::Builder::new()
+        .name("fm-segment-wait".into())
+        .spawn(move || {
+            let _ = done_tx.send(running.wait());
+        })
+        .expect("spawn a thread");
+    let mut done = false;
+    let mut current = fetched.doc.spec;
+    let mut events = Box::pin(source::watch(client, cfg.resource.clone()));
+    loop {
+        tokio::select! {
+            r = &mut done_rx, if !done => {
+                done = true;
+                match r {
+                    Ok(Ok(_)) => {
+                        tracing::info!("segment {segment}: every stream ended; staying up (finished) until the FlowGraph is deleted");
+                        report.lock().expect("report lock").state = State::Finished;
+                    }
+                    Ok(Err(e)) => {
+                        return Err(Error::Failed { segment, message: e.to_string() });
+                    }
+                    Err(_) => {
+                        return Err(Error::Failed { segment, message: "the segment's threads vanished".into() });
+                    }
+                }
+            }
+            e = events.next() => match e {
+                None | Some(Event::Deleted) => {
+                    tracing::info!("segment {segment}: {} was deleted; stopping", cfg.resource);
+                    handle.stop();
+                    if !done {
+                        let _ = done_rx.await;
+                    }
+                    return Ok(Exit::Deleted);
+                }
+                Some(Event::Applied(f)) => match *f {
+                    Err(e) => {
+                        tracing::warn!("segment {segment}: new version not applied: {e}");
+                        report.lock().expect("report lock").last_error = Some(e.to_string());
+                    }
+                    Ok(f) => {
+                        let change = segment_change(&current, &f.doc.spec, &segment);
+                        if matches!(change, SegmentChange::None | SegmentChange::Live { .. }) {
+                            // Back to what runs (an edit undone): no restart needed.
+                            let mut rep = report.lock().expect("report lock");
+                            if rep.state == State::RestartRequired {
+                                rep.state = State::Running;
+                                rep.restart_reasons.clear();
+                            }
+                        }
+                        match change {
+                            SegmentChange::None => {}
+                            SegmentChange::Live { params } => {
+                                for c in params {
+                                    let Some(value) = new_value(&f.doc.spec, &c.block, &c.param) else { continue };
+                                    let h = handle.clone();
+                                    let (b, p, v) = (c.block.clone(), c.param.clone(), value.clone());
+                                    let r = tokio::task::spawn_blocking(move || h.set(&b, &p, v))
+                                        .await
+                                        .expect("set does not panic");
+                                    let mut rep = report.lock().expect("report lock");
+                                    match r {
+                                        Ok(offset) => {
+                                            tracing::info!(
+                                                "segment {segment}: {}.{} = {value} from item {offset} (generation {})",
+                                                c.block, c.param, f.generation
+                                            );
+                                            rep.applied.push(Applied {
+                                                block: c.block,
+                                                param: c.param,
+                                                value,
+                                                offset,
+                                                generation: f.generation,
+                                            });
+                                        }
+                                        Err(e) => {
+                                            tracing::warn!("segment {segment}: {}.{} not applied: {e}", c.block, c.param);
+                                            rep.last_error = Some(e.to_string());
+                                        }
+                                    }
+                                }
+                                current = f.doc.spec;
+                                report.lock().expect("report lock").generation = f.generation;
+                            }
+                            SegmentChange::RestartRequired { reasons } => {
+                                for r in &reasons {
+                                    tracing::warn!("segment {segment}: restart required: {r}");
+                                }
+                                let mut rep = report.lock().expect("report lock");
+                                rep.state = State::RestartRequired;
+                                rep.restart_reasons = reasons;
+                            }
+                            SegmentChange::Removed => {
+                                let reason = format!("segment `{segment}` is no longer in the FlowGraph");
+                                tracing::warn!("{reason}");
+                                let mut rep = report.lock().expect("report lock");
+                                rep.state = State::RestartRequired;
+                                rep.restart_reasons = vec![reason];
+                            }
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl Report {
+    pub fn new() -> Arc<Mutex<Report>> {
+        Arc::new(Mutex::new(Report {
+            state: State::Running,
+            generation: 0,
+            applied: vec![],
+            restart_reasons: vec![],
+            last_error: None,
+        }))
+    }
+}
