@@ -780,11 +780,42 @@ fn handle_inbox(node: &mut Node) -> Result<bool> {
     Ok(any)
 }
 
+/// Carries the end-of-stream tags of inputs that were read to their end
+/// (tags at or past the last item, e.g. a final `gap`) to the end of the
+/// outputs, by the block's tag policy: there is no later item to put them
+/// on. An input not read to its end (`head`) carries none.
+fn carry_end_tags(node: &mut Node) {
+    if node.tag_policy != TagPolicy::AllToAll && node.tag_policy != TagPolicy::OneToOne {
+        return;
+    }
+    for (i, inp) in node.inputs.iter_mut().enumerate() {
+        if !inp.reader.writer_done() {
+            continue;
+        }
+        // Pulls the tags queued with the last items.
+        if inp.reader.available() > 0 {
+            continue;
+        }
+        let end = inp.reader.position();
+        for t in inp.reader.tags().iter().filter(|t| t.offset >= end) {
+            for (j, o) in node.outputs.iter().enumerate() {
+                if node.tag_policy == TagPolicy::AllToAll || i == j {
+                    o.writer.add_tag(Tag {
+                        offset: o.writer.position(),
+                        ..t.clone()
+                    });
+                }
+            }
+        }
+    }
+}
+
 fn finish(node: &mut Node) -> Result<()> {
     if node.finished {
         return Ok(());
     }
     node.finished = true;
+    carry_end_tags(node);
     let name = node.name.clone();
     let r = if node.started {
         guarded(&name, || node.block.stop())
