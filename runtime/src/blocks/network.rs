@@ -90,7 +90,11 @@ pub struct StreamChecker {
 
 impl StreamChecker {
     fn count_cause(&mut self, t: &crate::tag::Tag) {
-        let cause = t.value.get("cause").and_then(Pmt::as_str).unwrap_or("unknown");
+        let cause = t
+            .value
+            .get("cause")
+            .and_then(Pmt::as_str)
+            .unwrap_or("unknown");
         let count = t.value.get("count").and_then(Pmt::as_u64).unwrap_or(0);
         *self.causes.entry(cause.to_string()).or_default() += count;
     }
@@ -126,7 +130,11 @@ impl StreamChecker {
         if self.causes.is_empty() {
             return "none".into();
         }
-        let parts: Vec<String> = self.causes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+        let parts: Vec<String> = self
+            .causes
+            .iter()
+            .map(|(c, n)| format!("{c}: {n}"))
+            .collect();
         parts.join(", ")
     }
 }

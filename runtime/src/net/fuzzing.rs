@@ -153,11 +153,11 @@ fn check_frame(f: &Frame, original: &[u8]) {
     let h = f.header;
     assert_eq!(h.len as usize, f.body.len());
     // The decoder checked the CRC of every frame with the CRC flag (only
-    // DATA and MSG can have it); without the flag the field is zero.
+    // DATA, MSG and EOS can have it); without the flag the field is zero.
     let checked = h.has_crc();
     assert!(checked || h.crc == 0, "a CRC without the flag decoded");
     assert!(
-        !checked || matches!(h.kind, FrameType::Data | FrameType::Msg),
+        !checked || matches!(h.kind, FrameType::Data | FrameType::Msg | FrameType::Eos),
         "a {:?} frame with the CRC flag decoded",
         h.kind
     );
@@ -196,9 +196,8 @@ fn body_ok(f: &Frame) -> bool {
         }
         FrameType::Gap => body.len() == 8,
         FrameType::Msg => check_message(body).is_some(),
-        FrameType::Ack | FrameType::MsgAck | FrameType::Heartbeat | FrameType::Eos => {
-            body.is_empty()
-        }
+        FrameType::Eos => frame::eos_tags(&f.header, body).is_ok(),
+        FrameType::Ack | FrameType::MsgAck | FrameType::Heartbeat => body.is_empty(),
         FrameType::Close => true,
     }
 }

@@ -94,6 +94,8 @@ pub struct NetSink {
     write_blocked: bool,
     /// The consumer said it will read no more (CLOSE, normal).
     consumer_done: bool,
+    /// The connected consumer reads end-of-stream tags (HELLO `eos_tags`).
+    eos_tags_ok: bool,
 }
 
 impl NetSink {
@@ -133,6 +135,7 @@ impl NetSink {
             signal_set: false,
             write_blocked: false,
             consumer_done: false,
+            eos_tags_ok: false,
         }
     }
 
@@ -262,6 +265,7 @@ impl Block for NetSink {
             conn.set_waker(io.waker().clone())?;
             self.peer = conn.peer_addr();
             self.crc = inc.hello.crc && self.crc_wanted;
+            self.eos_tags_ok = inc.hello.eos_tags;
             let r = inc.hello.resume_offset;
             if inc.hello.instance != 0 && inc.hello.instance != self.instance {
                 // The consumer resumes in another instance's numbering (this
@@ -411,7 +415,30 @@ impl Block for NetSink {
             // End of stream once everything went out.
             if io.input_done(0) && self.sent == written && self.pending.is_none() && !self.eos_sent
             {
-                self.queue(FrameType::Eos, self.origin + written, 0);
+                // With the end-of-stream tags (a final `gap`: items lost
+                // after the last one), kept until the block ends, so they
+                // go again with the EOS of any later connection.
+                let end = self.origin + written;
+                let tags: Vec<frame::WireTag> = io
+                    .end_tags(0)
+                    .iter()
+                    .map(|t| frame::WireTag {
+                        offset: end,
+                        key: t.key.to_string(),
+                        value: t.value.clone(),
+                    })
+                    .collect();
+                if !tags.is_empty() && !self.eos_tags_ok {
+                    tracing::error!(
+                        "edge {}: consumer {} does not read end-of-stream tags (an older \
+                         build): it will not see {tags:?}",
+                        self.edge,
+                        self.peer
+                    );
+                }
+                let tags = if self.eos_tags_ok { &tags[..] } else { &[] };
+                self.control
+                    .extend_from_slice(&frame::eos(end, tags, self.crc));
                 self.eos_sent = true;
                 self.flush_control();
             }
