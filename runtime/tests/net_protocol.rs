@@ -1139,3 +1139,49 @@ fn a_consumer_restarted_after_its_producer_dropped_to_the_end_gets_the_final_gap
     let skipped = assert_end_gap_accounted(&b, N);
     assert!(skipped >= resume, "skipped {skipped} < resume {resume}");
 }
+
+#[test]
+fn a_consumer_coming_after_the_producer_gave_up_waiting_is_told_what_is_lost() {
+    const N: u64 = 100_000;
+    // The producer waits 1 s (`lingerSeconds`) for an absent consumer once
+    // its stream has ended.
+    let text = end_drop_spec(N, 1e6).replace(
+        "network: {retentionBytes: 65536}",
+        "network: {retentionBytes: 65536, lingerSeconds: 1}",
+    );
+    let p = partition(&spec(&text)).unwrap();
+    let mem = Mem::new();
+    let a = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    a.listen("mem-a1").unwrap();
+    let producer = segment(&p, "a", &a);
+    producer
+        .wait()
+        .expect("the producer ends once it stops waiting for its consumer");
+
+    // The producer's process still runs (its acceptor answers): a consumer
+    // that comes now is refused, and its block fails saying what is lost.
+    let consumer = segment(&p, "b", &consumer_env(&mem, "mem-a1"));
+    let Err(err) = consumer.wait() else {
+        panic!("the consumer is refused")
+    };
+    let err = err.to_string();
+    // The edge's net_sink held what its buffer (2R, or more between
+    // threads) took; the throttle dropped the rest and said so with a final
+    // `gap` the producer held too.
+    let held: u64 = err
+        .split("the producer's stream ended at item ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("no end offset in: {err}"));
+    assert!(held > 0 && held < N, "{err}");
+    assert!(
+        err.contains("refused the connection")
+            && err.contains("after waiting 1 s")
+            && err.contains(&format!("items [0, {held}) are lost ({held} items)"))
+            && err.contains("its end-of-stream tags are lost too: gap ")
+            && err.contains("overflow")
+            && err.contains(&format!("{}", N - held)),
+        "{err}"
+    );
+}

@@ -154,6 +154,9 @@ pub enum Reason {
     Busy = 6,
     Protocol = 7,
     ShuttingDown = 8,
+    /// The producer's stream has ended and it no longer holds the items
+    /// this consumer has not acknowledged (its linger time passed).
+    Finished = 9,
 }
 
 impl Reason {
@@ -167,6 +170,7 @@ impl Reason {
             6 => Reason::Busy,
             7 => Reason::Protocol,
             8 => Reason::ShuttingDown,
+            9 => Reason::Finished,
             _ => Reason::Normal,
         }
     }

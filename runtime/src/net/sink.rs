@@ -14,6 +14,14 @@
 //! absent consumer leaves the buffer full, which stops the upstream blocks:
 //! backpressure.
 //!
+//! Once its input has ended, the block waits for its consumer to
+//! acknowledge everything, serving (re)connecting consumers from what it
+//! holds and sending each EOS with the end-of-stream tags. While no consumer
+//! is connected it waits at most `linger_s` seconds (default 60,
+//! [`DEFAULT_LINGER`]); then it gives the rest up, logs what is lost, and
+//! ends; the edge's acceptor refuses later consumers with `finished`,
+//! naming the lost items, for as long as this process runs.
+//!
 //! Offsets are this block's own: it has a random instance id (WELCOME), and
 //! a consumer that names another instance in HELLO (this producer restarted
 //! without its state) gets everything still held, whatever offset it asks.
@@ -25,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use flowmesh_model::StreamType;
 
-use super::env::{NetEnv, Served, ServedKind};
+use super::env::{Finished, NetEnv, Served, ServedKind};
 use super::frame::{
     self, Decoder, FrameType, GapCause, Header, Reason, FLAG_CRC, FLAG_TAGS, HEADER_LEN,
 };
@@ -47,6 +55,9 @@ pub const STALL: Duration = Duration::from_millis(5);
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A connection silent for this long is dropped (the consumer will reconnect).
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a sink whose input has ended waits, with no consumer connected,
+/// for one to take what is not yet acknowledged (`linger_s`).
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(60);
 
 /// A frame partly written: its header and tags, and the payload's item range.
 struct Pending {
@@ -96,6 +107,10 @@ pub struct NetSink {
     consumer_done: bool,
     /// The connected consumer reads end-of-stream tags (HELLO `eos_tags`).
     eos_tags_ok: bool,
+    /// After the input ended: how long to wait for an absent consumer, and
+    /// since when none has been connected.
+    linger: Duration,
+    absent_since: Option<Instant>,
 }
 
 impl NetSink {
@@ -107,6 +122,7 @@ impl NetSink {
         crc: bool,
         flush: Duration,
         origin: u64,
+        linger: Duration,
     ) -> Self {
         let (served, instance) = env.serve(edge, ServedKind::Stream(st), crc);
         NetSink {
@@ -136,6 +152,8 @@ impl NetSink {
             write_blocked: false,
             consumer_done: false,
             eos_tags_ok: false,
+            linger,
+            absent_since: None,
         }
     }
 
@@ -312,6 +330,39 @@ impl Block for NetSink {
         let mut next_wake: Option<Instant> = None;
         if self.conn.is_some() && now.duration_since(self.last_rx) > PEER_TIMEOUT {
             self.drop_conn("silent for too long");
+        }
+        if io.input_done(0) && self.conn.is_none() {
+            let since = *self.absent_since.get_or_insert(now);
+            if now.duration_since(since) >= self.linger {
+                let (end, acked) = (self.origin + written, self.origin + self.acked);
+                tracing::error!(
+                    "edge {}: the stream ended at item {end} and no consumer came for {} s \
+                     (`lingerSeconds`) to take items [{acked}, {end}) ({} items) and the \
+                     end-of-stream tags: they are given up; a consumer that comes now is \
+                     refused (`finished`) and told so",
+                    self.edge,
+                    self.linger.as_secs(),
+                    end - acked
+                );
+                *self
+                    .served
+                    .finished
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(Finished {
+                    end,
+                    acked,
+                    linger: self.linger,
+                    end_tags: io
+                        .end_tags(0)
+                        .iter()
+                        .map(|t| format!("{} {}", t.key, t.value))
+                        .collect(),
+                });
+                io.consume(0, avail as usize);
+                return Ok(Work::Done);
+            }
+        } else {
+            self.absent_since = None;
         }
 
         // Control frames go out only between DATA frames, never inside one.
