@@ -26,6 +26,8 @@ pub fn net_sink(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
         p.bool("crc").unwrap_or(true),
         Duration::from_micros(p.u64("flush_us").unwrap_or(1000)),
         p.u64("start").unwrap_or(0),
+    )
+    .lingering(
         p.u64("linger_s")
             .map_or(crate::net::sink::DEFAULT_LINGER, Duration::from_secs),
     );

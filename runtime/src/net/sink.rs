@@ -111,6 +111,8 @@ pub struct NetSink {
     /// since when none has been connected.
     linger: Duration,
     absent_since: Option<Instant>,
+    /// The end of the input was logged.
+    end_logged: bool,
 }
 
 impl NetSink {
@@ -122,7 +124,6 @@ impl NetSink {
         crc: bool,
         flush: Duration,
         origin: u64,
-        linger: Duration,
     ) -> Self {
         let (served, instance) = env.serve(edge, ServedKind::Stream(st), crc);
         NetSink {
@@ -152,9 +153,18 @@ impl NetSink {
             write_blocked: false,
             consumer_done: false,
             eos_tags_ok: false,
-            linger,
+            linger: DEFAULT_LINGER,
             absent_since: None,
+            end_logged: false,
         }
+    }
+
+    /// Sets how long the block waits, once its input has ended and no
+    /// consumer is connected, before it gives up what is not acknowledged
+    /// (default [`DEFAULT_LINGER`]).
+    pub fn lingering(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
     }
 
     fn drop_conn(&mut self, why: &str) {
@@ -330,6 +340,17 @@ impl Block for NetSink {
         let mut next_wake: Option<Instant> = None;
         if self.conn.is_some() && now.duration_since(self.last_rx) > PEER_TIMEOUT {
             self.drop_conn("silent for too long");
+        }
+        if io.input_done(0) && !self.end_logged {
+            self.end_logged = true;
+            tracing::info!(
+                "edge {}: the stream ended at item {}; {} items not yet acknowledged, {} \
+                 end-of-stream tags",
+                self.edge,
+                self.origin + written,
+                written - self.acked.min(written),
+                io.end_tags(0).len()
+            );
         }
         if io.input_done(0) && self.conn.is_none() {
             let since = *self.absent_since.get_or_insert(now);
