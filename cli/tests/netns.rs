@@ -1397,6 +1397,197 @@ fn live_overflow_is_one_gap_of_exactly_the_dropped_items() {
 }
 
 // ---------------------------------------------------------------------------
+// 7b. A live source overflows to the end of its stream while the consumer
+//     is stopped (issue 10, item 3): the final loss is a `gap` on the end
+//     of the stream, carried with EOS, also to a consumer restarted with
+//     `--resume --state-dir`.
+
+/// What the checker in `b` printed at its end: (expected, delivered, lost,
+/// before the first one, lost by cause).
+fn checker_summary(w: &Worker) -> (u64, u64, u64, u64, String) {
+    let log = w.stderr();
+    let line = find_line(&log, &["stream_checker: ", " items = ", " delivered + "])
+        .unwrap_or_else(|| panic!("no stream_checker summary in:\n{}", tail(&log, 30)));
+    let num = |after: &str| -> u64 {
+        line.split(after)
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| panic!("no number after `{after}` in: {line}"))
+    };
+    let causes = line
+        .split("lost by cause: ")
+        .nth(1)
+        .unwrap_or_default()
+        .trim_end_matches(')')
+        .to_string();
+    (
+        num("stream_checker: "),
+        num("items = "),
+        num("delivered + "),
+        num("lost + "),
+        causes,
+    )
+}
+
+/// Stops `b` until `a`'s net_sink has seen the end of its input, which the
+/// throttle reaches dropping (nobody takes its items), and returns `a`'s
+/// log line saying so.
+fn stop_consumer_until_the_stream_ends(a: &mut Worker, b: &mut Worker) -> String {
+    b.signal("STOP");
+    wait_for(
+        "a's stream to end while b is stopped",
+        Duration::from_secs(60),
+        &mut [],
+        || find_line(&a.stderr(), &["the stream ended at item "]).is_some(),
+    );
+    let log = a.stderr();
+    let line = find_line(&log, &["the stream ended at item "])
+        .unwrap()
+        .trim()
+        .to_string();
+    println!("a: {line}");
+    line
+}
+
+/// The file, the final gap printed by `w` and the checker's summary agree:
+/// every item is either in the file or in a gap, the last gap is on the end
+/// of the stream and starts right after the file's last item, and the
+/// checker's delivered + lost (+ before its first item) is `n`, all lost to
+/// `overflow`.
+fn assert_final_gap(out: &Path, w: &Worker, n: u64, restarted: bool) {
+    let v = read_u64s(out);
+    assert!(
+        v.windows(2).all(|p| p[0] < p[1]),
+        "values must increase strictly (no repeat, no reordering)"
+    );
+    assert_eq!(v.first(), Some(&0), "the file starts at 0");
+    let last = *v.last().expect("the file holds items");
+    let in_file_gaps: u64 = v.windows(2).map(|p| p[1] - p[0] - 1).sum();
+    let tags = printed_tags(&w.stdout());
+    let (expected, delivered, lost, before, causes) = checker_summary(w);
+    println!(
+        "{} items in the file (last {last}, {in_file_gaps} missing inside it); gap tags {tags:?}; \
+         checker: {expected} = {delivered} delivered + {lost} lost + {before} before its first \
+         item (lost by cause: {causes})",
+        v.len()
+    );
+    let (offset, key, value) = tags.last().expect("a final gap tag");
+    assert_eq!(key, "gap");
+    assert_eq!(value["cause"], "overflow", "final gap: {value}");
+    assert_eq!(
+        value["first"].as_u64(),
+        Some(last + 1),
+        "final gap: {value}"
+    );
+    assert_eq!(
+        value["count"].as_u64(),
+        Some(n - 1 - last),
+        "final gap: {value}"
+    );
+    assert!(
+        n - 1 - last > RETENTION_ITEMS,
+        "the drop to the end is large"
+    );
+    // The printed offset is the end of this process's stream: one past the
+    // last item its checker got.
+    assert_eq!(*offset, delivered, "the final gap is on the end");
+    // Items in the file + every loss = what was produced.
+    assert_eq!(v.len() as u64 + in_file_gaps + (n - 1 - last), n);
+    assert_eq!(expected, n);
+    assert_eq!(
+        delivered + lost + before,
+        n,
+        "checker: delivered + lost + before"
+    );
+    assert_eq!(
+        causes,
+        format!("overflow: {lost}"),
+        "every loss is an overflow"
+    );
+    if restarted {
+        // The restarted checker starts mid-stream, where b's file ended.
+        assert!(
+            before > 0 && before <= last,
+            "before its first item: {before}"
+        );
+    } else {
+        assert_eq!(before, 0);
+        assert_eq!(delivered, v.len() as u64);
+    }
+}
+
+#[test]
+fn live_overflow_to_the_end_of_the_stream_is_a_final_gap() {
+    let Some(_lock) = prepare("live_overflow_to_the_end_of_the_stream_is_a_final_gap") else {
+        return;
+    };
+    // 20M items at 5e6 items/s: the throttle ends 4 s after it starts. b
+    // is stopped after 1M items, so the sink's 2R buffer (4M items) fills
+    // and the throttle drops everything after it, to the end.
+    const N: u64 = 20_000_000;
+    const RATE: f64 = 5e6;
+    let Pair {
+        lab: _lab,
+        out,
+        t0,
+        mut a,
+        mut b,
+        ..
+    } = start_pair("netns-end-drop.yaml", N, RATE, 1_000_000, &[]);
+    stop_consumer_until_the_stream_ends(&mut a, &mut b);
+    b.signal("CONT");
+    expect_success(&mut [&mut a, &mut b], Duration::from_secs(120));
+    println!("run took {:.1} s", t0.elapsed().as_secs_f64());
+    assert_final_gap(&out, &b, N, false);
+    assert_eq!(printed_tags(&b.stdout()).len(), 1, "one gap: the final one");
+    assert_no_crc_mismatch(&mut [&mut a, &mut b]);
+}
+
+#[test]
+fn live_overflow_to_the_end_reaches_a_consumer_restarted_with_resume() {
+    let Some(_lock) = prepare("live_overflow_to_the_end_reaches_a_consumer_restarted_with_resume")
+    else {
+        return;
+    };
+    // As in issue 10: b is stopped, killed while stopped, and restarted with
+    // `--resume --state-dir` after a's stream has ended; a keeps its items
+    // and the final gap for it (it waits up to 60 s, `lingerSeconds`).
+    const N: u64 = 20_000_000;
+    const RATE: f64 = 5e6;
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().join("b").display().to_string();
+    let Pair {
+        mut lab,
+        file,
+        out,
+        t0,
+        mut a,
+        mut b,
+    } = start_pair(
+        "netns-end-drop.yaml",
+        N,
+        RATE,
+        1_000_000,
+        &["--state-dir", &state],
+    );
+    stop_consumer_until_the_stream_ends(&mut a, &mut b);
+    b.sigkill();
+    let held = file_len(&out) / 8;
+    println!(
+        "killed b at {:.1} s holding {held} items",
+        t0.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut b2 = lab.spawn("b", &file, TOKEN, &["--resume", "--state-dir", &state]);
+    expect_success(&mut [&mut a, &mut b2], Duration::from_secs(120));
+    println!("run took {:.1} s", t0.elapsed().as_secs_f64());
+    assert_logged(&mut b2, &["resumes at ", "of producer instance "]);
+    assert_final_gap(&out, &b2, N, true);
+    assert_no_crc_mismatch(&mut [&mut a, &mut b2]);
+}
+
+// ---------------------------------------------------------------------------
 // 8. Bounded memory under backpressure
 
 #[test]

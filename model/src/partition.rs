@@ -218,6 +218,9 @@ pub fn partition(spec: &FlowGraphSpec) -> Result<Partition> {
             if let Some(f) = net.flush_micros {
                 sink_params["flush_us"] = json!(f);
             }
+            if let Some(l) = net.linger_seconds {
+                sink_params["linger_s"] = json!(l);
+            }
         }
         source_params["edge"] = json!(e.id);
         source_params["from"] = json!(e.from_segment);

@@ -151,6 +151,10 @@ pub struct NetworkSpec {
     /// Longest wait of a partial batch before it is sent (default 1000 µs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flush_micros: Option<u64>,
+    /// How long a producer whose stream has ended waits, with no consumer
+    /// connected, for one to take what it has not acknowledged (default 60 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linger_seconds: Option<u64>,
 }
 
 /// A connection `[from, to]`, each end written `block.port`.

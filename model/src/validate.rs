@@ -1474,7 +1474,7 @@ fn check_runtime(v: Option<&Value>, sp: &str, dups: &mut Dups, report: &mut Repo
             unknown_fields(
                 n,
                 &npath,
-                &["crc", "retentionBytes", "flushMicros"],
+                &["crc", "retentionBytes", "flushMicros", "lingerSeconds"],
                 "network",
                 report,
             );
@@ -1487,7 +1487,11 @@ fn check_runtime(v: Option<&Value>, sp: &str, dups: &mut Dups, report: &mut Repo
                     );
                 }
             }
-            for (field, min) in [("retentionBytes", 65536u64), ("flushMicros", 0)] {
+            for (field, min) in [
+                ("retentionBytes", 65536u64),
+                ("flushMicros", 0),
+                ("lingerSeconds", 0),
+            ] {
                 if let Some(x) = n.get(field) {
                     if x.as_u64().is_none_or(|v| v < min) {
                         report.push(

@@ -66,6 +66,16 @@ impl Block for Feeder {
         io.produce(0, n);
         self.pos += n;
         Ok(if self.pos == total {
+            // Tags at or past the end go on the end of the stream.
+            for t in self.tags.iter().filter(|t| t.offset >= total as u64) {
+                io.add_tag(
+                    0,
+                    Tag {
+                        offset: total as u64,
+                        ..t.clone()
+                    },
+                );
+            }
             Work::Done
         } else {
             Work::Ok
@@ -83,6 +93,8 @@ struct Collector {
     item_size: usize,
     out: Arc<Mutex<Collected>>,
     rng: Option<(SplitMix, usize)>,
+    /// The end of the stream was seen (its tags collected).
+    ended: bool,
 }
 
 impl Block for Collector {
@@ -92,6 +104,10 @@ impl Block for Collector {
             n = n.min(rng.chunk(*max));
         }
         let mut c = self.out.lock().unwrap();
+        if io.input_items(0) == 0 && io.input_done(0) && !self.ended {
+            self.ended = true;
+            c.tags.extend(io.end_tags(0).iter().cloned());
+        }
         let lo = io.nitems_read(0);
         c.tags.extend(
             io.tags(0)
@@ -289,6 +305,7 @@ impl Harness {
                             item_size: st.item_size(),
                             out: c.clone(),
                             rng: rng(100 + j as u64),
+                            ended: false,
                         })
                         .input("in", st),
                     )

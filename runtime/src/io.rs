@@ -228,8 +228,23 @@ impl<'a> WorkIo<'a> {
         let b = t.partition_point(|t| t.offset < hi);
         &t[a..b]
     }
+    /// Tags on the end of input `i`'s stream: once its writer has finished,
+    /// the tags at or past its last item's offset + 1 (there is no item to
+    /// carry them). A block that drops items at the end of its stream (a
+    /// live `throttle`) marks that loss with a `gap` tag there. Empty while
+    /// the writer runs.
+    pub fn end_tags(&self, i: usize) -> &[Tag] {
+        let p = &self.inputs[i];
+        if !p.writer_done {
+            return &[];
+        }
+        let end = p.reader.position() + p.avail as u64;
+        let t = p.reader.tags();
+        &t[t.partition_point(|t| t.offset < end)..]
+    }
     /// Adds a tag to output `j` (absolute offset; normally within what this
-    /// call produces).
+    /// call produces, or at the end of what it produced when the block ends
+    /// its stream: an end-of-stream tag, see [`WorkIo::end_tags`]).
     pub fn add_tag(&mut self, j: usize, tag: Tag) {
         self.outputs[j].tags.push(tag);
     }

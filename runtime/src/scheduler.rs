@@ -780,11 +780,52 @@ fn handle_inbox(node: &mut Node) -> Result<bool> {
     Ok(any)
 }
 
+/// Carries the end-of-stream tags of inputs that have ended (tags at or
+/// past the last item, e.g. a final `gap`) to the end of the outputs, by
+/// the block's tag policy: there is no later item to put them on. Only
+/// inputs read to their end carry them, or, when the block ended because it
+/// could do nothing more with an ended input (`drained`: a decimator's
+/// incomplete last group, a filter's history), inputs with such leftovers;
+/// a block that ended on its own with input left (`head`) carries none.
+fn carry_end_tags(node: &mut Node, drained: bool) {
+    if node.tag_policy != TagPolicy::AllToAll && node.tag_policy != TagPolicy::OneToOne {
+        return;
+    }
+    for (i, inp) in node.inputs.iter_mut().enumerate() {
+        if !inp.reader.writer_done() {
+            continue;
+        }
+        // Pulls the tags queued with the last items.
+        let left = inp.reader.available() as u64;
+        if left > 0 && !drained {
+            continue;
+        }
+        let end = inp.reader.position() + left;
+        for t in inp.reader.tags().iter().filter(|t| t.offset >= end) {
+            for (j, o) in node.outputs.iter().enumerate() {
+                if node.tag_policy == TagPolicy::AllToAll || i == j {
+                    o.writer.add_tag(Tag {
+                        offset: o.writer.position(),
+                        ..t.clone()
+                    });
+                }
+            }
+        }
+    }
+}
+
 fn finish(node: &mut Node) -> Result<()> {
+    finish_with(node, false)
+}
+
+/// Finishes a block; `drained`: it ended because it could do nothing more
+/// with an input that has ended (see [`carry_end_tags`]).
+fn finish_with(node: &mut Node, drained: bool) -> Result<()> {
     if node.finished {
         return Ok(());
     }
     node.finished = true;
+    carry_end_tags(node, drained);
     let name = node.name.clone();
     let r = if node.started {
         guarded(&name, || node.block.stop())
@@ -933,7 +974,7 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
             if !moved && input_ended && all_space {
                 // It could not move although every output has room, and an
                 // input will never get more: this block is done.
-                finish(node)?;
+                finish_with(node, true)?;
                 progress = true;
             }
         }

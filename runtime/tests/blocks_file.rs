@@ -317,6 +317,26 @@ fn sigmf_sink_appends_extensions_and_takes_rate_from_tags() {
         meta["annotations"],
         json!([{"core:sample_start": 0, "core:sample_count": 2, "core:comment": "rx_rate=1000000.0"}])
     );
+    // A tag on the end of the stream (a final `gap`: items lost after the
+    // last one) is annotated at the sample after the last one.
+    let gap = Pmt::map([
+        ("first", Pmt::I64(1500)),
+        ("count", Pmt::I64(500)),
+        ("cause", Pmt::String("overflow".into())),
+    ]);
+    Harness::new(factory(
+        "file_sink",
+        json!({"type": "cs16", "vlen": 2, "path": p(&base), "format": "sigmf"}),
+    ))
+    // 3000 cs16 scalars at vlen 2: 1500 items, so the end is item 1500.
+    .input_tagged(&x[..], vec![Tag::new(1500, "gap", gap)])
+    .run_chunked();
+    let meta: Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    assert_eq!(
+        meta["annotations"],
+        json!([{"core:sample_start": 3000, "core:sample_count": 2,
+                "core:comment": r#"gap={"cause":"overflow","count":500,"first":1500}"#}])
+    );
     // Without any rate the field is left out.
     Harness::new(factory(
         "file_sink",

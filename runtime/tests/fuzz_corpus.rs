@@ -84,6 +84,7 @@ fn hello() -> Hello {
         resume_msg_seq: 0,
         crc: true,
         instance: INSTANCE,
+        eos_tags: false,
     }
 }
 
@@ -151,6 +152,32 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Expect)> {
     too_large.len = MAX_BODY + 1;
     let mut bad_version = pre;
     bad_version[4] = 1; // an older build
+                        // The end of a stream whose last 5 391 232 items a live source dropped:
+                        // EOS with the final `gap` at the end offset, CRC-protected.
+    let eos_tags = frame::eos(
+        30_000_000,
+        &[WireTag {
+            offset: 30_000_000,
+            key: "gap".into(),
+            value: Pmt::map([
+                ("first", Pmt::I64(24_608_768)),
+                ("count", Pmt::I64(5_391_232)),
+                ("cause", Pmt::String("overflow".into())),
+            ]),
+        }],
+        true,
+    );
+    let hello_eos_tags = ctl(
+        Hello,
+        0,
+        0,
+        &frame::Hello {
+            eos_tags: true,
+            ..hello()
+        }
+        .encode(),
+        false,
+    );
     let v = |preamble, frames: &[FrameType]| Expect::Valid {
         preamble,
         frames: frames.to_vec(),
@@ -173,6 +200,12 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Expect)> {
             v(false, &[MsgAck]),
         ),
         ("ok_eos", ctl(Eos, 4098, 0, &[], false), v(false, &[Eos])),
+        ("ok_eos_tags", eos_tags, v(false, &[Eos])),
+        (
+            "ok_hello_eos_tags",
+            cat(&[&pre, &hello_eos_tags]),
+            v(true, &[Hello]),
+        ),
         (
             "ok_heartbeat",
             ctl(Heartbeat, 0, 0, &[], false),

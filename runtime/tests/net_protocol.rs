@@ -772,6 +772,7 @@ fn hello(edge: &str, instance: u64, resume_offset: u64) -> frame::Hello {
         resume_msg_seq: 0,
         crc: true,
         instance,
+        eos_tags: true,
     }
 }
 
@@ -989,4 +990,204 @@ fn delivered_plus_lost_is_the_next_offset_at_every_moment_across_a_retention_gap
     );
     assert_eq!(lost_seen, count);
     assert!(samples > 50, "sampled {samples} times");
+}
+
+// ------------------------------------ a live source overflowing to the end
+
+/// Counter → live throttle (`overflow: drop`) in `a`; in `b` a checker
+/// expecting all `n` items and a sink. The edge keeps 64 KiB (R), so the
+/// net_sink's buffer holds 16 384 items and a throttle with no consumer
+/// drops the rest.
+fn end_drop_spec(n: u64, rate: f64) -> String {
+    format!(
+        r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {{name: t}}
+spec:
+  runtime: {{network: {{retentionBytes: 65536}}}}
+  blocks:
+    src:   {{kind: counter_source, params: {{n: {n}}}, segment: a}}
+    thr:   {{kind: throttle, params: {{type: u64, rate: {rate}}}, segment: a}}
+    check: {{kind: stream_checker, params: {{expect: {n}}}, segment: b}}
+    sink:  {{kind: vector_sink, params: {{type: u64}}, segment: b}}
+  connections:
+    - [src.out, thr.in]
+    - [thr.out, check.in]
+    - [thr.out, sink.in]
+"#
+    )
+}
+
+/// Waits until the producer's throttle has taken (passed or dropped) all
+/// `n` items: the consumer is away until the end of the stream.
+fn wait_for_the_throttle_to_end(producer: &Running, n: u64) {
+    wait_until("the throttle takes every item", || {
+        producer
+            .handle()
+            .stats()
+            .iter()
+            .any(|s| s.name == "thr" && s.items_in() >= n)
+    });
+}
+
+/// The checker's `delivered + lost + skipped` (items before its first one)
+/// is `n`, every loss is an `overflow`, and the consumer's sink got a final
+/// `gap` on the end of its stream, starting after the last item delivered.
+/// Returns the checker's `skipped`.
+fn assert_end_gap_accounted(b: &Report, n: u64) -> u64 {
+    let get = |k: &str| b.get("check", k).and_then(|v| v.as_u64()).unwrap();
+    let (delivered, lost, skipped) = (get("delivered"), get("lost"), get("skipped"));
+    assert_eq!(delivered + lost + skipped, n, "delivered + lost + skipped");
+    assert_eq!(
+        b.get("check", "causes"),
+        Some(Pmt::map([("overflow", Pmt::I64(lost as i64))]))
+    );
+    let (data, tags) = sink_output(b);
+    let gaps: Vec<&Pmt> = tags
+        .iter()
+        .filter(|t| t.get("key").and_then(Pmt::as_str) == Some("gap"))
+        .collect();
+    let end = gaps
+        .iter()
+        .find(|g| g.get("offset").and_then(Pmt::as_u64) == Some(data.len() as u64))
+        .unwrap_or_else(|| panic!("no gap on the end of the stream: {gaps:?}"))
+        .get("value")
+        .unwrap();
+    assert_eq!(end.get("cause").and_then(Pmt::as_str), Some("overflow"));
+    let first = end.get("first").and_then(Pmt::as_u64).unwrap();
+    let count = end.get("count").and_then(Pmt::as_u64).unwrap();
+    assert_eq!(
+        Some(first),
+        data.last().map(|x| x + 1),
+        "the loss starts after the last item delivered"
+    );
+    assert_eq!(first + count, n, "the loss runs to the end of the stream");
+    let counted: u64 = gaps
+        .iter()
+        .filter_map(|g| g.get("value")?.get("count")?.as_u64())
+        .sum();
+    assert_eq!(counted, lost, "the checker counts every gap");
+    skipped
+}
+
+#[test]
+fn a_live_source_overflowing_to_the_end_sends_its_final_gap_with_eos() {
+    const N: u64 = 100_000;
+    let p = partition(&spec(&end_drop_spec(N, 1e6))).unwrap();
+    let mem = Mem::new();
+    let a = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    a.listen("mem-a1").unwrap();
+    let producer = segment(&p, "a", &a);
+    // The consumer does not know where `a` is until the producer's throttle
+    // has dropped to the end of its stream.
+    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    let consumer = segment(&p, "b", &c);
+    wait_for_the_throttle_to_end(&producer, N);
+    c.set_peer("a", "mem-a1");
+    let b = consumer
+        .wait()
+        .expect("the consumer and its checker succeed");
+    producer.wait().expect("the producer finishes");
+    assert_eq!(assert_end_gap_accounted(&b, N), 0);
+}
+
+#[test]
+fn a_consumer_restarted_after_its_producer_dropped_to_the_end_gets_the_final_gap() {
+    const N: u64 = 1_000_000;
+    let p = partition(&spec(&end_drop_spec(N, 1e6))).unwrap();
+    let edge = p.edges.iter().find(|e| e.id == "thr.out>b").unwrap();
+    let rx = edge.source_block.clone();
+    let mem = Mem::new();
+    let a = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    a.listen("mem-a1").unwrap();
+    let producer = segment(&p, "a", &a);
+
+    // The first consumer reads a while and dies (its connections cut, as
+    // for a killed process).
+    let kill = Killable::new(&mem);
+    let c1 = NetEnv::new(Arc::new(kill.clone()), "t", 1, "tok");
+    c1.set_peer("a", "mem-a1");
+    let first = segment(&p, "b", &c1);
+    wait_until("the first consumer receives 50000 items", || {
+        get_u64(&first, &rx, "expected") >= 50_000
+    });
+    kill.kill();
+    let instance = get_u64(&first, &rx, "instance");
+    let resume = get_u64(&first, &rx, "expected");
+    first.handle().stop();
+    let _ = first.wait();
+    wait_for_the_throttle_to_end(&producer, N);
+
+    // Restarted where its output stopped, naming the producer instance (as
+    // `flowmesh worker --resume --state-dir` does).
+    let mut b_spec = p.segments["b"].clone();
+    let params = &mut b_spec.blocks.get_mut(&rx).unwrap().params;
+    params.insert("start".into(), resume.into());
+    params.insert("instance".into(), instance.into());
+    let second = start(
+        Graph::from_spec_in(
+            &b_spec,
+            Env {
+                net: consumer_env(&mem, "mem-a1"),
+            },
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let b = second
+        .wait()
+        .expect("the second consumer and its checker succeed");
+    producer.wait().expect("the producer finishes");
+    // Counter values before the first item of the restarted consumer: the
+    // first consumer's items and what was dropped before them (at least the
+    // edge offset it resumed at).
+    let skipped = assert_end_gap_accounted(&b, N);
+    assert!(skipped >= resume, "skipped {skipped} < resume {resume}");
+}
+
+#[test]
+fn a_consumer_coming_after_the_producer_gave_up_waiting_is_told_what_is_lost() {
+    const N: u64 = 100_000;
+    // The producer waits 1 s (`lingerSeconds`) for an absent consumer once
+    // its stream has ended.
+    let text = end_drop_spec(N, 1e6).replace(
+        "network: {retentionBytes: 65536}",
+        "network: {retentionBytes: 65536, lingerSeconds: 1}",
+    );
+    let p = partition(&spec(&text)).unwrap();
+    let mem = Mem::new();
+    let a = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    a.listen("mem-a1").unwrap();
+    let producer = segment(&p, "a", &a);
+    producer
+        .wait()
+        .expect("the producer ends once it stops waiting for its consumer");
+
+    // The producer's process still runs (its acceptor answers): a consumer
+    // that comes now is refused, and its block fails saying what is lost.
+    let consumer = segment(&p, "b", &consumer_env(&mem, "mem-a1"));
+    let Err(err) = consumer.wait() else {
+        panic!("the consumer is refused")
+    };
+    let err = err.to_string();
+    // The edge's net_sink held what its buffer (2R, or more between
+    // threads) took; the throttle dropped the rest and said so with a final
+    // `gap` the producer held too.
+    let held: u64 = err
+        .split("the producer's stream ended at item ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("no end offset in: {err}"));
+    assert!(held > 0 && held < N, "{err}");
+    assert!(
+        err.contains("refused the connection")
+            && err.contains("after waiting 1 s")
+            && err.contains(&format!("items [0, {held}) are lost ({held} items)"))
+            && err.contains("its end-of-stream tags are lost too: gap ")
+            && err.contains("overflow")
+            && err.contains(&format!("{}", N - held)),
+        "{err}"
+    );
 }

@@ -511,3 +511,55 @@ fn null_sink_expect_checks_the_item_count() {
     let e = run(g).err().unwrap().to_string();
     assert_eq!(e, "block `sink` failed: expected 11 items, received 10");
 }
+
+/// Sums groups of 4 u64 items (rate 1/4) and consumes only whole groups, so
+/// an incomplete last group stays in its input.
+struct Groups;
+
+impl Block for Groups {
+    fn work(&mut self, io: &mut WorkIo<'_>) -> BlockResult<Work> {
+        let k = (io.input_items(0) / 4).min(io.output_items(0));
+        let x = io.input::<u64>(0);
+        let y = io.output::<u64>(0);
+        for (i, o) in y[..k].iter_mut().enumerate() {
+            *o = x[4 * i..4 * i + 4].iter().sum();
+        }
+        io.consume(0, 4 * k);
+        io.produce(0, k);
+        Ok(Work::Ok)
+    }
+}
+
+#[test]
+fn end_of_stream_tags_pass_a_block_that_leaves_an_incomplete_group() {
+    use flowmesh_runtime::harness::Harness;
+    // 10 items: two groups of 4, and 2 the block cannot use. Its input has
+    // still ended, so the final `gap` on it goes on the end of the output;
+    // a block that ends on its own with input left (`head`) carries none.
+    let x: Vec<u64> = (0..10).collect();
+    let gap = Pmt::map([
+        ("first", Pmt::I64(10)),
+        ("count", Pmt::I64(5)),
+        ("cause", Pmt::String("overflow".into())),
+    ]);
+    let st = StreamType::scalar(ItemType::U64);
+    let out = Harness::new(move || {
+        BuiltBlock::new(Groups)
+            .input("in", st)
+            .output("out", st)
+            .rate(1, 4)
+    })
+    .input_tagged(&x, vec![Tag::new(10, "gap", gap.clone())])
+    .run_chunked();
+    assert_eq!(out.items::<u64>(0), vec![6, 22]);
+    assert_eq!(out.tags(0), &[Tag::new(2, "gap", gap.clone())]);
+
+    let out = Harness::new(flowmesh_runtime::harness::factory(
+        "head",
+        json!({"type": "u64", "n": 7}),
+    ))
+    .input_tagged(&x, vec![Tag::new(10, "gap", gap)])
+    .run_chunked();
+    assert_eq!(out.items::<u64>(0).len(), 7);
+    assert!(out.tags(0).is_empty(), "{:?}", out.tags(0));
+}

@@ -17,7 +17,8 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             "overflow",
             ParamType::Enum(vec!["drop", "wait"]),
             "when the output is full: drop (a live source cannot wait; the loss is marked with one `gap` \
-             tag {first, count, cause: overflow}) or wait (GNU Radio's throttle)",
+             tag {first, count, cause: overflow} on the next item passed, or on the end of the stream when no item \
+             follows) or wait (GNU Radio's throttle)",
         ).default("drop"))
         .input(PortDescriptor::typed("in", "items"))
         .output(PortDescriptor::typed("out", "the same items, paced"))

@@ -19,7 +19,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             Category::Sink,
             "Producing end of a network edge: serves its input to the consumer that connects for `edge`, \
              keeping unacknowledged items (up to `retention_bytes`) so a reconnecting consumer resumes \
-             without loss. See docs/protocol.md.",
+             without loss, and sending the end-of-stream tags with EOS. See docs/protocol.md.",
         )
         .param(ParamDescriptor::item_type(&ItemType::ALL))
         .param(ParamDescriptor::vlen())
@@ -28,6 +28,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::new("crc", ParamType::Bool, "protect data frames with CRC32C").default(true))
         .param(ParamDescriptor::new("flush_us", ParamType::Int, "longest time a partial batch waits before it is sent").unit("µs").default(1000i64).min(0.0).max(1e6))
         .param(ParamDescriptor::new("start", ParamType::Int, "edge offset of the first input item (set by a restarted worker resuming a relay segment)").default(0i64).min(0.0))
+        .param(ParamDescriptor::new("linger_s", ParamType::Int, "after the input ended, how long to wait with no consumer connected for one to take the unacknowledged items and the end-of-stream tags (a final `gap`); then they are given up and later consumers are refused with `finished`").unit("s").default(60i64).min(0.0))
         .input(PortDescriptor::typed("in", "items to send"))
         .tags(TagPolicy::Custom),
         BlockDescriptor::new(

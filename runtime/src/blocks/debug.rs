@@ -53,31 +53,48 @@ fn tag_pmt(t: &Tag) -> Pmt {
 /// Ports: input `in` (`type` x `vlen`). Parameters: `type`, `vlen`,
 /// `display` (print `tag_debug: offset O key K value V` lines to standard
 /// output, default true), `filter` (only tags with this key; empty: all).
-/// Consumes everything. `get("tags")` returns the kept tags as a list of
+/// Tags on the end of the stream (a final `gap`) come last, at offset = the
+/// item count. Consumes everything. `get("tags")` returns the kept tags as a list of
 /// `{offset, key, value}` maps in stream order; `get("count")` their number.
 pub struct TagDebug {
     display: bool,
     filter: String,
     tags: Vec<Tag>,
+    /// The end of the stream was seen (its tags printed).
+    ended: bool,
+}
+
+impl TagDebug {
+    fn see(&mut self, t: &Tag) {
+        if !self.filter.is_empty() && *t.key != *self.filter {
+            return;
+        }
+        if self.display {
+            print_line(format_args!(
+                "tag_debug: offset {} key {} value {}",
+                t.offset, t.key, t.value
+            ));
+        }
+        self.tags.push(t.clone());
+    }
 }
 
 impl Block for TagDebug {
     fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
         let n = io.input_items(0);
         if n == 0 {
+            if io.input_done(0) && !self.ended {
+                // Tags on the end of the stream (offset = the item count),
+                // e.g. a final `gap`: printed and kept like the others.
+                self.ended = true;
+                for t in io.end_tags(0) {
+                    self.see(t);
+                }
+            }
             return Ok(Work::Ok);
         }
         for t in io.tags(0) {
-            if !self.filter.is_empty() && *t.key != *self.filter {
-                continue;
-            }
-            if self.display {
-                print_line(format_args!(
-                    "tag_debug: offset {} key {} value {}",
-                    t.offset, t.key, t.value
-                ));
-            }
-            self.tags.push(t.clone());
+            self.see(t);
         }
         io.consume(0, n);
         Ok(Work::Ok)
@@ -98,6 +115,7 @@ pub fn tag_debug(p: &Params) -> Result<BuiltBlock, String> {
         display: p.bool("display").unwrap_or(true),
         filter: p.str("filter").unwrap_or("").to_string(),
         tags: vec![],
+        ended: false,
     })
     .input("in", stream_type(p))
     .tag_policy(TagPolicy::None))

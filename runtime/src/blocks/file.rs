@@ -566,6 +566,8 @@ pub struct FileSink {
     /// File position (in items) of input item 0: what the file held at
     /// start minus `skip`; 0 when truncating.
     base: u64,
+    /// The end of the stream was seen (its tags annotated).
+    ended: bool,
 }
 
 /// One stream tag as SigMF metadata: an annotation, and a capture when it
@@ -728,6 +730,32 @@ pub fn sink_data_path(p: &Params) -> Result<PathBuf, String> {
 }
 
 impl FileSink {
+    /// Records `tags` as SigMF notes (SigMF only): journalled (unbuffered)
+    /// before the items go to the data file, so that a run killed at any
+    /// point has every tag of the items its file holds in the journal.
+    fn journal_tags(&mut self, tags: &[Tag]) -> Result<()> {
+        let Some(journal) = self.journal.as_mut() else {
+            return Ok(());
+        };
+        let vlen = self.stype.vlen as u64;
+        let mut lines = vec![];
+        for t in tags {
+            let n = Note::of(t, (self.base + t.offset) * vlen);
+            serde_json::to_writer(&mut lines, &n).expect("a note encodes");
+            lines.push(b'\n');
+            self.notes.add(&n, vlen);
+        }
+        if !lines.is_empty() {
+            journal.write_all(&lines).map_err(|e| {
+                failed(format!(
+                    "cannot write the tag journal beside `{}`: {e}",
+                    self.path.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     /// The journal beside the metadata: `<meta>.journal`.
     fn journal_path(meta: &Path) -> PathBuf {
         with_suffix(meta, ".journal")
@@ -830,32 +858,18 @@ impl Block for FileSink {
     fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
         let n = io.input_items(0);
         if n == 0 {
+            if io.input_done(0) && !self.ended {
+                // Tags on the end of the stream (a final `gap`): annotated
+                // at the sample after the last one.
+                self.ended = true;
+                self.journal_tags(io.end_tags(0))?;
+            }
             return Ok(Work::Ok);
         }
+        self.journal_tags(io.tags(0))?;
         let Some(out) = self.out.as_mut() else {
             return Err(failed("file_sink ran before it was started".into()));
         };
-        if let Some(journal) = self.journal.as_mut() {
-            // Journalled (unbuffered) before the items go to the data file,
-            // so that a run killed at any point has every tag of the items
-            // its file holds in the journal.
-            let vlen = self.stype.vlen as u64;
-            let mut lines = vec![];
-            for t in io.tags(0) {
-                let n = Note::of(t, (self.base + t.offset) * vlen);
-                serde_json::to_writer(&mut lines, &n).expect("a note encodes");
-                lines.push(b'\n');
-                self.notes.add(&n, vlen);
-            }
-            if !lines.is_empty() {
-                journal.write_all(&lines).map_err(|e| {
-                    failed(format!(
-                        "cannot write the tag journal beside `{}`: {e}",
-                        self.path.display()
-                    ))
-                })?;
-            }
-        }
         let isz = self.stype.item_size();
         let drop = (self.skip.min(n as u64)) as usize;
         self.skip -= drop as u64;
@@ -930,6 +944,7 @@ pub fn file_sink(p: &Params) -> Result<BuiltBlock, String> {
         append: p.str("mode") == Some("append"),
         skip: p.u64("skip").unwrap_or(0),
         base: 0,
+        ended: false,
     })
     .input("in", st)
     .tag_policy(TagPolicy::None))

@@ -63,7 +63,10 @@ pub fn head(p: &Params) -> Result<BuiltBlock, String> {
 /// for a quarter of its buffer: a consumer that is catching up (after a
 /// pause, a reconnection) frees room in steps, and answering the first
 /// small step would leave a sliver of items between two gaps; this way one
-/// overflow is one gap.
+/// overflow is one gap. Items dropped after the last item it passes (the
+/// input ends while the output is still full) have no next item: their
+/// `gap` tag goes on the end of the stream (docs/runtime.md, "End of
+/// stream"), so every drop is accounted for.
 pub struct Throttle {
     rate: f64,
     item_size: usize,
@@ -82,6 +85,20 @@ const RESUME_FREE_FRACTION: u64 = 4;
 /// graph wakes rarely (low CPU), short against any rate measurement.
 const BURST_SECONDS: f64 = 0.010;
 
+/// The `gap` tag at `offset` for `count` items dropped from input offset
+/// `first` on.
+fn overflow_gap(offset: u64, first: u64, count: u64) -> Tag {
+    Tag::new(
+        offset,
+        keys::GAP,
+        Pmt::map([
+            ("first", Pmt::I64(first as i64)),
+            ("count", Pmt::I64(count as i64)),
+            ("cause", Pmt::String("overflow".into())),
+        ]),
+    )
+}
+
 impl Throttle {
     fn min_burst(&self) -> u64 {
         ((self.rate * BURST_SECONDS) as u64).max(1)
@@ -94,6 +111,17 @@ impl Block for Throttle {
         let space = io.output_items(0) as u64;
         let n = if self.drop { avail } else { avail.min(space) };
         if n == 0 {
+            if avail == 0 && io.input_done(0) {
+                // The input has ended. Items dropped after the last one
+                // passed have no later item to carry their `gap` tag: it
+                // goes on the end of the stream (offset = items written),
+                // which the downstream blocks carry to their own ends.
+                if let Some((first, count)) = self.pending_gap.take() {
+                    let end = io.nitems_written(0);
+                    io.add_tag(0, overflow_gap(end, first, count));
+                }
+                return Ok(Work::Done);
+            }
             return Ok(Work::Ok);
         }
         let now = Instant::now();
@@ -121,18 +149,7 @@ impl Block for Throttle {
             let b = pass * self.item_size;
             io.output_bytes(0)[..b].copy_from_slice(&io.input_bytes(0)[..b]);
             if let Some((first, count)) = self.pending_gap.take() {
-                io.add_tag(
-                    0,
-                    Tag::new(
-                        io.nitems_written(0),
-                        keys::GAP,
-                        Pmt::map([
-                            ("first", Pmt::I64(first as i64)),
-                            ("count", Pmt::I64(count as i64)),
-                            ("cause", Pmt::String("overflow".into())),
-                        ]),
-                    ),
-                );
+                io.add_tag(0, overflow_gap(io.nitems_written(0), first, count));
             }
             io.produce(0, pass);
             io.consume(0, pass);
@@ -439,6 +456,8 @@ mod tests {
         Pass(u64),
         /// Take none for this long.
         Pause(Duration),
+        /// Take none until the input has ended.
+        UntilInputEnds,
     }
 
     /// Passes items through along a plan (then all it can), as a consumer
@@ -458,6 +477,11 @@ mod tests {
                             return Ok(Work::SleepUntil(until));
                         }
                         self.until = None;
+                    }
+                    Some(Step::UntilInputEnds) => {
+                        if !io.input_done(0) {
+                            return Ok(Work::Ok);
+                        }
                     }
                     Some(Step::Pass(0)) => {}
                     Some(Step::Pass(left)) => break *left,
@@ -542,6 +566,68 @@ mod tests {
         assert_eq!(
             r.get("check", "delivered").and_then(|v| v.as_u64()),
             Some(300_000 - dropped)
+        );
+    }
+
+    #[test]
+    fn a_drop_that_runs_to_the_end_of_the_stream_is_a_gap_on_the_end() {
+        // 200 000 items at 1e6 items/s into a 64 KiB buffer (8192 items);
+        // after 20 000 items the consumer takes nothing until the throttle's
+        // input has ended, so the throttle drops to the end: no item follows
+        // the loss, and its `gap` goes on the end of the stream, through the
+        // consumer (which carries it to its own end) to the checker.
+        let mut g = Graph::new();
+        g.config.threads = 2;
+        g.config.buffer_bytes = 64 << 10;
+        let st = StreamType::scalar(u64::TYPE);
+        g.add_block(
+            "src",
+            "counter_source",
+            &params(serde_json::json!({"n": 200_000})),
+        )
+        .unwrap();
+        g.add_block(
+            "thr",
+            "throttle",
+            &params(serde_json::json!({"type": "u64", "rate": 1e6})),
+        )
+        .unwrap();
+        g.add_built(
+            "stall",
+            BuiltBlock::new(Stall {
+                plan: [Step::Pass(20_000), Step::UntilInputEnds].into(),
+                until: None,
+            })
+            .input("in", st)
+            .output("out", st),
+        )
+        .unwrap();
+        g.add_block(
+            "check",
+            "stream_checker",
+            &params(serde_json::json!({"expect": 200_000})),
+        )
+        .unwrap();
+        g.connect("src.out", "thr.in").unwrap();
+        g.connect("thr.out", "stall.in").unwrap();
+        g.connect("stall.out", "check.in").unwrap();
+        let r = crate::run(g).expect("the loss at the end is covered by a gap");
+        let dropped = r.get("thr", "dropped").and_then(|v| v.as_u64()).unwrap();
+        // The throttle's output buffer holds at most 32 768 items (256 KiB
+        // between threads); the rest after the pause is dropped.
+        assert!(dropped >= 200_000 - 20_000 - 32_768, "dropped {dropped}");
+        assert_eq!(r.get("check", "gaps"), Some(Pmt::I64(1)));
+        assert_eq!(
+            r.get("check", "lost").and_then(|v| v.as_u64()),
+            Some(dropped)
+        );
+        assert_eq!(
+            r.get("check", "delivered").and_then(|v| v.as_u64()),
+            Some(200_000 - dropped)
+        );
+        assert_eq!(
+            r.get("check", "causes"),
+            Some(Pmt::map([("overflow", Pmt::I64(dropped as i64))]))
         );
     }
 }

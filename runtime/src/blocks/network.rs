@@ -26,6 +26,10 @@ pub fn net_sink(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
         p.bool("crc").unwrap_or(true),
         Duration::from_micros(p.u64("flush_us").unwrap_or(1000)),
         p.u64("start").unwrap_or(0),
+    )
+    .lingering(
+        p.u64("linger_s")
+            .map_or(crate::net::sink::DEFAULT_LINGER, Duration::from_secs),
     );
     Ok(BuiltBlock::new(sink)
         .input("in", st)
@@ -82,12 +86,71 @@ pub struct StreamChecker {
     gaps: u64,
     restarts: u64,
     expect: Option<u64>,
+    /// The end of the stream was seen (and its tags counted).
+    ended: bool,
+    /// Items lost per `gap` cause.
+    causes: std::collections::BTreeMap<String, u64>,
+}
+
+impl StreamChecker {
+    fn count_cause(&mut self, t: &crate::tag::Tag) {
+        let cause = t
+            .value
+            .get("cause")
+            .and_then(Pmt::as_str)
+            .unwrap_or("unknown");
+        let count = t.value.get("count").and_then(Pmt::as_u64).unwrap_or(0);
+        *self.causes.entry(cause.to_string()).or_default() += count;
+    }
+
+    /// A `gap` on the end of the stream (items lost after the last one, see
+    /// `WorkIo::end_tags`): counted as lost, and the counter moves past
+    /// them. With no item at all before it, its `first` says where the
+    /// stream would have started (before: not ours to check).
+    fn end_of_stream(&mut self, io: &WorkIo<'_>) {
+        let gaps: Vec<crate::tag::Tag> = io
+            .end_tags(0)
+            .iter()
+            .filter(|t| &*t.key == keys::GAP)
+            .cloned()
+            .collect();
+        for t in &gaps {
+            let first = t.value.get("first").and_then(Pmt::as_u64).unwrap_or(0);
+            let count = t.value.get("count").and_then(Pmt::as_u64).unwrap_or(0);
+            if !self.started {
+                self.started = true;
+                self.next = first;
+                self.skipped = first;
+            }
+            self.next += count;
+            self.lost += count;
+            self.gaps += 1;
+            self.count_cause(t);
+        }
+    }
+
+    /// `cause: count, …` of the items lost.
+    fn causes_text(&self) -> String {
+        if self.causes.is_empty() {
+            return "none".into();
+        }
+        let parts: Vec<String> = self
+            .causes
+            .iter()
+            .map(|(c, n)| format!("{c}: {n}"))
+            .collect();
+        parts.join(", ")
+    }
 }
 
 impl Block for StreamChecker {
     fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
         let n = io.input_items(0);
         if n == 0 {
+            if io.input_done(0) && !self.ended {
+                self.ended = true;
+                self.end_of_stream(io);
+            }
             return Ok(Work::Ok);
         }
         let base = io.nitems_read(0);
@@ -104,6 +167,9 @@ impl Block for StreamChecker {
                 )
             })
             .collect();
+        for t in io.tags(0).iter().filter(|t| &*t.key == keys::GAP) {
+            self.count_cause(t);
+        }
         let x = io.input::<u64>(0);
         if !self.tag_key.is_empty() {
             for t in io.tags(0).iter().filter(|t| *t.key == *self.tag_key) {
@@ -211,10 +277,24 @@ impl Block for StreamChecker {
             if self.next != e {
                 return Err(BlockError::Failed(format!(
                     "expected {e} items, got {} delivered + {} lost (+ {} before the first one, \
-                     {} restarts): the stream ends before item {}",
-                    self.delivered, self.lost, self.skipped, self.restarts, self.next
+                     {} restarts; lost by cause: {}): the stream ends before item {}",
+                    self.delivered,
+                    self.lost,
+                    self.skipped,
+                    self.restarts,
+                    self.causes_text(),
+                    self.next
                 )));
             }
+            eprintln!(
+                "stream_checker: {e} items = {} delivered + {} lost + {} before the first one \
+                 ({} restarts; lost by cause: {})",
+                self.delivered,
+                self.lost,
+                self.skipped,
+                self.restarts,
+                self.causes_text()
+            );
         }
         Ok(())
     }
@@ -226,6 +306,12 @@ impl Block for StreamChecker {
             "gaps" => Some(Pmt::I64(self.gaps as i64)),
             "restarts" => Some(Pmt::I64(self.restarts as i64)),
             "tags_checked" => Some(Pmt::I64(self.tags_checked as i64)),
+            "skipped" => Some(Pmt::I64(self.skipped as i64)),
+            "causes" => Some(Pmt::map(
+                self.causes
+                    .iter()
+                    .map(|(c, n)| (c.as_str(), Pmt::I64(*n as i64))),
+            )),
             _ => None,
         }
     }
@@ -243,6 +329,8 @@ pub fn stream_checker(p: &Params) -> Result<BuiltBlock, String> {
         gaps: 0,
         restarts: 0,
         expect: p.u64("expect"),
+        ended: false,
+        causes: Default::default(),
     })
     .input("in", StreamType::scalar(ItemType::U64))
     .tag_policy(TagPolicy::None))

@@ -47,19 +47,27 @@ pub fn null_sink(p: &Params) -> Result<BuiltBlock, String> {
 }
 
 /// `vector_sink`: keeps items and tags; `get("data")` returns the items as a
-/// typed vector, `get("tags")` a list of `{offset, key, value}`.
+/// typed vector, `get("tags")` a list of `{offset, key, value}` (tags on the
+/// end of the stream included, at offset = the item count).
 pub struct VectorSink {
     item: ItemType,
     item_size: usize,
     limit: usize,
     data: Vec<u8>,
     tags: Vec<Tag>,
+    /// The end of the stream was seen (its tags kept).
+    ended: bool,
 }
 
 impl Block for VectorSink {
     fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
         let n = io.input_items(0);
         if n == 0 {
+            if io.input_done(0) && !self.ended {
+                // Tags on the end of the stream (a final `gap`).
+                self.ended = true;
+                self.tags.extend(io.end_tags(0).iter().cloned());
+            }
             return Ok(Work::Ok);
         }
         self.tags.extend(io.tags(0).iter().cloned());
@@ -124,6 +132,7 @@ pub fn vector_sink(p: &Params) -> Result<BuiltBlock, String> {
         limit: p.u64("limit").unwrap_or(0) as usize,
         data: vec![],
         tags: vec![],
+        ended: false,
     })
     .input("in", st)
     .tag_policy(TagPolicy::None))

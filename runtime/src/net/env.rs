@@ -54,6 +54,24 @@ pub struct Served {
     /// Whether the first consumer's HELLO decides the instance of a
     /// prepared edge. See [`NetEnv::prepare`].
     pub adoption: Mutex<Adoption>,
+    /// Set by a stream producer that ended without its consumer having
+    /// acknowledged everything (it waited its linger time): consumers that
+    /// come later are refused with `finished` and told what is lost.
+    pub finished: Mutex<Option<Finished>>,
+}
+
+/// What a producer that gave up on its consumer tells consumers that come
+/// later (REFUSE `finished`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The end of the stream: no items at or after this offset.
+    pub end: u64,
+    /// Everything before this was acknowledged.
+    pub acked: u64,
+    /// How long the producer waited for a consumer after its input ended.
+    pub linger: Duration,
+    /// The end-of-stream tags it held (`key value`), e.g. a final `gap`.
+    pub end_tags: Vec<String>,
 }
 
 /// Whether a [`NetEnv::prepare`]d edge continues its first consumer's stream.
@@ -160,6 +178,7 @@ impl NetEnv {
                     crc: AtomicBool::new(crc),
                     prepared: AtomicBool::new(false),
                     adoption: Mutex::new(Adoption::Off),
+                    finished: Mutex::new(None),
                 })
             })
             .clone()
@@ -229,6 +248,7 @@ impl NetEnv {
             return (served, instance);
         }
         let instance = new_instance();
+        *served.finished.lock().unwrap_or_else(|e| e.into_inner()) = None;
         served.retained_from.store(0, Ordering::Release);
         served.instance.store(instance, Ordering::Release);
         // A connection accepted for the previous block is not ours.
@@ -374,6 +394,47 @@ impl NetEnv {
                 }
             }
             ServedKind::Message => {}
+        }
+        let finished = served
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(f) = finished {
+            let r = hello.resume_offset;
+            let lost = if hello.instance != 0
+                && hello.instance != served.instance.load(Ordering::Acquire)
+            {
+                format!(
+                    "it is another producer instance than the consumer read, so what the consumer \
+                     missed of that one is unknown, and items [0, {}) of this one are lost",
+                    f.end
+                )
+            } else if r < f.end {
+                format!("items [{r}, {}) are lost ({} items)", f.end, f.end - r)
+            } else {
+                "no item is missing".into()
+            };
+            let tags = if f.end_tags.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; its end-of-stream tags are lost too: {}",
+                    f.end_tags.join(", ")
+                )
+            };
+            return Err(refuse(
+                Reason::Finished,
+                format!(
+                    "edge {}: the producer's stream ended at item {} and it stopped holding \
+                     the items its consumer had not acknowledged (from {}) after waiting {} s \
+                     for it (`lingerSeconds`): {lost}{tags}",
+                    hello.edge,
+                    f.end,
+                    f.acked,
+                    f.linger.as_secs()
+                ),
+            ));
         }
         let crc = hello.crc && served.crc.load(Ordering::Acquire);
         let mut retained_from = served.retained_from.load(Ordering::Acquire);

@@ -14,7 +14,7 @@
 //! | 16 | 4 | `b`: item count (DATA, GAP), cause (GAP), reason (CLOSE) |
 //! | 20 | 4 | reserved, zero |
 //!
-//! With the CRC flag (DATA and MSG only) the body's last 4 bytes are the
+//! With the CRC flag (DATA, MSG and EOS only) the body's last 4 bytes are the
 //! CRC32C of the body before them: a trailer, so that a producer computes
 //! it over bytes the kernel has just copied out of its buffer (in cache)
 //! instead of reading the payload once more before sending it (version 1
@@ -36,10 +36,11 @@ pub const MAGIC: [u8; 4] = *b"FMSH";
 pub const HEADER_LEN: usize = 24;
 /// Largest body accepted.
 pub const MAX_BODY: u32 = 64 << 20;
-/// Flag: a DATA body starts with a u32 length and a CBOR list of tags.
+/// Flag: a DATA body starts with a u32 length and a CBOR list of tags; an
+/// EOS body is exactly that (the end-of-stream tags, at offset `a`).
 pub const FLAG_TAGS: u8 = 1;
 /// Flag: the body ends with a 4-byte CRC32C trailer (u32 LE) of the bytes
-/// before it, which must be checked (DATA and MSG only). A zero CRC is a
+/// before it, which must be checked (DATA, MSG and EOS only). A zero CRC is a
 /// real CRC and is checked like any other.
 pub const FLAG_CRC: u8 = 2;
 /// Size of the CRC trailer.
@@ -161,6 +162,9 @@ pub enum Reason {
     Busy = 6,
     Protocol = 7,
     ShuttingDown = 8,
+    /// The producer's stream has ended and it no longer holds the items
+    /// this consumer has not acknowledged (its linger time passed).
+    Finished = 9,
 }
 
 impl Reason {
@@ -174,6 +178,7 @@ impl Reason {
             6 => Reason::Busy,
             7 => Reason::Protocol,
             8 => Reason::ShuttingDown,
+            9 => Reason::Finished,
             _ => Reason::Normal,
         }
     }
@@ -239,9 +244,11 @@ impl Header {
     pub fn decode(h: &[u8; HEADER_LEN]) -> Result<Header, FrameError> {
         let kind = FrameType::from_u8(h[0]).ok_or(FrameError::UnknownType(h[0]))?;
         let flags = h[1];
-        let crc_allowed = matches!(kind, FrameType::Data | FrameType::Msg);
+        // EOS may carry the end-of-stream tags (a final `gap`), protected
+        // like DATA.
+        let crc_allowed = matches!(kind, FrameType::Data | FrameType::Msg | FrameType::Eos);
         if flags & !(FLAG_TAGS | FLAG_CRC) != 0
-            || (flags & FLAG_TAGS != 0 && kind != FrameType::Data)
+            || (flags & FLAG_TAGS != 0 && !matches!(kind, FrameType::Data | FrameType::Eos))
             || (flags & FLAG_CRC != 0 && !crc_allowed)
         {
             return Err(FrameError::Flags(flags));
@@ -417,6 +424,10 @@ pub struct Hello {
     /// The producer instance the consumer last talked to on this edge (0:
     /// none — a new consumer, or one restarted from durable positions).
     pub instance: u64,
+    /// Whether the consumer reads end-of-stream tags (EOS with `TAGS`).
+    /// Sent only when true, so a HELLO without it is byte-identical to one
+    /// from a build that predates it; absent reads as false.
+    pub eos_tags: bool,
 }
 
 fn map_get<'a>(
@@ -430,7 +441,8 @@ fn map_get<'a>(
 
 impl Hello {
     pub fn encode(&self) -> Vec<u8> {
-        cbor::encode(&Pmt::map([
+        let eos_tags = self.eos_tags.then_some(("eos_tags", Pmt::Bool(true)));
+        cbor::encode(&Pmt::map(eos_tags.into_iter().chain([
             ("flowgraph", Pmt::String(self.flowgraph.clone())),
             ("generation", Pmt::I64(self.generation as i64)),
             ("edge", Pmt::String(self.edge.clone())),
@@ -442,7 +454,7 @@ impl Hello {
             ("resume_msg_seq", Pmt::I64(self.resume_msg_seq as i64)),
             ("crc", Pmt::Bool(self.crc)),
             ("instance", Pmt::I64(self.instance as i64)),
-        ]))
+        ])))
     }
 
     pub fn decode(b: &[u8]) -> Result<Hello, FrameError> {
@@ -478,6 +490,12 @@ impl Hello {
                 .as_bool()
                 .ok_or_else(|| bad("`crc` is not a boolean".into()))?,
             instance: u("instance")?,
+            eos_tags: match m.get("eos_tags") {
+                None => false,
+                Some(v) => v
+                    .as_bool()
+                    .ok_or_else(|| bad("`eos_tags` is not a boolean".into()))?,
+            },
         })
     }
 }
@@ -560,9 +578,60 @@ impl Answer {
     }
 }
 
+/// The stream EOS frame: no items at or after `end`. With `tags` (the
+/// end-of-stream tags, each at offset `end`, e.g. a final `gap`) it has the
+/// `TAGS` flag and its body is the tags section (u32 length, CBOR list), with
+/// a CRC32C when `with_crc`; without, it is empty.
+pub fn eos(end: u64, tags: &[WireTag], with_crc: bool) -> Vec<u8> {
+    if tags.is_empty() {
+        return control(FrameType::Eos, end, 0, &[], false);
+    }
+    let t = encode_tags(tags);
+    let mut body = (t.len() as u32).to_le_bytes().to_vec();
+    body.extend_from_slice(&t);
+    let mut f = control(FrameType::Eos, end, 0, &body, with_crc);
+    f[1] |= FLAG_TAGS;
+    f
+}
+
+/// The end-of-stream tags of an EOS frame (none without the `TAGS` flag):
+/// the body must be exactly a tags section, and every tag must sit at the
+/// end offset `a`.
+pub fn eos_tags(h: &Header, body: &[u8]) -> Result<Vec<WireTag>, FrameError> {
+    let bad = |m: String| FrameError::Malformed(FrameType::Eos, m);
+    if h.flags & FLAG_TAGS == 0 {
+        return if body.is_empty() {
+            Ok(vec![])
+        } else {
+            Err(bad(format!(
+                "{} body bytes without the TAGS flag",
+                body.len()
+            )))
+        };
+    }
+    let n = body
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or_else(|| bad("tags section shorter than its length field".into()))?;
+    if body.len() != 4 + n {
+        return Err(bad(format!(
+            "a {n}-byte tags section in a {}-byte body",
+            body.len()
+        )));
+    }
+    let tags = decode_tags(&body[4..])?;
+    if let Some(t) = tags.iter().find(|t| t.offset != h.a) {
+        return Err(bad(format!(
+            "tag `{}` at offset {}, not at the end of stream {}",
+            t.key, t.offset, h.a
+        )));
+    }
+    Ok(tags)
+}
+
 /// Builds a complete frame whose body is `body` (for DATA: the tags
 /// section, if any, then the payload; the caller sets no flags). `with_crc`
-/// sets [`FLAG_CRC`] and appends the CRC32C trailer; only DATA and MSG
+/// sets [`FLAG_CRC`] and appends the CRC32C trailer; only DATA, MSG and EOS
 /// frames may carry one (others would not decode).
 pub fn control(kind: FrameType, a: u64, b: u32, body: &[u8], with_crc: bool) -> Vec<u8> {
     let mut h = Header::new(kind, a, b);
@@ -605,7 +674,7 @@ impl Decoder {
         self.buf.len()
     }
     /// The next whole frame, if one has arrived. The CRC trailer is checked
-    /// and removed whenever the header has [`FLAG_CRC`] (only DATA and MSG
+    /// and removed whenever the header has [`FLAG_CRC`] (only DATA, MSG and EOS
     /// frames can).
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         if self.buf.len() < HEADER_LEN {
@@ -654,6 +723,7 @@ mod tests {
             resume_msg_seq: 7,
             crc: true,
             instance: 0x1234_5678_9abc_def0,
+            eos_tags: true,
         }
     }
 
@@ -718,14 +788,14 @@ mod tests {
     }
 
     #[test]
-    fn the_crc_flag_is_only_allowed_on_data_and_msg() {
+    fn the_crc_flag_is_only_allowed_on_data_msg_and_eos() {
         for k in 1u8..=11 {
             let kind = FrameType::from_u8(k).unwrap();
             let mut h = Header::new(kind, 1, 2);
             h.flags = FLAG_CRC;
             h.len = CRC_LEN as u32;
             let r = Header::decode(&h.encode());
-            if matches!(kind, FrameType::Data | FrameType::Msg) {
+            if matches!(kind, FrameType::Data | FrameType::Msg | FrameType::Eos) {
                 assert_eq!(r.unwrap(), h);
             } else {
                 assert_eq!(r, Err(FrameError::Flags(FLAG_CRC)), "{kind:?}");
@@ -737,6 +807,56 @@ mod tests {
         assert_eq!(Header::decode(&h.encode()).unwrap(), h);
         h.flags = 4;
         assert_eq!(Header::decode(&h.encode()), Err(FrameError::Flags(4)));
+    }
+
+    #[test]
+    fn eos_carries_end_of_stream_tags() {
+        let gap = WireTag {
+            offset: 30_000_000,
+            key: "gap".into(),
+            value: Pmt::map([
+                ("first", Pmt::I64(24_608_768)),
+                ("count", Pmt::I64(5_391_232)),
+                ("cause", Pmt::String("overflow".into())),
+            ]),
+        };
+        let f = eos(30_000_000, std::slice::from_ref(&gap), true);
+        assert_eq!(f[1], FLAG_TAGS | FLAG_CRC);
+        let mut d = Decoder::new();
+        d.push(&f);
+        let got = d.next_frame().unwrap().unwrap();
+        assert_eq!(eos_tags(&got.header, &got.body).unwrap(), vec![gap.clone()]);
+        // Plain EOS: no flag, no body, no tags.
+        let plain = eos(7, &[], true);
+        assert_eq!(plain, control(FrameType::Eos, 7, 0, &[], false));
+        let h = Header::decode(plain[..HEADER_LEN].try_into().unwrap()).unwrap();
+        assert_eq!(eos_tags(&h, &[]).unwrap(), vec![]);
+        // A tag anywhere but the end is malformed.
+        let early = eos(29_999_999, &[gap], false);
+        let h = Header::decode(early[..HEADER_LEN].try_into().unwrap()).unwrap();
+        assert!(matches!(
+            eos_tags(&h, &early[HEADER_LEN..]),
+            Err(FrameError::Malformed(FrameType::Eos, m)) if m.contains("not at the end")
+        ));
+        // TAGS is still refused on other control frames.
+        let mut h = Header::new(FrameType::Gap, 1, 2);
+        h.flags = FLAG_TAGS;
+        assert_eq!(
+            Header::decode(&h.encode()),
+            Err(FrameError::Flags(FLAG_TAGS))
+        );
+    }
+
+    #[test]
+    fn hello_without_eos_tags_is_encoded_as_before() {
+        let old = Hello {
+            eos_tags: false,
+            ..hello()
+        };
+        let bytes = old.encode();
+        assert!(!bytes.windows(8).any(|w| w == b"eos_tags"));
+        assert_eq!(Hello::decode(&bytes).unwrap(), old);
+        assert_eq!(Hello::decode(&hello().encode()).unwrap(), hello());
     }
 
     #[test]

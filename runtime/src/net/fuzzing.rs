@@ -153,10 +153,10 @@ fn check_frame(f: &Frame, original: &[u8]) {
     let h = f.header;
     assert_eq!(h.body_len(), f.body.len());
     // The decoder checked and removed the CRC trailer of every frame with
-    // the CRC flag (only DATA and MSG can have it).
+    // the CRC flag (only DATA, MSG and EOS can have it).
     let checked = h.has_crc();
     assert!(
-        !checked || matches!(h.kind, FrameType::Data | FrameType::Msg),
+        !checked || matches!(h.kind, FrameType::Data | FrameType::Msg | FrameType::Eos),
         "a {:?} frame with the CRC flag decoded",
         h.kind
     );
@@ -195,9 +195,8 @@ fn body_ok(f: &Frame) -> bool {
         }
         FrameType::Gap => body.len() == 8,
         FrameType::Msg => check_message(body).is_some(),
-        FrameType::Ack | FrameType::MsgAck | FrameType::Heartbeat | FrameType::Eos => {
-            body.is_empty()
-        }
+        FrameType::Eos => frame::eos_tags(&f.header, body).is_ok(),
+        FrameType::Ack | FrameType::MsgAck | FrameType::Heartbeat => body.is_empty(),
         FrameType::Close => true,
     }
 }

@@ -346,6 +346,7 @@ impl Block for NetMessageSource {
                 resume_msg_seq: 0,
                 crc: true,
                 instance: 0,
+                eos_tags: false,
             };
             let (shared, env, from) = (self.shared.clone(), self.env.clone(), self.from.clone());
             std::thread::Builder::new()

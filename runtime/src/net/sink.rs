@@ -14,6 +14,14 @@
 //! absent consumer leaves the buffer full, which stops the upstream blocks:
 //! backpressure.
 //!
+//! Once its input has ended, the block waits for its consumer to
+//! acknowledge everything, serving (re)connecting consumers from what it
+//! holds and sending each EOS with the end-of-stream tags. While no consumer
+//! is connected it waits at most `linger_s` seconds (default 60,
+//! [`DEFAULT_LINGER`]); then it gives the rest up, logs what is lost, and
+//! ends; the edge's acceptor refuses later consumers with `finished`,
+//! naming the lost items, for as long as this process runs.
+//!
 //! Offsets are this block's own: it has a random instance id (WELCOME), and
 //! a consumer that names another instance in HELLO (this producer restarted
 //! without its state) gets everything still held, whatever offset it asks.
@@ -25,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use flowmesh_model::StreamType;
 
-use super::env::{NetEnv, Served, ServedKind};
+use super::env::{Finished, NetEnv, Served, ServedKind};
 use super::frame::{
     self, Decoder, FrameType, GapCause, Header, Reason, CRC_LEN, FLAG_CRC, FLAG_TAGS, HEADER_LEN,
 };
@@ -47,6 +55,9 @@ pub const STALL: Duration = Duration::from_millis(5);
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A connection silent for this long is dropped (the consumer will reconnect).
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a sink whose input has ended waits, with no consumer connected,
+/// for one to take what is not yet acknowledged (`linger_s`).
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(60);
 
 /// A frame partly written: what goes before its payload (the previous
 /// frame's CRC trailer if it is still unsent, the header, the tags
@@ -100,6 +111,14 @@ pub struct NetSink {
     write_blocked: bool,
     /// The consumer said it will read no more (CLOSE, normal).
     consumer_done: bool,
+    /// The connected consumer reads end-of-stream tags (HELLO `eos_tags`).
+    eos_tags_ok: bool,
+    /// After the input ended: how long to wait for an absent consumer, and
+    /// since when none has been connected.
+    linger: Duration,
+    absent_since: Option<Instant>,
+    /// The end of the input was logged.
+    end_logged: bool,
 }
 
 impl NetSink {
@@ -139,7 +158,19 @@ impl NetSink {
             signal_set: false,
             write_blocked: false,
             consumer_done: false,
+            eos_tags_ok: false,
+            linger: DEFAULT_LINGER,
+            absent_since: None,
+            end_logged: false,
         }
+    }
+
+    /// Sets how long the block waits, once its input has ended and no
+    /// consumer is connected, before it gives up what is not acknowledged
+    /// (default [`DEFAULT_LINGER`]).
+    pub fn lingering(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
     }
 
     fn drop_conn(&mut self, why: &str) {
@@ -268,6 +299,7 @@ impl Block for NetSink {
             conn.set_waker(io.waker().clone())?;
             self.peer = conn.peer_addr();
             self.crc = inc.hello.crc && self.crc_wanted;
+            self.eos_tags_ok = inc.hello.eos_tags;
             let r = inc.hello.resume_offset;
             if inc.hello.instance != 0 && inc.hello.instance != self.instance {
                 // The consumer resumes in another instance's numbering (this
@@ -314,6 +346,50 @@ impl Block for NetSink {
         let mut next_wake: Option<Instant> = None;
         if self.conn.is_some() && now.duration_since(self.last_rx) > PEER_TIMEOUT {
             self.drop_conn("silent for too long");
+        }
+        if io.input_done(0) && !self.end_logged {
+            self.end_logged = true;
+            tracing::info!(
+                "edge {}: the stream ended at item {}; {} items not yet acknowledged, {} \
+                 end-of-stream tags",
+                self.edge,
+                self.origin + written,
+                written - self.acked.min(written),
+                io.end_tags(0).len()
+            );
+        }
+        if io.input_done(0) && self.conn.is_none() {
+            let since = *self.absent_since.get_or_insert(now);
+            if now.duration_since(since) >= self.linger {
+                let (end, acked) = (self.origin + written, self.origin + self.acked);
+                tracing::error!(
+                    "edge {}: the stream ended at item {end} and no consumer came for {} s \
+                     (`lingerSeconds`) to take items [{acked}, {end}) ({} items) and the \
+                     end-of-stream tags: they are given up; a consumer that comes now is \
+                     refused (`finished`) and told so",
+                    self.edge,
+                    self.linger.as_secs(),
+                    end - acked
+                );
+                *self
+                    .served
+                    .finished
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(Finished {
+                    end,
+                    acked,
+                    linger: self.linger,
+                    end_tags: io
+                        .end_tags(0)
+                        .iter()
+                        .map(|t| format!("{} {}", t.key, t.value))
+                        .collect(),
+                });
+                io.consume(0, avail as usize);
+                return Ok(Work::Done);
+            }
+        } else {
+            self.absent_since = None;
         }
 
         // Control frames go out only between DATA frames, never inside one.
@@ -439,7 +515,30 @@ impl Block for NetSink {
             // End of stream once everything went out.
             if io.input_done(0) && self.sent == written && self.pending.is_none() && !self.eos_sent
             {
-                self.queue(FrameType::Eos, self.origin + written, 0);
+                // With the end-of-stream tags (a final `gap`: items lost
+                // after the last one), kept until the block ends, so they
+                // go again with the EOS of any later connection.
+                let end = self.origin + written;
+                let tags: Vec<frame::WireTag> = io
+                    .end_tags(0)
+                    .iter()
+                    .map(|t| frame::WireTag {
+                        offset: end,
+                        key: t.key.to_string(),
+                        value: t.value.clone(),
+                    })
+                    .collect();
+                if !tags.is_empty() && !self.eos_tags_ok {
+                    tracing::error!(
+                        "edge {}: consumer {} does not read end-of-stream tags (an older \
+                         build): it will not see {tags:?}",
+                        self.edge,
+                        self.peer
+                    );
+                }
+                let tags = if self.eos_tags_ok { &tags[..] } else { &[] };
+                self.control
+                    .extend_from_slice(&frame::eos(end, tags, self.crc));
                 self.eos_sent = true;
                 self.flush_control();
             }

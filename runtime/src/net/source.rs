@@ -162,6 +162,9 @@ pub struct NetSource {
     last_ack: Instant,
     control: Vec<u8>,
     eos: Option<u64>,
+    /// The end-of-stream tags that came with EOS (a final `gap`: items lost
+    /// after the last one), put on this block's own end when it ends.
+    eos_tags: Vec<(Arc<str>, Pmt)>,
     last_rx: Instant,
     last_tx: Instant,
     peer: String,
@@ -233,6 +236,7 @@ impl NetSource {
             last_ack: Instant::now(),
             control: vec![],
             eos: None,
+            eos_tags: vec![],
             last_rx: Instant::now(),
             last_tx: Instant::now(),
             peer: String::new(),
@@ -312,6 +316,7 @@ impl NetSource {
             resume_msg_seq: 0,
             crc: self.crc,
             instance: 0,
+            eos_tags: true,
         };
         let from = self.from.clone();
         self.thread = Some(
@@ -424,6 +429,7 @@ impl NetSource {
         self.acked = retained_from;
         // An end of stream announced by the old instance no longer applies.
         self.eos = None;
+        self.eos_tags.clear();
     }
 
     /// Reads into `buf` from the connection; `None` when nothing (more) is there.
@@ -573,7 +579,38 @@ impl NetSource {
                                 self.note_gap(first, end - first, cause);
                             }
                         }
-                        FrameType::Eos => self.eos = Some(h.a),
+                        FrameType::Eos => {
+                            if h.has_crc() {
+                                // Check the trailer, then go on with the body before it.
+                                let ok = frame::split_trailer(&body)
+                                    .is_some_and(|(content, sent)| frame::crc(&[content]) == sent);
+                                if !ok {
+                                    self.drop_conn("CRC32C mismatch in the EOS frame");
+                                    break;
+                                }
+                                body.truncate(body.len() - CRC_LEN);
+                            }
+                            if self.crc && !body.is_empty() && !h.has_crc() {
+                                self.drop_conn(
+                                    "protocol error: EOS with tags without a CRC on a \
+                                     connection that negotiated CRC",
+                                );
+                                break;
+                            }
+                            match frame::eos_tags(&h, &body) {
+                                Ok(tags) => {
+                                    self.eos_tags = tags
+                                        .into_iter()
+                                        .map(|t| (Arc::from(t.key.as_str()), t.value))
+                                        .collect();
+                                    self.eos = Some(h.a);
+                                }
+                                Err(e) => {
+                                    self.drop_conn(&e.to_string());
+                                    break;
+                                }
+                            }
+                        }
                         FrameType::Heartbeat => {}
                         FrameType::Close => {
                             self.drop_conn("the producer closed the edge");
@@ -928,6 +965,23 @@ impl Block for NetSource {
         self.flush_control();
         if self.eos == Some(self.expected) && self.control.is_empty() && self.acked == self.expected
         {
+            // Losses with no item after them go on the end of the stream: a
+            // discontinuity just before EOS (its `gap` was waiting for an
+            // item), then the producer's end-of-stream tags.
+            let end = io.nitems_written(0);
+            if let Some(g) = self.gap.take() {
+                io.add_tag(0, Tag::new(end, keys::GAP, g));
+            }
+            for (key, value) in self.eos_tags.drain(..) {
+                io.add_tag(
+                    0,
+                    Tag {
+                        offset: end,
+                        key,
+                        value,
+                    },
+                );
+            }
             return Ok(Work::Done);
         }
         // Ask the reactor for the next wake-up: data (unless the output is
