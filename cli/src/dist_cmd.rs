@@ -26,7 +26,43 @@ fn token() -> String {
     std::env::var("FLOWMESH_TOKEN").unwrap_or_default()
 }
 
-pub fn worker(file: &Path, a: WorkerArgs) -> Result<()> {
+/// Where a worker's FlowGraph comes from.
+pub enum Source {
+    File(std::path::PathBuf),
+    /// Cluster mode: a FlowGraph resource and the peer address template.
+    Resource {
+        resource: flowmesh_k8s::ResourceRef,
+        peer_template: String,
+    },
+}
+
+impl Source {
+    pub fn new(
+        file: Option<std::path::PathBuf>,
+        flowgraph: Option<String>,
+        namespace: String,
+        peer_template: String,
+    ) -> Source {
+        match (file, flowgraph) {
+            (_, Some(name)) => Source::Resource {
+                resource: flowmesh_k8s::ResourceRef { namespace, name },
+                peer_template,
+            },
+            (Some(f), None) => Source::File(f),
+            (None, None) => unreachable!("clap requires a file or --flowgraph"),
+        }
+    }
+}
+
+pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
+    let file = match source {
+        Source::File(f) => f,
+        Source::Resource {
+            resource,
+            peer_template,
+        } => return cluster_worker(resource, &peer_template, a),
+    };
+    let file = file.as_path();
     let doc = crate::load(file)?;
     let mut peers = BTreeMap::new();
     for p in &a.peers {
@@ -196,4 +232,50 @@ pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
         bail!("segments failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// `flowmesh worker --flowgraph NAME`: the segment from the resource, on a
+/// small tokio runtime for the API calls (the DSP threads are the
+/// runtime's own).
+fn cluster_worker(
+    resource: flowmesh_k8s::ResourceRef,
+    template: &str,
+    a: WorkerArgs,
+) -> Result<()> {
+    use flowmesh_worker::cluster::{self, ClusterConfig, Exit, Report};
+    let peer_template = flowmesh_model::naming::PeerTemplate::parse(template)?;
+    if !a.peers.is_empty() || a.stdin_peers {
+        bail!(
+            "--peer and --stdin-peers do not go with --flowgraph: peers come from --peer-template"
+        );
+    }
+    let cfg = ClusterConfig {
+        resource,
+        peer_template,
+        worker: Config {
+            segment: a.segment.clone(),
+            listen: a.listen.clone(),
+            peers: BTreeMap::new(),
+            token: token(),
+            generation: a.generation,
+            resume: a.resume,
+            threads: a.threads,
+            state_dir: a.state_dir.clone(),
+        },
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("fm-control")
+        .enable_all()
+        .build()
+        .context("cannot start the control-plane runtime")?;
+    rt.block_on(async move {
+        let client = kube::Client::try_default().await.context(
+            "cannot reach the Kubernetes API (no in-cluster service account, no usable KUBECONFIG)",
+        )?;
+        let report = Report::new();
+        match cluster::run(client, cfg, report).await? {
+            Exit::Deleted => Ok(()),
+        }
+    })
 }

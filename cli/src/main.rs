@@ -45,9 +45,25 @@ enum Cmd {
         #[arg(long, requires = "distributed")]
         unix: bool,
     },
-    /// Run one segment of a FlowGraph (what each distributed process runs).
+    /// Run one segment of a FlowGraph (what each distributed process runs):
+    /// from a file, or in cluster mode from a FlowGraph resource
+    /// (`--flowgraph NAME --namespace NS`, in-cluster service account or
+    /// KUBECONFIG).
     Worker {
-        file: PathBuf,
+        /// The FlowGraph file (not with --flowgraph).
+        #[arg(required_unless_present = "flowgraph", conflicts_with = "flowgraph")]
+        file: Option<PathBuf>,
+        /// Cluster mode: the FlowGraph resource to read and follow.
+        #[arg(long)]
+        flowgraph: Option<String>,
+        /// Cluster mode: the resource's namespace.
+        #[arg(long, default_value = "default", requires = "flowgraph")]
+        namespace: String,
+        /// Cluster mode: every peer's address, from the placeholders
+        /// {flowgraph}, {namespace}, {segment} and {service} (the segment's
+        /// Service name); Compose uses `{segment}:7400`.
+        #[arg(long, default_value = flowmesh_model::naming::DEFAULT_PEER_TEMPLATE, requires = "flowgraph")]
+        peer_template: String,
         /// The segment to run.
         #[arg(long)]
         segment: String,
@@ -160,6 +176,9 @@ fn main() -> ExitCode {
         }
         Cmd::Worker {
             file,
+            flowgraph,
+            namespace,
+            peer_template,
             segment,
             listen,
             peers,
@@ -170,7 +189,7 @@ fn main() -> ExitCode {
             state_dir,
             quiet,
         } => dist_cmd::worker(
-            &file,
+            dist_cmd::Source::new(file, flowgraph, namespace, peer_template),
             dist_cmd::WorkerArgs {
                 segment,
                 listen,
