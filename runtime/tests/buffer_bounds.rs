@@ -3,8 +3,9 @@
 //! what the readers freed panic with the buffer's name, and a finished
 //! reader reads nothing. (These would have caught issue 10 item 5, where
 //! `consume(1)` on an empty buffer made `slice(1)` return unpublished
-//! bytes in release builds.) `scripts/test` also runs this file with
-//! `--release`, where `debug_assert!` is compiled out.
+//! bytes in release builds.) The checks are plain `assert!`/`panic!`, so
+//! the default (debug) run tests what release builds do; to see it there:
+//! `cargo test -p flowmesh-runtime --test buffer_bounds --release`.
 
 use std::sync::Arc;
 
