@@ -76,7 +76,7 @@ fn write_all(mut w: Writer, total: u64, chunk: usize, tag_every: u64, tries: usi
             item[..8].copy_from_slice(&(next + k as u64).to_le_bytes());
         }
         for o in next..next + n as u64 {
-            if o % tag_every == 0 {
+            if o.is_multiple_of(tag_every) {
                 w.add_tag(Tag::new(o, "n", Pmt::I64(o as i64)));
             }
         }
@@ -96,7 +96,7 @@ fn check(r: &Reader, a: usize, first: u64, tag_every: u64) {
         let want = first + k as u64;
         let got = u64::from_le_bytes(item[..8].try_into().unwrap());
         assert_eq!(got, want, "item {want} read as {got}");
-        if want % tag_every == 0 {
+        if want.is_multiple_of(tag_every) {
             let t = r.tags().iter().find(|t| t.offset == want);
             let t = t.unwrap_or_else(|| panic!("item {want} came without its tag"));
             assert_eq!(t.value, Pmt::I64(want as i64));
