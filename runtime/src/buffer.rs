@@ -13,13 +13,38 @@
 //! Stream tags are queued per reader under a mutex that the hot path only
 //! touches when a tag is pending.
 //!
+//! Soundness: every slice handed out by the safe API borrows the [`Reader`]
+//! or [`Writer`] it comes from, so it cannot outlive the buffer nor be held
+//! across the `consume`/`produce`/`finish` that gives its region to the
+//! other side. `produce` and `consume` beyond the free or available items
+//! panic in every build, naming the buffer. [`crate::io`] hands out slices
+//! for a whole work call through the crate-private `unsafe` variants, whose
+//! preconditions are stated on each.
+//!
+//! Built with `--cfg loom` (see `runtime/tests/loom_buffer.rs`), the atomics
+//! and the tag mutex are loom's, and every item slot gets a loom-tracked
+//! cell that records each hand-out, `produce` and `consume`, so the loom
+//! model checks this very code's orderings: a reader touching a slot that
+//! the writer's last write to it does not happen-before (or the reverse) is
+//! reported as a causality violation.
+//!
 //! This module and [`crate::io`] are the only places with `unsafe` code.
 
 use std::collections::VecDeque;
 use std::io;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+#[cfg(loom)]
+use loom::sync::{
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    Mutex,
+};
+#[cfg(not(loom))]
+use std::sync::{
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    Mutex,
+};
 
 use crate::signal::Signal;
 use crate::tag::Tag;
@@ -140,8 +165,42 @@ impl Drop for DoubleMapped {
 /// An `AtomicU64` alone on its cache line, so the writer's and readers'
 /// positions do not false-share.
 #[repr(align(128))]
-#[derive(Default)]
 struct Padded(AtomicU64);
+
+impl Padded {
+    fn new(v: u64) -> Self {
+        Padded(AtomicU64::new(v))
+    }
+}
+
+/// Under loom: one tracked cell per item slot. Each hand-out of a region,
+/// each `produce` and each `consume` records an access to the slots it
+/// covers (`with_mut` for the writer, `with` for readers), so loom checks
+/// that the position protocol orders every reader's use of a slot after
+/// the write that filled it, and every write after the reads of the lap
+/// before.
+#[cfg(loom)]
+struct Slots(Box<[loom::cell::UnsafeCell<()>]>);
+
+// SAFETY: the cells hold `()` and are only used to record accesses; loom
+// itself checks that those accesses are ordered (that is their purpose).
+#[cfg(loom)]
+unsafe impl Sync for Slots {}
+
+#[cfg(loom)]
+impl Slots {
+    fn track(&self, from: u64, n: usize, write: bool) {
+        let cap = self.0.len() as u64;
+        for k in 0..n as u64 {
+            let cell = &self.0[((from + k) % cap) as usize];
+            if write {
+                cell.with_mut(|_| ());
+            } else {
+                cell.with(|_| ());
+            }
+        }
+    }
+}
 
 struct ReaderSlot {
     read: Padded,
@@ -156,6 +215,8 @@ struct ReaderSlot {
 
 /// State shared by the writer and the readers of one buffer.
 pub struct Shared {
+    /// Names the buffer in panics (the scheduler uses `block.port`).
+    name: String,
     map: DoubleMapped,
     item_size: usize,
     capacity: usize,
@@ -165,9 +226,22 @@ pub struct Shared {
     readers: Box<[ReaderSlot]>,
     /// Some reader has set a horizon: the writer re-reads them every time.
     horizons: AtomicBool,
+    #[cfg(loom)]
+    slots: Slots,
 }
 
 impl Shared {
+    /// The name given to [`channel`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Records accesses to `n` slots from position `from` (loom builds only).
+    #[inline(always)]
+    #[allow(unused_variables)]
+    fn track(&self, from: u64, n: usize, write: bool) {
+        #[cfg(loom)]
+        self.slots.track(from, n, write);
+    }
     /// Capacity in items.
     pub fn capacity(&self) -> usize {
         self.capacity
@@ -180,27 +254,37 @@ impl Shared {
     pub fn read(&self, i: usize) -> u64 {
         self.readers[i].read.0.load(Ordering::Acquire)
     }
+    /// Number of readers.
     pub fn num_readers(&self) -> usize {
         self.readers.len()
     }
 }
 
-/// Creates a buffer of at least `min_bytes` for items of `item_size` bytes,
-/// with one reader per entry of `reader_signals`. The signals are the threads
-/// to wake when data arrives (readers) or space frees (writer).
+/// Creates a buffer named `name` (used in panic messages) of at least
+/// `min_bytes` for items of `item_size` bytes, with one reader per entry of
+/// `reader_signals`. The signals are the threads to wake when data arrives
+/// (readers) or space frees (writer).
 pub fn channel(
+    name: impl Into<String>,
     min_bytes: usize,
     item_size: usize,
     writer_signal: Arc<Signal>,
     reader_signals: Vec<Arc<Signal>>,
 ) -> io::Result<(Writer, Vec<Reader>)> {
+    let name = name.into();
+    if item_size == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("buffer {name}: item size 0; items must be at least one byte"),
+        ));
+    }
     let map = DoubleMapped::new(min_bytes, item_size)?;
     let capacity = map.size() / item_size;
     let readers: Box<[ReaderSlot]> = reader_signals
         .into_iter()
         .map(|signal| ReaderSlot {
-            read: Padded::default(),
-            horizon: Padded(AtomicU64::new(u64::MAX)),
+            read: Padded::new(0),
+            horizon: Padded::new(u64::MAX),
             done: AtomicBool::new(false),
             pending_tags: AtomicUsize::new(0),
             tags: Mutex::new(VecDeque::new()),
@@ -209,14 +293,21 @@ pub fn channel(
         .collect();
     let n = readers.len();
     let shared = Arc::new(Shared {
+        name,
         map,
         item_size,
         capacity,
-        write: Padded::default(),
+        write: Padded::new(0),
         writer_done: AtomicBool::new(false),
         writer_signal,
         readers,
         horizons: AtomicBool::new(false),
+        #[cfg(loom)]
+        slots: Slots(
+            (0..capacity)
+                .map(|_| loom::cell::UnsafeCell::new(()))
+                .collect(),
+        ),
     });
     let writer = Writer {
         shared: shared.clone(),
@@ -233,6 +324,7 @@ pub fn channel(
             tags: Vec::new(),
             tag_start: 0,
             horizon_allowed: true,
+            closed: false,
         })
         .collect();
     Ok((writer, readers))
@@ -303,17 +395,50 @@ impl Writer {
             .all(|r| r.done.load(Ordering::Acquire))
     }
 
-    /// The writable region: `space()` items as bytes.
+    /// The writable region: `items` items as bytes, or fewer if the free
+    /// space last seen (by [`Writer::space`]) is smaller. Write items from
+    /// the start and [`Writer::produce`] how many were written; the slice
+    /// borrows the writer, so it cannot be kept past `produce`.
+    #[inline]
+    pub fn slice_mut(&mut self, items: usize) -> &mut [u8] {
+        // SAFETY: the slice borrows `self` mutably for its whole life, so no
+        // other slice of this writer is alive, and `produce` and drop cannot
+        // happen while it is used.
+        unsafe { self.slice_mut_unbound(items) }
+    }
+
+    /// [`Writer::slice_mut`] with a lifetime the caller chooses, for
+    /// [`crate::io::WorkIo`], which hands out one output slice per work call
+    /// from a shared borrow.
     ///
     /// # Safety
-    /// The caller must not create a second live slice of the same region
-    /// (call once per work call) and must not keep it past `produce`.
+    /// For as long as the returned slice is used:
+    /// - no other slice from this writer (`slice_mut` or this function) may
+    ///   be alive: they cover the same region;
+    /// - `produce` must not be called on this writer: it gives the region to
+    ///   the readers, which then read it while the slice writes it;
+    /// - the writer must not be dropped: if the readers are gone too, that
+    ///   unmaps the memory.
+    ///
+    /// The length needs no precondition: it is clamped to the free space.
     #[inline]
-    pub unsafe fn slice_mut<'a>(&self, items: usize) -> &'a mut [u8] {
-        let off = (self.write as usize % self.shared.capacity) * self.shared.item_size;
-        // SAFETY: `items <= space()` (caller contract), so the region lies in
-        // free space no reader reads; double mapping makes it contiguous.
-        std::slice::from_raw_parts_mut(self.shared.map.ptr_at(off), items * self.shared.item_size)
+    pub(crate) unsafe fn slice_mut_unbound<'a>(&self, items: usize) -> &'a mut [u8] {
+        let cap = self.shared.capacity;
+        let items = items.min(self.free(cap as u64) as usize);
+        self.shared.track(self.write, items, true);
+        let off = (self.write as usize % cap) * self.shared.item_size;
+        // SAFETY: `items` is within the free space computed from positions
+        // that every reader published (Release) and `refresh` loaded
+        // (Acquire), so no reader reads the region until `produce`; it is at
+        // most `capacity` items, and `ptr_at` is valid for a whole capacity
+        // (the double mapping makes the wrap contiguous). The caller keeps
+        // the slice unique and unused after `produce` or drop.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.shared.map.ptr_at(off),
+                items * self.shared.item_size,
+            )
+        }
     }
 
     /// Queues tags for every reader (one lock per reader for the batch) and
@@ -350,16 +475,42 @@ impl Writer {
     }
 
     /// Publishes `n` items and wakes the readers.
+    ///
+    /// # Panics
+    /// If `n` is more than the free space (see [`Writer::space`]), in every
+    /// build: publishing items the readers still hold would let them read a
+    /// region while it is written.
     #[inline]
     pub fn produce(&mut self, n: usize) {
         if n == 0 {
             return;
         }
+        if n as u64 > self.free(self.shared.capacity as u64) {
+            self.produce_overflow(n);
+        }
+        self.shared.track(self.write, n, true);
         self.write += n as u64;
         self.shared.write.0.store(self.write, Ordering::Release);
         for r in self.shared.readers.iter() {
             r.signal.notify();
         }
+    }
+
+    /// The cold path of `produce`: the cached free space was too small, so
+    /// look at the readers again and refuse if it still is.
+    #[cold]
+    #[inline(never)]
+    fn produce_overflow(&mut self, n: usize) {
+        self.refresh();
+        let free = self.free(self.shared.capacity as u64);
+        assert!(
+            n as u64 <= free,
+            "buffer {}: produce({n}) but only {free} items are free (capacity {}, \
+             {} written); produce at most what space() returned",
+            self.shared.name,
+            self.shared.capacity,
+            self.write,
+        );
     }
 
     /// Marks the stream ended: readers finish once they have read everything.
@@ -389,6 +540,9 @@ pub struct Reader {
     tag_start: usize,
     /// False when the writer must not be capped (it is fed by a live block).
     horizon_allowed: bool,
+    /// Set by `finish`: the writer no longer waits for this reader, so it
+    /// must not read any more (`available` stays 0).
+    closed: bool,
 }
 
 impl Reader {
@@ -408,9 +562,13 @@ impl Reader {
         self.shared.item_size
     }
 
-    /// Items available to read (refreshes the writer's position).
+    /// Items available to read (refreshes the writer's position). Always 0
+    /// after [`Reader::finish`].
     #[inline]
     pub fn available(&mut self) -> usize {
+        if self.closed {
+            return 0;
+        }
         self.write = self.shared.write.0.load(Ordering::Acquire);
         if self.shared.readers[self.idx]
             .pending_tags
@@ -452,14 +610,39 @@ impl Reader {
         self.shared.writer_done.load(Ordering::Acquire)
     }
 
-    /// The readable region: `items` (≤ last `available()`) items as bytes.
+    /// The readable region: `items` items as bytes, or fewer if the last
+    /// [`Reader::available`] saw fewer. The slice borrows the reader, so it
+    /// cannot be kept past `consume`, `finish` or drop.
     #[inline]
-    pub fn slice<'a>(&self, items: usize) -> &'a [u8] {
+    pub fn slice(&self, items: usize) -> &[u8] {
+        // SAFETY: the slice borrows `self` for its whole life, so `consume`,
+        // `finish` (both `&mut self`) and drop cannot happen while it is used.
+        unsafe { self.slice_unbound(items) }
+    }
+
+    /// [`Reader::slice`] with a lifetime the caller chooses, for
+    /// [`crate::io::WorkIo`], which hands out input slices for a whole work
+    /// call from a shared borrow.
+    ///
+    /// # Safety
+    /// For as long as the returned slice is used, this reader must not be
+    /// consumed on (`consume`), finished (`finish`) or dropped: the first two
+    /// let the writer overwrite the region, and dropping it (with the writer
+    /// and the other readers gone) unmaps the memory.
+    ///
+    /// The length needs no precondition: it is clamped to what was published.
+    #[inline]
+    pub(crate) unsafe fn slice_unbound<'a>(&self, items: usize) -> &'a [u8] {
         let items = items.min((self.write - self.read) as usize);
+        self.shared.track(self.read, items, false);
         let off = (self.read as usize % self.shared.capacity) * self.shared.item_size;
-        // SAFETY: [read, write) was published by the writer (Acquire load in
-        // `available`) and the writer never writes there until we consume it.
-        // The slice's lifetime is bounded by the work call in `io`.
+        // SAFETY: [read, write) was published by the writer (its Release
+        // store, our Acquire load in `available`), and the writer does not
+        // write there until we consume it (its `produce` refuses to go past
+        // the slowest reader not done, which bounds `write - read` by the
+        // capacity; after `finish`, `write == read`). `ptr_at` is valid for
+        // a whole capacity. The caller keeps the slice unused after
+        // `consume`, `finish` or drop.
         unsafe {
             std::slice::from_raw_parts(self.shared.map.ptr_at(off), items * self.shared.item_size)
         }
@@ -472,13 +655,21 @@ impl Reader {
     }
 
     /// Consumes `n` items, frees their space and wakes the writer.
+    ///
+    /// # Panics
+    /// If `n` is more than the last [`Reader::available`] saw (minus what
+    /// was consumed since), in every build: the reader would run past the
+    /// writer and read items never published.
     #[inline]
     pub fn consume(&mut self, n: usize) {
         if n == 0 {
             return;
         }
+        if n as u64 > self.write - self.read {
+            self.consume_overflow(n);
+        }
+        self.shared.track(self.read, n, false);
         self.read += n as u64;
-        debug_assert!(self.read <= self.write);
         self.shared.readers[self.idx]
             .read
             .0
@@ -495,6 +686,19 @@ impl Reader {
             }
         }
         self.shared.writer_signal.notify();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn consume_overflow(&self, n: usize) -> ! {
+        panic!(
+            "buffer {}, reader {}: consume({n}) but only {} items are available \
+             ({} consumed); consume at most what available() returned",
+            self.shared.name,
+            self.idx,
+            self.write - self.read,
+            self.read,
+        );
     }
 
     /// Lets the writer run at most up to absolute offset `upto` (exclusive)
@@ -530,8 +734,11 @@ impl Reader {
             .store(u64::MAX, Ordering::Release);
     }
 
-    /// Marks this reader done: the writer stops waiting for it.
-    pub fn finish(&self) {
+    /// Marks this reader done: the writer stops waiting for it, and from
+    /// now on this reader reads nothing ([`Reader::available`] is 0).
+    pub fn finish(&mut self) {
+        self.closed = true;
+        self.write = self.read;
         self.shared.readers[self.idx]
             .done
             .store(true, Ordering::Release);
@@ -574,15 +781,14 @@ mod tests {
 
     #[test]
     fn wrap_is_contiguous_and_fanout_shares() {
-        let (mut w, mut rs) = channel(4096, 4, sig(), vec![sig(), sig()]).unwrap();
+        let (mut w, mut rs) = channel("test", 4096, 4, sig(), vec![sig(), sig()]).unwrap();
         let cap = w.space();
         assert_eq!(cap, 1024);
         let mut next = 0u32;
         let mut expect = [0u32; 2];
         for round in 0..10 {
             let n = w.space().min(700);
-            // SAFETY: n <= space, one slice per round.
-            let s: &mut [u32] = bytemuck::cast_slice_mut(unsafe { w.slice_mut(n) });
+            let s: &mut [u32] = bytemuck::cast_slice_mut(w.slice_mut(n));
             for x in s.iter_mut() {
                 *x = next;
                 next += 1;
@@ -607,7 +813,7 @@ mod tests {
 
     #[test]
     fn slow_reader_holds_space_until_done() {
-        let (mut w, mut rs) = channel(4096, 4, sig(), vec![sig(), sig()]).unwrap();
+        let (mut w, mut rs) = channel("test", 4096, 4, sig(), vec![sig(), sig()]).unwrap();
         w.produce(1024);
         assert_eq!(w.space(), 0);
         let a = rs[0].available();
@@ -621,7 +827,7 @@ mod tests {
 
     #[test]
     fn horizon_caps_the_writer_and_raising_it_frees_space() {
-        let (mut w, mut rs) = channel(4096, 4, sig(), vec![sig()]).unwrap();
+        let (mut w, mut rs) = channel("test", 4096, 4, sig(), vec![sig()]).unwrap();
         let cap = w.space();
         rs[0].set_horizon(100);
         assert_eq!(w.space(), 100);
@@ -640,7 +846,7 @@ mod tests {
 
     #[test]
     fn a_forbidden_horizon_is_ignored() {
-        let (mut w, mut rs) = channel(4096, 4, sig(), vec![sig()]).unwrap();
+        let (mut w, mut rs) = channel("test", 4096, 4, sig(), vec![sig()]).unwrap();
         let cap = w.space();
         rs[0].forbid_horizon();
         rs[0].set_horizon(10);

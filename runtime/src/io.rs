@@ -148,7 +148,8 @@ impl<'a> WorkIo<'a> {
     pub fn input<T: Item>(&self, i: usize) -> &'a [T] {
         let p = &self.inputs[i];
         check_type::<T>("input", i, p.stype);
-        let bytes = p.reader.slice(p.avail);
+        // SAFETY: see `input_bytes`.
+        let bytes = unsafe { p.reader.slice_unbound(p.avail) };
         let all: &'a [T] = bytemuck::cast_slice(bytes);
         &all[p.consumed * p.stype.vlen..]
     }
@@ -162,16 +163,20 @@ impl<'a> WorkIo<'a> {
             !p.borrowed.replace(true),
             "output {j} taken twice in one work call"
         );
-        // SAFETY: at most one slice per output per call (checked just above),
-        // of at most `space` items, released before the scheduler produces.
-        let bytes = unsafe { p.writer.slice_mut(p.space) };
+        // SAFETY: see `output_bytes`.
+        let bytes = unsafe { p.writer.slice_mut_unbound(p.space) };
         bytemuck::cast_slice_mut(bytes)
     }
     /// Raw bytes of input `i` (type-agnostic blocks such as `head`).
     #[inline]
     pub fn input_bytes(&self, i: usize) -> &'a [u8] {
         let p = &self.inputs[i];
-        &p.reader.slice(p.avail)[p.consumed * p.reader.item_size()..]
+        // SAFETY: the slice lives for 'a, while this `WorkIo` holds the only
+        // borrow of the port (`&'a mut`), and nothing reachable from a
+        // `WorkIo` consumes on, finishes or drops the reader (`consume` here
+        // only counts); the scheduler consumes after the `WorkIo` is gone.
+        let bytes = unsafe { p.reader.slice_unbound(p.avail) };
+        &bytes[p.consumed * p.reader.item_size()..]
     }
     /// Raw bytes of output `j`; same rules as [`WorkIo::output`].
     #[inline]
@@ -181,8 +186,14 @@ impl<'a> WorkIo<'a> {
             !p.borrowed.replace(true),
             "output {j} taken twice in one work call"
         );
-        // SAFETY: as in `output`.
-        unsafe { p.writer.slice_mut(p.space) }
+        // SAFETY: the slice lives for 'a, while this `WorkIo` holds the only
+        // borrow of the port (`&'a mut`); it is the only slice of this
+        // writer in this call (the `borrowed` flag just above, which only
+        // the scheduler's `refresh` resets, between calls); and nothing
+        // reachable from a `WorkIo` produces on or drops the writer
+        // (`produce` here only counts): the scheduler produces after the
+        // `WorkIo` is gone.
+        unsafe { p.writer.slice_mut_unbound(p.space) }
     }
     /// Marks `n` more items of input `i` consumed.
     #[inline]

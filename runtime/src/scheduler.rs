@@ -436,6 +436,7 @@ pub fn start(graph: Graph) -> Result<Running> {
                 .max(node.built.min_output_bytes);
             let bytes = base.max(wanted).max(st.item_size() * 8);
             let (w, rs) = buffer::channel(
+                format!("{}.{}", node.name, port.name),
                 bytes,
                 st.item_size(),
                 sig(ni),
@@ -495,8 +496,14 @@ pub fn start(graph: Graph) -> Result<Running> {
                         })
                         .nth(k)
                         .expect("stream input exists");
-                    let (w, mut rs) = buffer::channel(4096, st.item_size(), sig(ni), vec![sig(ni)])
-                        .expect("small buffer");
+                    let (w, mut rs) = buffer::channel(
+                        format!("{} (unconnected input {k})", gnode.name),
+                        4096,
+                        st.item_size(),
+                        sig(ni),
+                        vec![sig(ni)],
+                    )
+                    .expect("small buffer");
                     w.finish();
                     InputPort::new(rs.remove(0), st)
                 })
@@ -835,7 +842,7 @@ fn finish_with(node: &mut Node, drained: bool) -> Result<()> {
     for o in &node.outputs {
         o.writer.finish();
     }
-    for i in &node.inputs {
+    for i in &mut node.inputs {
         i.reader.finish();
     }
     for m in &node.msg_out {
