@@ -6,6 +6,7 @@
 //! partitioner. Nothing here does I/O beyond parsing strings.
 
 pub mod catalog;
+pub mod firdes;
 pub mod params;
 pub mod partition;
 pub mod pmt;
