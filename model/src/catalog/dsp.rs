@@ -53,6 +53,24 @@ fn lowpass_check(p: &Params) -> Vec<(String, String, String)> {
     vec![]
 }
 
+/// `fir_filter` reads `taps − 1` earlier inputs and carries nothing else
+/// over (its decimation phase follows the input count, which a resume
+/// aligns). `freq_xlating_fir` and `rational_resampler` declare no history:
+/// they also carry a mixer phase or a polyphase position, which a warm-up
+/// alone would not restore.
+fn fir_history(p: &Params) -> Option<u64> {
+    Some(p.complex_list("taps")?.len().saturating_sub(1) as u64)
+}
+
+/// `low_pass_filter` reads `taps − 1` earlier inputs, the tap count being
+/// the one its design gets ([`crate::firdes::compute_ntaps`]).
+fn low_pass_history(p: &Params) -> Option<u64> {
+    let att = crate::firdes::window_max_attenuation(p.str("window").unwrap_or("hamming"))?;
+    let ntaps =
+        crate::firdes::compute_ntaps(att, p.f64("samp_rate")?, p.f64("transition")?).ok()?;
+    Some(ntaps.saturating_sub(1) as u64)
+}
+
 fn resampler_check(p: &Params) -> Vec<(String, String, String)> {
     taps_check(p)
 }
@@ -93,7 +111,8 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .input(PortDescriptor::scalar("in", "samples"))
         .output(PortDescriptor::scalar("out", "filtered samples"))
         .rate(Rate::decim("decimation"))
-        .check(taps_check),
+        .check(taps_check)
+        .history(fir_history),
         BlockDescriptor::new(
             "low_pass_filter",
             Category::Filter,
@@ -110,7 +129,8 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .output(PortDescriptor::scalar("out", "filtered samples"))
         .rate(Rate::decim("decimation"))
         .rate_param("samp_rate")
-        .check(lowpass_check),
+        .check(lowpass_check)
+        .history(low_pass_history),
         BlockDescriptor::new(
             "freq_xlating_fir",
             Category::Filter,

@@ -29,7 +29,8 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::new("flush_us", ParamType::Int, "longest time a partial batch waits before it is sent").unit("µs").default(1000i64).min(0.0).max(1e6))
         .param(ParamDescriptor::new("start", ParamType::Int, "edge offset of the first input item (set by a restarted worker resuming a relay segment)").default(0i64).min(0.0))
         .input(PortDescriptor::typed("in", "items to send"))
-        .tags(TagPolicy::Custom),
+        .tags(TagPolicy::Custom)
+        .role(Role::NetSink),
         BlockDescriptor::new(
             "net_source",
             Category::Source,
@@ -48,14 +49,16 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .output(PortDescriptor::typed("out", "received items"))
         .source(SourceKind::Replayable)
         .tags(TagPolicy::Custom)
-        .rate_param("samp_rate"),
+        .rate_param("samp_rate")
+        .role(Role::NetSource),
         BlockDescriptor::new(
             "net_message_sink",
             Category::Sink,
             "Producing end of a message edge: sends messages in order with sequence numbers, retried until acknowledged.",
         )
         .param(edge())
-        .input(PortDescriptor::message("in", "messages to send")),
+        .input(PortDescriptor::message("in", "messages to send"))
+        .role(Role::NetMessageSink),
         BlockDescriptor::new(
             "net_message_source",
             Category::Source,
@@ -63,7 +66,8 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         )
         .param(edge())
         .param(ParamDescriptor::new("from", ParamType::String, "segment that produces the edge"))
-        .output(PortDescriptor::message("out", "received messages")),
+        .output(PortDescriptor::message("out", "received messages"))
+        .role(Role::NetMessageSource),
         BlockDescriptor::new(
             "stream_checker",
             Category::Debug,
