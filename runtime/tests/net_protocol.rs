@@ -27,7 +27,7 @@ fn spec(text: &str) -> FlowGraphSpec {
 }
 
 fn segment(p: &Partition, seg: &str, env: &Arc<NetEnv>) -> Running {
-    start(Graph::from_spec_in(&p.segments[seg], Env { net: env.clone() }).unwrap()).unwrap()
+    start(Graph::from_spec_in(&p.segments[seg], Env::new(env.clone())).unwrap()).unwrap()
 }
 
 /// Polls `cond` every 5 ms for up to 20 s.

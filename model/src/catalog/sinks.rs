@@ -81,7 +81,6 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             "truncate: start a new file; append: keep the whole items already there and continue \
              (a restarted segment resumes its input from there)",
         ).default("truncate"))
-        .param(ParamDescriptor::new("skip", ParamType::Int, "input items to drop before writing (set by a restarted worker whose input starts before what the file holds)").default(0i64).min(0.0))
         .param(ParamDescriptor::new("samp_rate", ParamType::Float, "sample rate recorded in SigMF metadata").unit("Hz").optional())
         .input(PortDescriptor::typed("in", "items to write"))
         .tags(TagPolicy::None)

@@ -34,7 +34,7 @@
 //! output on and keep the history. When the tap count grows, the samples the
 //! longer filter would need from before the retained history count as zeros.
 
-use flowmesh_model::{ItemType, Params, Pmt, StreamType, TypedVec};
+use flowmesh_model::{ItemType, Params, Pmt, TypedVec};
 use num_complex::{Complex32, Complex64};
 
 use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
@@ -42,7 +42,27 @@ use crate::dsp::firdes;
 use crate::dsp::window::Window;
 use crate::io::{Item, WorkIo};
 
-use super::stream_type;
+use super::{stream_type, Implementation};
+
+/// The blocks of this module.
+pub(super) const BLOCKS: &[Implementation] = &[
+    Implementation {
+        kind: "fir_filter",
+        build: |c| fir_filter(c.params),
+    },
+    Implementation {
+        kind: "low_pass_filter",
+        build: |c| low_pass_filter(c.params),
+    },
+    Implementation {
+        kind: "freq_xlating_fir",
+        build: |c| freq_xlating_fir(c.params),
+    },
+    Implementation {
+        kind: "rational_resampler",
+        build: |c| rational_resampler(c.params),
+    },
+];
 
 // ---------------------------------------------------------------------------
 // Dot-product kernels
@@ -486,14 +506,10 @@ fn fir_filter_t<T: Sample>(p: &Params) -> Result<BuiltBlock, String> {
         .ok_or("the parameter `taps` is required")?;
     check_taps(&taps, T::COMPLEX)?;
     let d = decimation(p)?;
-    let st = StreamType::scalar(T::TYPE);
     Ok(BuiltBlock::new(FirFilter::<T> {
         fir: PolyFir::new(&taps, 1, d, d - 1),
         taps,
     })
-    .input("in", st)
-    .output("out", st)
-    .settable()
     .rate(1, d as u64))
 }
 
@@ -611,15 +627,11 @@ fn low_pass_filter_t<T: Sample>(p: &Params) -> Result<BuiltBlock, String> {
     let design = LowPassDesign::from_params(p)?;
     let taps = design.taps()?;
     let d = decimation(p)?;
-    let st = StreamType::scalar(T::TYPE);
     Ok(BuiltBlock::new(LowPassFilter::<T> {
         fir: PolyFir::new(&taps, 1, d, d - 1),
         design,
         taps,
     })
-    .input("in", st)
-    .output("out", st)
-    .settable()
     .rate(1, d as u64))
 }
 
@@ -631,25 +643,6 @@ pub fn low_pass_filter(p: &Params) -> Result<BuiltBlock, String> {
             "low_pass_filter does not support type {t}; use f32 or cf32"
         )),
     }
-}
-
-// ---------------------------------------------------------------------------
-// history, for resuming mid-stream
-
-/// How many input items before an output's own the block reads (its
-/// history), for a segment resuming mid-stream: `fir_filter` and
-/// `low_pass_filter` read `taps − 1` earlier items and nothing else carries
-/// over (their decimation phase follows the input count, which the resume
-/// aligns). `None` for the other filters: `freq_xlating_fir` also carries
-/// its mixer's phase and `rational_resampler` its polyphase position, so a
-/// warm-up alone would not reproduce their output.
-pub fn history(kind: &str, p: &Params) -> Option<u64> {
-    let taps = match kind {
-        "fir_filter" => p.complex_list("taps")?.len(),
-        "low_pass_filter" => LowPassDesign::from_params(p).ok()?.taps().ok()?.len(),
-        _ => return None,
-    };
-    Some(taps.saturating_sub(1) as u64)
 }
 
 // ---------------------------------------------------------------------------
@@ -771,7 +764,6 @@ pub fn freq_xlating_fir(p: &Params) -> Result<BuiltBlock, String> {
     }
     let d = decimation(p)?;
     let taps = FreqXlatingFir::rotated(&proto, center_freq, samp_rate);
-    let st = StreamType::scalar(ItemType::Cf32);
     Ok(BuiltBlock::new(FreqXlatingFir {
         fir: PolyFir::new(&taps, 1, d, d - 1),
         proto,
@@ -782,9 +774,6 @@ pub fn freq_xlating_fir(p: &Params) -> Result<BuiltBlock, String> {
         anchor: 0,
         anchor_phase: 0.0,
     })
-    .input("in", st)
-    .output("out", st)
-    .settable()
     .rate(1, d as u64))
 }
 
@@ -861,15 +850,12 @@ fn rational_resampler_t<T: Sample>(p: &Params) -> Result<BuiltBlock, String> {
         (Ok(a), Ok(b)) => (a, b),
         _ => return Err("interpolation or decimation is too large".into()),
     };
-    let st = StreamType::scalar(T::TYPE);
     Ok(BuiltBlock::new(RationalResampler::<T> {
         fir: PolyFir::new(&taps, iu, du, 0),
         interp: i,
         decim: d,
         taps,
     })
-    .input("in", st)
-    .output("out", st)
     .rate(i, d))
 }
 
