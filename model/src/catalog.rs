@@ -1,11 +1,18 @@
 //! The block catalog: what every block kind is — ports, parameters, rate
-//! relation, tag policy — independent of any implementation.
+//! relation, tag policy, its role for the partitioner and the worker, the
+//! history it reads and what of its output survives a restart — independent
+//! of any implementation.
 //!
-//! Validation, `flowmesh blocks`, the graph renderer and the partitioner all
-//! read the catalog; the runtime's implementations are checked against it
-//! port for port by a test in the runtime crate.
+//! A block kind is declared once, here ([`BlockDescriptor`]); its
+//! implementation is registered once in the runtime under the same kind and
+//! takes its ports from this declaration (docs/runtime.md, "Adding a
+//! block"). Validation, `flowmesh blocks`, the graph renderer, the
+//! partitioner, the runtime's builders and the worker's resume logic all
+//! read the catalog; a test in the runtime crate checks that every kind has
+//! an implementation and every implementation a declaration.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::LazyLock;
 
 use serde::Serialize;
@@ -21,6 +28,8 @@ mod math;
 mod network;
 mod sinks;
 mod sources;
+
+pub use sinks::sigmf_paths;
 
 /// Block categories, for listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -47,6 +56,51 @@ pub enum SourceKind {
     /// Produces in real time and cannot wait or replay (hardware, throttled).
     Live,
 }
+
+/// The part a block plays for the partitioner and the worker: the network
+/// edge ends it inserts and restarts, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// An ordinary block.
+    Plain,
+    /// Producing end of a stream edge between segments (in the producing segment).
+    NetSink,
+    /// Consuming end of a stream edge between segments (in the consuming segment).
+    NetSource,
+    /// Producing end of a message edge between segments.
+    NetMessageSink,
+    /// Consuming end of a message edge between segments.
+    NetMessageSource,
+}
+
+impl Role {
+    /// True for [`Role::Plain`].
+    pub fn is_plain(&self) -> bool {
+        *self == Role::Plain
+    }
+}
+
+/// What of a block's output survives a restart of its segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Durability {
+    /// Nothing: a restarted block starts afresh.
+    None,
+    /// Whole items of `item_size` bytes appended to the file at `path`
+    /// (one per input item): what the file holds is where the block's
+    /// input may resume, and what it receives again must be dropped.
+    AppendFile { path: PathBuf, item_size: usize },
+}
+
+/// The history a block reads, in input items before an output's own, as a
+/// function of its (coerced, defaulted) parameters; `None` when the block
+/// carries other state that a warm-up would not restore (so its output
+/// after a resume can differ).
+pub type HistoryFn = fn(&Params) -> Option<u64>;
+
+/// What of its output a block keeps across a restart, as a function of its
+/// (coerced, defaulted) parameters.
+pub type DurabilityFn = fn(&Params) -> Durability;
 
 /// How stream tags pass through a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -247,6 +301,22 @@ pub struct BlockDescriptor {
     pub rate_param: Option<&'static str>,
     #[serde(skip)]
     pub check: Option<ParamCheck>,
+    /// What the partitioner and the worker take the block for.
+    #[serde(skip_serializing_if = "Role::is_plain")]
+    pub role: Role,
+    /// The input items before an output's own that the block reads
+    /// (`None`: no history to warm up; see [`BlockDescriptor::history_of`]).
+    #[serde(skip)]
+    pub history: Option<HistoryFn>,
+    /// What the block makes durable (`None`: nothing; see
+    /// [`BlockDescriptor::durability_of`]).
+    #[serde(skip)]
+    pub durability: Option<DurabilityFn>,
+    /// The block's state follows the index of its output in the whole
+    /// stream (a mixer phase): a restarted worker tells it where its first
+    /// output sits ([`BlockDescriptor::output_indexed`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub output_indexed: bool,
 }
 
 /// A concrete port of a block instance.
@@ -405,6 +475,10 @@ impl BlockDescriptor {
             tag_policy: TagPolicy::AllToAll,
             rate_param: None,
             check: None,
+            role: Role::Plain,
+            history: None,
+            durability: None,
+            output_indexed: false,
         }
     }
     pub fn param(mut self, p: ParamDescriptor) -> Self {
@@ -439,9 +513,30 @@ impl BlockDescriptor {
         self.check = Some(c);
         self
     }
+    pub fn role(mut self, r: Role) -> Self {
+        self.role = r;
+        self
+    }
+    /// Declares the history the block reads (see [`HistoryFn`]).
+    pub fn history(mut self, h: HistoryFn) -> Self {
+        self.history = Some(h);
+        self
+    }
+    /// Declares that the block's state follows its output index in the whole
+    /// stream; a resumed worker sets its setup's `start` to the index of its
+    /// first output.
+    pub fn output_indexed(mut self) -> Self {
+        self.output_indexed = true;
+        self
+    }
+    /// Declares what the block makes durable (see [`DurabilityFn`]).
+    pub fn durable(mut self, d: DurabilityFn) -> Self {
+        self.durability = Some(d);
+        self
+    }
     /// Adds the `cmd` message input every block with settable parameters has.
     fn with_cmd_port(mut self) -> Self {
-        if self.params.iter().any(|p| p.settable) && !self.inputs.iter().any(|p| p.name == "cmd") {
+        if self.settable_params().next().is_some() && !self.inputs.iter().any(|p| p.name == "cmd") {
             self.inputs.push(PortDescriptor::message(
                 "cmd",
                 "set parameters: a map {name: value}, applied at the next item",
@@ -452,6 +547,26 @@ impl BlockDescriptor {
 
     pub fn param_descriptor(&self, name: &str) -> Option<&ParamDescriptor> {
         self.params.iter().find(|p| p.name == name)
+    }
+
+    /// The parameters that can be changed while the block runs (`set`, or a
+    /// message on its `cmd` port).
+    pub fn settable_params(&self) -> impl Iterator<Item = &ParamDescriptor> {
+        self.params.iter().filter(|p| p.settable)
+    }
+
+    /// The input items before an output's own that a block with these
+    /// (coerced, defaulted) parameters reads: what a resumed input must
+    /// start earlier by for its outputs to equal an uninterrupted run's.
+    /// 0 when it declares none, or when its parameters do not describe a
+    /// valid block.
+    pub fn history_of(&self, params: &Params) -> u64 {
+        self.history.and_then(|h| h(params)).unwrap_or(0)
+    }
+
+    /// What a block with these (coerced, defaulted) parameters makes durable.
+    pub fn durability_of(&self, params: &Params) -> Durability {
+        self.durability.map_or(Durability::None, |d| d(params))
     }
 
     /// Concrete ports for the given (coerced, defaulted) parameters.
@@ -527,6 +642,10 @@ impl Catalog {
     pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.blocks.keys().copied()
     }
+    /// The block kind that plays `role` (the first by name if several do).
+    pub fn with_role(&self, role: Role) -> Option<&BlockDescriptor> {
+        self.iter().find(|d| d.role == role)
+    }
     /// The known kind nearest to `kind`, for "did you mean" hints.
     pub fn nearest(&self, kind: &str) -> Option<&'static str> {
         nearest(kind, self.kinds())
@@ -566,4 +685,82 @@ pub fn catalog() -> &'static Catalog {
         Catalog { blocks }
     });
     &CATALOG
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(kind: &str, given: serde_json::Value) -> (&'static BlockDescriptor, Params) {
+        let d = catalog().get(kind).expect("kind exists");
+        let given: BTreeMap<String, serde_json::Value> = serde_json::from_value(given).unwrap();
+        let (p, problems) = crate::params::resolve(d, &given);
+        assert!(problems.is_empty(), "{kind}: {problems:?}");
+        (d, p)
+    }
+
+    #[test]
+    fn every_network_edge_role_is_played_by_exactly_one_kind() {
+        for role in [
+            Role::NetSink,
+            Role::NetSource,
+            Role::NetMessageSink,
+            Role::NetMessageSource,
+        ] {
+            let kinds: Vec<_> = catalog()
+                .iter()
+                .filter(|d| d.role == role)
+                .map(|d| d.kind)
+                .collect();
+            assert_eq!(kinds.len(), 1, "{role:?}: {kinds:?}");
+            assert_eq!(catalog().with_role(role).map(|d| d.kind), Some(kinds[0]));
+        }
+    }
+
+    #[test]
+    fn settable_params_are_the_ones_declared_settable() {
+        let names = |kind: &str| -> Vec<&str> {
+            catalog()
+                .get(kind)
+                .unwrap()
+                .settable_params()
+                .map(|p| p.name)
+                .collect()
+        };
+        assert_eq!(names("low_pass_filter"), ["cutoff", "transition"]);
+        assert_eq!(names("head"), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn an_append_file_sink_is_durable_in_its_data_file() {
+        let (d, p) = resolved(
+            "file_sink",
+            serde_json::json!({"type": "cf32", "path": "x.cf32"}),
+        );
+        assert_eq!(d.durability_of(&p), Durability::None);
+        let (d, p) = resolved(
+            "file_sink",
+            serde_json::json!({"type": "cf32", "vlen": 4, "path": "x.cf32", "mode": "append"}),
+        );
+        assert_eq!(
+            d.durability_of(&p),
+            Durability::AppendFile {
+                path: "x.cf32".into(),
+                item_size: 32
+            }
+        );
+        let (d, p) = resolved(
+            "file_sink",
+            serde_json::json!({"type": "i16", "path": "rec", "format": "sigmf", "mode": "append"}),
+        );
+        assert_eq!(
+            d.durability_of(&p),
+            Durability::AppendFile {
+                path: "rec.sigmf-data".into(),
+                item_size: 2
+            }
+        );
+        let (d, p) = resolved("null_sink", serde_json::json!({}));
+        assert_eq!(d.durability_of(&p), Durability::None);
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod change;
+pub mod firdes;
 pub mod naming;
 pub mod params;
 pub mod partition;

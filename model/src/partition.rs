@@ -2,10 +2,12 @@
 //!
 //! Blocks carry a `segment` (blocks without one go to [`DEFAULT_SEGMENT`]).
 //! Every stream connection that crosses segments becomes a `net_sink` in the
-//! producing segment and a `net_source` in the consuming one; there is one
-//! network edge per (output port, consuming segment), and fan-out to several
-//! blocks of that segment happens locally there. Message connections become
-//! `net_message_sink` / `net_message_source` pairs the same way.
+//! producing segment and a `net_source` in the consuming one (the kinds the
+//! catalog declares with the roles [`Role::NetSink`] and [`Role::NetSource`]);
+//! there is one network edge per (output port, consuming segment), and
+//! fan-out to several blocks of that segment happens locally there. Message
+//! connections become `net_message_sink` / `net_message_source` pairs the
+//! same way.
 //!
 //! Edge ids and the generated block names derive from names only, and
 //! blocks and connections are sorted, so the result is the same, byte for
@@ -16,9 +18,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
-use crate::catalog::ResolvedKind;
+use crate::catalog::{ResolvedKind, Role};
 use crate::spec::{BlockSpec, Connection, Endpoint, FlowGraphSpec, SegmentSpec};
 use crate::{catalog, params, StreamType};
+
+/// The block kind the catalog declares for a network edge role.
+fn role_kind(role: Role) -> &'static str {
+    catalog()
+        .with_role(role)
+        .map(|d| d.kind)
+        .expect("the catalog declares a block for every network edge role")
+}
 
 /// The segment of blocks that name none.
 pub const DEFAULT_SEGMENT: &str = "default";
@@ -195,11 +205,16 @@ pub fn partition(spec: &FlowGraphSpec) -> Result<Partition> {
         let (sink_kind, source_kind, mut sink_params, mut source_params) = match e.kind {
             EdgeKind::Stream(st) => {
                 let t = json!({"type": st.item.name(), "vlen": st.vlen});
-                ("net_sink", "net_source", t.clone(), t)
+                (
+                    role_kind(Role::NetSink),
+                    role_kind(Role::NetSource),
+                    t.clone(),
+                    t,
+                )
             }
             EdgeKind::Message => (
-                "net_message_sink",
-                "net_message_source",
+                role_kind(Role::NetMessageSink),
+                role_kind(Role::NetMessageSource),
                 json!({}),
                 json!({}),
             ),

@@ -1378,3 +1378,45 @@ fn duplicate_keys_with_another_syntax_error() {
         report.problems[0].message
     );
 }
+
+#[test]
+fn resume_positions_are_not_parameters() {
+    // Where a restarted worker resumes a block is its typed setup, not a
+    // parameter: a file that writes one gets "unknown parameter".
+    let text = doc(
+        "  blocks:\n\
+         \x20   src: {kind: counter_source, params: {n: 10}}\n\
+         \x20   tx: {kind: net_sink, params: {type: u64, edge: src.out>b, start: 5}}\n\
+         \x20   rx: {kind: net_source, params: {type: u64, edge: x.out>a, from: b, start: 5, state: /tmp/s.json, instance: 7, base: 0}}\n\
+         \x20   file: {kind: file_sink, params: {type: u64, path: /tmp/x.u64, mode: append, skip: 30}}\n\
+         \x20 connections:\n\
+         \x20   - [src.out, tx.in]\n\
+         \x20   - [rx.out, file.in]\n",
+    );
+    let got: Vec<(String, String)> = problems(&text)
+        .into_iter()
+        .filter(|(_, m, _)| m == "unknown parameter")
+        .map(|(p, _, h)| (p, h))
+        .collect();
+    let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.blocks.file.params.skip",
+            "spec.blocks.rx.params.base",
+            "spec.blocks.rx.params.instance",
+            "spec.blocks.rx.params.start",
+            "spec.blocks.rx.params.state",
+            "spec.blocks.tx.params.start",
+        ]
+    );
+    // Each hint names the kind, so the user can look up what it takes.
+    for (p, h) in &got {
+        let kind = match p.split('.').nth(2) {
+            Some("file") => "file_sink",
+            Some("rx") => "net_source",
+            _ => "net_sink",
+        };
+        assert!(h.contains(kind), "{p}: {h}");
+    }
+}

@@ -161,8 +161,8 @@ impl Graph {
             block: name.to_string(),
             message: format!("unknown block kind `{kind}`"),
         })?;
-        let mut built =
-            crate::blocks::build_in(kind, p, &self.env).map_err(|message| Error::Build {
+        let mut built = crate::blocks::build_in(kind, p, &self.env, self.env.setup_of(name))
+            .map_err(|message| Error::Build {
                 block: name.to_string(),
                 message,
             })?;

@@ -351,6 +351,16 @@ impl Harness {
 /// Builds a catalog block from `(name, YAML-ish JSON value)` parameters,
 /// panicking with the problem if they are invalid (for tests).
 pub fn build(kind: &str, params: serde_json::Value) -> BuiltBlock {
+    build_with(kind, params, &crate::blocks::BlockSetup::default())
+}
+
+/// Like [`build`], with a restart setup (what a resuming worker gives the
+/// block).
+pub fn build_with(
+    kind: &str,
+    params: serde_json::Value,
+    setup: &crate::blocks::BlockSetup,
+) -> BuiltBlock {
     let desc = flowmesh_model::catalog()
         .get(kind)
         .unwrap_or_else(|| panic!("no block kind {kind}"));
@@ -363,10 +373,21 @@ pub fn build(kind: &str, params: serde_json::Value) -> BuiltBlock {
     );
     let failed = desc.check.map(|c| c(&p)).unwrap_or_default();
     assert!(failed.is_empty(), "invalid params for {kind}: {failed:?}");
-    crate::blocks::build(kind, &p).unwrap_or_else(|e| panic!("building {kind}: {e}"))
+    crate::blocks::build_in(kind, &p, &crate::blocks::Env::default(), setup)
+        .unwrap_or_else(|e| panic!("building {kind}: {e}"))
 }
 
 /// A factory for [`Harness::new`] from a catalog kind and parameters.
 pub fn factory(kind: &'static str, params: serde_json::Value) -> impl Fn() -> BuiltBlock {
     move || build(kind, params.clone())
+}
+
+/// A factory for [`Harness::new`] from a catalog kind, parameters and a
+/// restart setup.
+pub fn factory_with(
+    kind: &'static str,
+    params: serde_json::Value,
+    setup: crate::blocks::BlockSetup,
+) -> impl Fn() -> BuiltBlock {
+    move || build_with(kind, params.clone(), &setup)
 }

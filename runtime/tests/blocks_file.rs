@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use flowmesh_model::TypedVec;
-use flowmesh_runtime::harness::{factory, Harness};
+use flowmesh_runtime::blocks::BlockSetup;
+use flowmesh_runtime::harness::{factory, factory_with, Harness};
 use flowmesh_runtime::{run, Graph, Pmt, Tag};
 use num_complex::{Complex, Complex32};
 use serde_json::{json, Value};
@@ -527,6 +528,15 @@ fn reads_a_fifo_written_in_odd_pieces() {
     assert!(e.contains("regular file") && e.contains("repeat"), "{e}");
 }
 
+/// The setup of a resumed append sink that drops its first `n` input items
+/// (what the worker gives it).
+fn skip(n: u64) -> BlockSetup {
+    BlockSetup {
+        skip: n,
+        ..BlockSetup::default()
+    }
+}
+
 #[test]
 fn append_keeps_whole_items_and_skip_drops_what_comes_again() {
     // A resumed segment: the file holds items 0..1000 and a torn half item;
@@ -540,9 +550,10 @@ fn append_keeps_whole_items_and_skip_drops_what_comes_again() {
     // Whatever the chunking (the skip may end inside a chunk).
     for (seed, max) in [(1, 1), (2, 7), (3, 29), (4, 4096)] {
         std::fs::write(&path, &held).unwrap();
-        Harness::new(factory(
+        Harness::new(factory_with(
             "file_sink",
-            json!({"type": "cf32", "path": p(&path), "mode": "append", "skip": 30}),
+            json!({"type": "cf32", "path": p(&path), "mode": "append"}),
+            skip(30),
         ))
         .input(&x[970..])
         .chunks(seed, max)
@@ -581,14 +592,14 @@ fn sigmf_append_keeps_earlier_metadata_and_places_new_tags_in_the_file() {
     let data = dir.path().join("rec.sigmf-data");
     let meta_path = dir.path().join("rec.sigmf-meta");
     let x = cf32_data(3000);
-    let sink = |extra: Value| {
+    let sink = |extra: Value, setup: BlockSetup| {
         let mut v = json!({"type": "cf32", "path": p(&data), "format": "sigmf", "samp_rate": 1e6});
         v.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        factory("file_sink", v)
+        factory_with("file_sink", v, setup)
     };
-    Harness::new(sink(json!({})))
+    Harness::new(sink(json!({}), BlockSetup::default()))
         .input_tagged(
             &x[..1000],
             vec![
@@ -598,7 +609,7 @@ fn sigmf_append_keeps_earlier_metadata_and_places_new_tags_in_the_file() {
         )
         .run()
         .unwrap();
-    Harness::new(sink(json!({"mode": "append", "skip": 30})))
+    Harness::new(sink(json!({"mode": "append"}), skip(30)))
         .input_tagged(
             &x[970..],
             vec![
@@ -633,7 +644,7 @@ fn sigmf_append_keeps_earlier_metadata_and_places_new_tags_in_the_file() {
 
     // Metadata it cannot read is not overwritten: the run fails naming it.
     std::fs::write(&meta_path, "{ not json").unwrap();
-    let err = Harness::new(sink(json!({"mode": "append"})))
+    let err = Harness::new(sink(json!({"mode": "append"}), BlockSetup::default()))
         .input(&x[..10])
         .run()
         .unwrap_err()
@@ -670,9 +681,10 @@ fn sigmf_append_recovers_the_tags_a_killed_run_journalled() {
         ),
     )
     .unwrap();
-    Harness::new(factory(
+    Harness::new(factory_with(
         "file_sink",
-        json!({"type": "cf32", "path": p(&data), "format": "sigmf", "mode": "append", "skip": 30}),
+        json!({"type": "cf32", "path": p(&data), "format": "sigmf", "mode": "append"}),
+        skip(30),
     ))
     .input_tagged(&x[970..], vec![Tag::new(5, "late", Pmt::I64(1))])
     .run()

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowmesh_model::TypedVec;
+use flowmesh_runtime::blocks::BlockSetup;
 use flowmesh_runtime::dsp::firdes;
 use flowmesh_runtime::dsp::window::Window;
-use flowmesh_runtime::harness::{build, factory, Harness};
+use flowmesh_runtime::harness::{build, factory, factory_with, Harness};
 use flowmesh_runtime::{
     scheduler, Block, BuiltBlock, Graph, ItemType, Pmt, StreamType, Tag, Work, WorkIo,
 };
@@ -739,8 +740,9 @@ fn filter_ports_and_rates_agree_with_the_catalog() {
 
 /// A restarted segment feeds a block its input from an offset `s` aligned to
 /// the block's decimation, moved back by its history
-/// (`blocks::filter::history`); `freq_xlating_fir` also gets the index of its
-/// first output as `start`. After the warm-up its outputs must equal an
+/// (the catalog's `history_of`); `freq_xlating_fir` (declared
+/// `output_indexed`) also gets the index of its first output as its setup's
+/// `start`. After the warm-up its outputs must equal an
 /// uninterrupted run's, bit for bit.
 #[test]
 fn freq_xlating_resumed_mid_stream_continues_exactly() {
@@ -749,9 +751,19 @@ fn freq_xlating_resumed_mid_stream_continues_exactly() {
     let proto_json: Vec<f64> = proto.iter().map(|&t| t as f64).collect();
     let x = noise_cf32(6000, 31);
     for (cf, d) in [(9000.0, 4u64), (-5000.0, 3), (12345.6, 1)] {
-        let params = |start: u64| {
+        let params = |_: u64| {
             json!({"taps": proto_json, "center_freq": cf, "samp_rate": fs,
-                   "decimation": d, "start": start})
+                   "decimation": d})
+        };
+        let starting = |start: u64| {
+            factory_with(
+                "freq_xlating_fir",
+                params(0),
+                BlockSetup {
+                    start,
+                    ..Default::default()
+                },
+            )
         };
         let full: Vec<Complex32> = Harness::new(factory("freq_xlating_fir", params(0)))
             .input(&x)
@@ -761,13 +773,13 @@ fn freq_xlating_resumed_mid_stream_continues_exactly() {
         let desc = flowmesh_model::catalog().get("freq_xlating_fir").unwrap();
         let given: BTreeMap<String, Value> = serde_json::from_value(params(0)).unwrap();
         let (resolved, _) = flowmesh_model::params::resolve(desc, &given);
-        let history = flowmesh_runtime::blocks::filter::history("freq_xlating_fir", &resolved)
-            .expect("freq_xlating_fir has a history");
+        assert!(desc.output_indexed);
+        let history = desc.history_of(&resolved);
         assert_eq!(history as usize, proto.len() - 1);
         // Resume so that output 1000 is the first the sink still needs.
         let s = (1000 * d - history) / d * d;
         let first = s / d;
-        let resumed: Vec<Complex32> = Harness::new(factory("freq_xlating_fir", params(first)))
+        let resumed: Vec<Complex32> = Harness::new(starting(first))
             .input(&x[s as usize..])
             .run_chunked()
             .items(0);
@@ -805,10 +817,8 @@ fn resampler_resumed_on_its_decimation_continues_exactly() {
         let desc = flowmesh_model::catalog().get("rational_resampler").unwrap();
         let given: BTreeMap<String, Value> = serde_json::from_value(params.clone()).unwrap();
         let (resolved, _) = flowmesh_model::params::resolve(desc, &given);
-        assert_eq!(
-            flowmesh_runtime::blocks::filter::history("rational_resampler", &resolved),
-            Some(0)
-        );
+        assert!(desc.history.is_some());
+        assert_eq!(desc.history_of(&resolved), 0);
         let full: Vec<Complex32> = Harness::new(factory("rational_resampler", params.clone()))
             .input(&x)
             .run()

@@ -1,13 +1,14 @@
 //! The catalog and the implementations agree: every catalog kind is
-//! implemented and every implementation is in the catalog, and for each kind
-//! (under every item type it accepts) the built block has exactly the ports
-//! the catalog declares, in order, with the same types.
+//! implemented and every implementation is in the catalog, and each kind
+//! builds under every item type it accepts, with exactly the ports the
+//! catalog declares (by construction: the builders state none) and the
+//! rate the catalog declares.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use flowmesh_model::catalog::ParamType;
 use flowmesh_model::{catalog, params};
-use flowmesh_runtime::blocks::{build, KINDS};
+use flowmesh_runtime::blocks::{build, implementations};
 use serde_json::{json, Value};
 
 /// Plausible values for required parameters, by name.
@@ -37,7 +38,13 @@ fn required_value(kind: &str, name: &str, dir: &std::path::Path) -> Value {
 #[test]
 fn every_kind_is_implemented_and_every_implementation_is_catalogued() {
     let cat: BTreeSet<&str> = catalog().kinds().collect();
-    let imp: BTreeSet<&str> = KINDS.iter().copied().collect();
+    let kinds: Vec<&str> = implementations().map(|i| i.kind).collect();
+    let imp: BTreeSet<&str> = kinds.iter().copied().collect();
+    assert_eq!(
+        imp.len(),
+        kinds.len(),
+        "a kind is registered twice: {kinds:?}"
+    );
     let missing: Vec<_> = cat.difference(&imp).collect();
     let extra: Vec<_> = imp.difference(&cat).collect();
     assert!(
@@ -97,6 +104,21 @@ fn ports_agree_for_every_kind_and_item_type() {
                             desc.kind, given, want_in, want_out, b.inputs, b.outputs
                         ));
                     }
+                    // The same rate (as a ratio: builders may reduce it).
+                    let (ci, cd) = desc.rate.eval(&p).expect("catalog rate evaluates");
+                    let (bi, bd) = b.rate;
+                    if u128::from(ci) * u128::from(bd) != u128::from(bi) * u128::from(cd) {
+                        failures.push(format!(
+                            "{} {:?}: catalog rate {ci}/{cd}, implementation {bi}/{bd}",
+                            desc.kind, given
+                        ));
+                    }
+                    if b.tag_policy != desc.tag_policy {
+                        failures.push(format!(
+                            "{} {:?}: catalog tag policy {:?}, implementation {:?}",
+                            desc.kind, given, desc.tag_policy, b.tag_policy
+                        ));
+                    }
                     checked += 1;
                 }
                 Err(e) => failures.push(format!("{} {:?}: cannot build: {e}", desc.kind, given)),
@@ -111,4 +133,51 @@ fn ports_agree_for_every_kind_and_item_type() {
         failures.join("\n")
     );
     assert!(checked > 50, "only {checked} variants checked");
+}
+
+#[test]
+fn declared_history_is_the_implementations_taps_less_one() {
+    // The catalog declares the history the worker warms a resumed filter
+    // up with; it must be what the built filter really reads.
+    let cases = [
+        (
+            "fir_filter",
+            json!({"type": "f32", "taps": [1, 2, 3, 4, 5]}),
+        ),
+        (
+            "fir_filter",
+            json!({"type": "cf32", "taps": ["1+1j"], "decimation": 3}),
+        ),
+        (
+            "low_pass_filter",
+            json!({"type": "cf32", "samp_rate": 1e6, "cutoff": 1e5, "transition": 5e4}),
+        ),
+        (
+            "low_pass_filter",
+            json!({"type": "f32", "samp_rate": 48e3, "cutoff": 3e3, "transition": 700, "window": "blackman_harris"}),
+        ),
+        (
+            "low_pass_filter",
+            json!({"type": "f32", "samp_rate": 2e6, "cutoff": 2e5, "transition": 1e4, "window": "rectangular", "decimation": 4}),
+        ),
+    ];
+    for (kind, given) in cases {
+        let desc = catalog().get(kind).unwrap();
+        let given: BTreeMap<String, Value> = serde_json::from_value(given).unwrap();
+        let (p, problems) = params::resolve(desc, &given);
+        assert!(problems.is_empty(), "{kind}: {problems:?}");
+        let b = build(kind, &p).unwrap();
+        let taps = match b.block.get("taps") {
+            Some(flowmesh_model::Pmt::Vector(v)) => v.len() as u64,
+            other => panic!("{kind}: taps {other:?}"),
+        };
+        assert!(taps >= 1, "{kind} {given:?}: {taps} taps");
+        assert_eq!(desc.history_of(&p), taps - 1, "{kind} {given:?}");
+    }
+    // Blocks that declare none have none to warm up.
+    let desc = catalog().get("multiply_const").unwrap();
+    assert_eq!(
+        desc.history_of(&params::resolve(desc, &BTreeMap::new()).0),
+        0
+    );
 }

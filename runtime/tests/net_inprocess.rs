@@ -26,14 +26,14 @@ fn consume(
 ) -> Result<Report, flowmesh_runtime::scheduler::Error> {
     let env = NetEnv::new(transport.clone(), "t", 1, token);
     env.set_peer("a", "mem-a");
-    run(Graph::from_spec_in(seg, Env { net: env }).unwrap())
+    run(Graph::from_spec_in(seg, Env::new(env)).unwrap())
 }
 
 /// Starts segment `a` of a two-segment graph as the producer at `mem-a`.
 fn produce(transport: &Arc<dyn Transport>, token: &str, seg: &FlowGraphSpec) -> Running {
     let env = NetEnv::new(transport.clone(), "t", 1, token);
     env.listen("mem-a").unwrap();
-    start(Graph::from_spec_in(seg, Env { net: env }).unwrap()).unwrap()
+    start(Graph::from_spec_in(seg, Env::new(env)).unwrap()).unwrap()
 }
 
 /// Runs every segment of `spec` in its own graph over `transport`.
@@ -56,7 +56,7 @@ fn run_segments(
     }
     let mut running = vec![];
     for (seg, env) in envs {
-        let g = Graph::from_spec_in(&p.segments[&seg], Env { net: env }).unwrap();
+        let g = Graph::from_spec_in(&p.segments[&seg], Env::new(env)).unwrap();
         running.push((seg, start(g).unwrap()));
     }
     running

@@ -27,7 +27,7 @@ fn spec(text: &str) -> FlowGraphSpec {
 }
 
 fn segment(p: &Partition, seg: &str, env: &Arc<NetEnv>) -> Running {
-    start(Graph::from_spec_in(&p.segments[seg], Env { net: env.clone() }).unwrap()).unwrap()
+    start(Graph::from_spec_in(&p.segments[seg], Env::new(env.clone())).unwrap()).unwrap()
 }
 
 /// Polls `cond` every 5 ms for up to 20 s.
@@ -1121,20 +1121,17 @@ fn a_consumer_restarted_after_its_producer_dropped_to_the_end_gets_the_final_gap
 
     // Restarted where its output stopped, naming the producer instance (as
     // `flowmesh worker --resume --state-dir` does).
-    let mut b_spec = p.segments["b"].clone();
-    let params = &mut b_spec.blocks.get_mut(&rx).unwrap().params;
-    params.insert("start".into(), resume.into());
-    params.insert("instance".into(), instance.into());
-    let second = start(
-        Graph::from_spec_in(
-            &b_spec,
-            Env {
-                net: consumer_env(&mem, "mem-a1"),
-            },
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let b_spec = p.segments["b"].clone();
+    let mut env = Env::new(consumer_env(&mem, "mem-a1"));
+    env.setup.insert(
+        rx.clone(),
+        flowmesh_runtime::blocks::BlockSetup {
+            start: resume,
+            producer: Some(flowmesh_runtime::blocks::ProducerInstance { instance, base: 0 }),
+            ..Default::default()
+        },
+    );
+    let second = start(Graph::from_spec_in(&b_spec, env).unwrap()).unwrap();
     let b = second
         .wait()
         .expect("the second consumer and its checker succeed");

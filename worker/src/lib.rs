@@ -10,6 +10,13 @@
 //! process over stdin: the worker prints `LISTEN <addr>` and then reads
 //! `PEER <segment> <addr>` lines until `GO` (what `flowmesh run
 //! --distributed` does).
+//!
+//! A restarted segment (`resume`) works out where each of its blocks takes
+//! up the stream from the catalog alone: a block's [`Role`] says whether it
+//! is a network edge end, [`BlockDescriptor::history_of`] how much earlier
+//! input it needs to warm up, and [`BlockDescriptor::durability_of`] what
+//! of its output survived; the result goes to the blocks as a typed
+//! [`BlockSetup`] per block name, not as parameters.
 
 pub mod cluster;
 
@@ -19,11 +26,11 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
-use flowmesh_model::catalog::BlockDescriptor;
+use flowmesh_model::catalog::{BlockDescriptor, ResolvedKind, Role};
 use flowmesh_model::partition::{self, Partition};
 use flowmesh_model::{catalog, params, Endpoint, Params};
 use flowmesh_model::{FlowGraphDocument, FlowGraphSpec};
-use flowmesh_runtime::blocks::{stream_type, Env};
+use flowmesh_runtime::blocks::{durable_items, BlockSetup, Env, ProducerInstance};
 use flowmesh_runtime::net::env::{NetEnv, ServedKind};
 use flowmesh_runtime::net::source::SourceState;
 use flowmesh_runtime::net::transport::Tcp;
@@ -134,6 +141,12 @@ fn resolved(b: &flowmesh_model::spec::BlockSpec) -> Option<(&'static BlockDescri
     Some((d, params::resolve(d, &b.params).0))
 }
 
+/// The role the catalog gives a block's kind ([`Role::Plain`] for a kind it
+/// does not know).
+fn role(b: &flowmesh_model::spec::BlockSpec) -> Role {
+    catalog().get(&b.kind).map_or(Role::Plain, |d| d.role)
+}
+
 /// Visits every block downstream of `from` along stream connections, once,
 /// with where the walk stands there ([`At`]); `visit` returns false to stop
 /// at that block.
@@ -165,7 +178,7 @@ fn walk_down(
             at
         } else {
             let (ri, rd) = desc.rate.eval(&p).unwrap_or((1, 1));
-            let history = flowmesh_runtime::blocks::filter::history(desc.kind, &p).unwrap_or(0);
+            let history = desc.history_of(&p);
             let (i, d) = (at.i * ri as u128, at.d * rd as u128);
             let g = gcd(i, d).max(1);
             let (i, d) = (i / g, d / g);
@@ -196,9 +209,9 @@ fn walk_down(
 pub fn relay_sinks(sub: &FlowGraphSpec) -> Vec<String> {
     let mut out = std::collections::BTreeSet::new();
     for (name, b) in &sub.blocks {
-        if b.kind == "net_source" {
+        if role(b) == Role::NetSource {
             walk_down(sub, name, |blk, desc, _, _| {
-                if desc.kind == "net_sink" {
+                if desc.role == Role::NetSink {
                     out.insert(blk.to_string());
                 }
                 true
@@ -208,15 +221,10 @@ pub fn relay_sinks(sub: &FlowGraphSpec) -> Vec<String> {
     out.into_iter().collect()
 }
 
-/// Whole items an `append` file sink holds, or `None` for other blocks.
+/// Whole items a block with durable output (an `append` file sink) holds,
+/// or `None` for a block that keeps nothing.
 fn append_sink_holds(desc: &BlockDescriptor, p: &Params) -> Option<u64> {
-    if desc.kind != "file_sink" || p.str("mode") != Some("append") {
-        return None;
-    }
-    let item_size = stream_type(p).item_size();
-    flowmesh_runtime::blocks::file::sink_data_path(p)
-        .ok()
-        .map(|path| flowmesh_runtime::blocks::file::durable_items(&path, item_size))
+    durable_items(&desc.durability_of(p))
 }
 
 /// For each `net_source` of `sub`, the edge offset to ask for when the
@@ -237,7 +245,7 @@ pub fn durable_positions(
 ) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for (name, b) in &sub.blocks {
-        if b.kind != "net_source" {
+        if role(b) != Role::NetSource {
             continue;
         }
         let mut best: Option<u128> = None;
@@ -245,7 +253,7 @@ pub fn durable_positions(
         walk_down(sub, name, |blk, desc, p, at| {
             let held = match append_sink_holds(desc, p) {
                 Some(h) => Some(h),
-                None if desc.kind == "net_sink" => downstream.get(blk).copied(),
+                None if desc.role == Role::NetSink => downstream.get(blk).copied(),
                 None => return true,
             };
             if let Some(held) = held {
@@ -289,7 +297,7 @@ pub fn relay_starts(sub: &FlowGraphSpec, sources: &BTreeMap<String, u64>) -> BTr
     let mut out: BTreeMap<String, u64> = BTreeMap::new();
     for (name, &x) in sources {
         walk_down(sub, name, |blk, desc, _, at| {
-            if desc.kind == "net_sink" {
+            if desc.role == Role::NetSink {
                 let y = (x as u128 * at.i / at.d.max(1)) as u64;
                 let e = out.entry(blk.to_string()).or_insert(y);
                 *e = (*e).min(y);
@@ -301,16 +309,16 @@ pub fn relay_starts(sub: &FlowGraphSpec, sources: &BTreeMap<String, u64>) -> BTr
     out
 }
 
-/// For each `freq_xlating_fir` downstream of a resumed `net_source`
+/// For each output-indexed block (`freq_xlating_fir`) downstream of a resumed `net_source`
 /// (`sources`: block → its start), the index its first output has in an
 /// uninterrupted run: the source's start carried through the rates before
 /// it, over its decimation (the smallest if several reach it). The block
-/// continues its mixer phase from there (its parameter `start`).
+/// continues its mixer phase from there (its setup's `start`).
 pub fn mixer_starts(sub: &FlowGraphSpec, sources: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
     let mut out: BTreeMap<String, u64> = BTreeMap::new();
     for (name, &x) in sources {
         walk_down(sub, name, |blk, desc, p, at| {
-            if desc.kind == "freq_xlating_fir" {
+            if desc.output_indexed {
                 let d = p.u64("decimation").unwrap_or(1).max(1) as u128;
                 let y = (x as u128 * at.i / at.d.max(1) / d) as u64;
                 let e = out.entry(blk.to_string()).or_insert(y);
@@ -359,8 +367,10 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         cfg.generation,
         &cfg.token,
     );
+    // What each block is told beyond its parameters, by block name.
+    let mut setup: BTreeMap<String, BlockSetup> = BTreeMap::new();
     let states = match &cfg.state_dir {
-        Some(dir) => record_states(&mut sub, dir)?,
+        Some(dir) => record_states(&sub, dir, &mut setup)?,
         None => BTreeMap::new(),
     };
     let mut listening = None;
@@ -373,17 +383,20 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
             listening = Some(listen(&env, cfg)?);
             ask_consumers(&sub, &env, &relays, &cfg.segment)
         };
-        plan_resume(&mut sub, &downstream, &states, &cfg.segment);
+        plan_resume(&sub, &downstream, &states, &cfg.segment, &mut setup);
     }
     let sub = &sub;
     // The graph first: its network sinks are then served from the first
     // connection on, so a consumer never hears "edge not produced here"
     // from a segment that is still starting.
-    let graph =
-        Graph::from_spec_in(sub, Env { net: env.clone() }).map_err(|source| Error::Build {
-            segment: cfg.segment.clone(),
-            source,
-        })?;
+    let build_env = Env {
+        net: env.clone(),
+        setup,
+    };
+    let graph = Graph::from_spec_in(sub, build_env).map_err(|source| Error::Build {
+        segment: cfg.segment.clone(),
+        source,
+    })?;
     let listening = match listening {
         Some(l) => l,
         None => listen(&env, cfg)?,
@@ -409,23 +422,21 @@ fn edge_of(b: &flowmesh_model::spec::BlockSpec) -> &str {
 }
 
 /// Points each `net_source` of `sub` at its state file in `dir` (created if
-/// needed); returns block → file.
+/// needed) through its `setup`; returns block → file.
 fn record_states(
-    sub: &mut FlowGraphSpec,
+    sub: &FlowGraphSpec,
     dir: &std::path::Path,
+    setup: &mut BTreeMap<String, BlockSetup>,
 ) -> Result<BTreeMap<String, std::path::PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|source| Error::StateDir {
         dir: dir.to_path_buf(),
         source,
     })?;
     let mut states = BTreeMap::new();
-    for (name, b) in sub.blocks.iter_mut() {
-        if b.kind == "net_source" {
+    for (name, b) in &sub.blocks {
+        if role(b) == Role::NetSource {
             let path = state_file(dir, edge_of(b));
-            b.params.insert(
-                "state".into(),
-                serde_json::json!(path.display().to_string()),
-            );
+            setup.entry(name.clone()).or_default().state_file = Some(path.clone());
             states.insert(name.clone(), path);
         }
     }
@@ -439,16 +450,20 @@ fn record_states(
 /// continued in the same numbering ([`NetEnv::prepare`]).
 fn announce_edges(sub: &FlowGraphSpec, env: &NetEnv, relays: &[String]) {
     for (name, b) in &sub.blocks {
-        match b.kind.as_str() {
-            "net_sink" => {
-                let p = resolved(b).map(|(_, p)| p).unwrap_or_default();
-                env.prepare(
-                    edge_of(b),
-                    ServedKind::Stream(stream_type(&p)),
-                    relays.contains(name),
-                );
+        let Some((desc, p)) = resolved(b) else {
+            continue;
+        };
+        match desc.role {
+            Role::NetSink => {
+                // The item type it serves is its input's.
+                let Some(ResolvedKind::Stream(st)) =
+                    desc.resolve_ports(&p).0.first().map(|port| port.kind)
+                else {
+                    continue;
+                };
+                env.prepare(edge_of(b), ServedKind::Stream(st), relays.contains(name));
             }
-            "net_message_sink" => env.prepare(edge_of(b), ServedKind::Message, false),
+            Role::NetMessageSink => env.prepare(edge_of(b), ServedKind::Message, false),
             _ => {}
         }
     }
@@ -484,14 +499,16 @@ fn ask_consumers(
 
 /// Sets where each input edge, relay output and append file of a restarted
 /// segment starts ([`durable_positions`], [`relay_starts`],
-/// [`append_skips`]) and where each `freq_xlating_fir` continues its mixer
-/// ([`mixer_starts`]), asking in the recorded producer instance's numbering
-/// where a state file names one.
+/// [`append_skips`]) and where each output-indexed block (a
+/// `freq_xlating_fir`'s mixer) continues ([`mixer_starts`]) in their
+/// `setup`, asking in the recorded producer instance's numbering where a
+/// state file names one.
 fn plan_resume(
-    sub: &mut FlowGraphSpec,
+    sub: &FlowGraphSpec,
     downstream: &BTreeMap<String, u64>,
     states: &BTreeMap<String, std::path::PathBuf>,
     segment: &str,
+    setup: &mut BTreeMap<String, BlockSetup>,
 ) {
     let sources = durable_positions(sub, downstream);
     let mut starts = relay_starts(sub, &sources);
@@ -508,26 +525,29 @@ fn plan_resume(
                      instance {:016x})",
                     s.instance
                 );
-                set_param(sub, block, "start", start);
-                set_param(sub, block, "instance", s.instance);
-                set_param(sub, block, "base", s.base);
+                let b = setup.entry(block.clone()).or_default();
+                b.start = start;
+                b.producer = Some(ProducerInstance {
+                    instance: s.instance,
+                    base: s.base,
+                });
             }
             _ => {
                 tracing::info!("segment {segment}: {block} resumes at {at}");
-                set_param(sub, block, "start", at);
+                setup.entry(block.clone()).or_default().start = at;
             }
         }
     }
     for (block, start) in mixer_starts(sub, &sources) {
         if start > 0 {
             tracing::info!("segment {segment}: {block} continues its mixer at output {start}");
-            set_param(sub, &block, "start", start);
+            setup.entry(block).or_default().start = start;
         }
     }
     for (block, skip) in append_skips(sub, &sources) {
         if skip > 0 {
             tracing::info!("segment {segment}: {block} drops the first {skip} items it gets again");
-            set_param(sub, &block, "skip", skip);
+            setup.entry(block).or_default().skip = skip;
         }
     }
 }
@@ -544,19 +564,6 @@ fn recorded_instance(path: &std::path::Path, segment: &str) -> Option<SourceStat
         );
     }
     s.filter(|s| s.instance != 0)
-}
-
-fn set_param(
-    sub: &mut FlowGraphSpec,
-    block: &str,
-    name: &str,
-    value: impl Into<serde_json::Value>,
-) {
-    sub.blocks
-        .get_mut(block)
-        .expect("block exists")
-        .params
-        .insert(name.into(), value.into());
 }
 
 fn listen(env: &Arc<NetEnv>, cfg: &Config) -> Result<String> {

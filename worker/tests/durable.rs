@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use flowmesh_model::catalog::Role;
 use flowmesh_model::validate::validate_text;
 use flowmesh_worker::{
     append_skips, durable_positions, mixer_starts, plan, relay_sinks, relay_starts,
@@ -44,7 +45,9 @@ spec:
 fn source_of(sub: &flowmesh_model::FlowGraphSpec) -> String {
     sub.blocks
         .iter()
-        .find(|(_, b)| b.kind == "net_source")
+        .find(|(_, b)| {
+            flowmesh_model::catalog().get(&b.kind).map(|d| d.role) == Some(Role::NetSource)
+        })
         .map(|(n, _)| n.clone())
         .expect("segment b has a net_source")
 }

@@ -53,6 +53,25 @@ fn lowpass_check(p: &Params) -> Vec<(String, String, String)> {
     vec![]
 }
 
+/// `fir_filter` reads `taps − 1` earlier inputs and carries nothing else
+/// over (its decimation phase follows the input count, which a resume
+/// aligns). `freq_xlating_fir` reads the same, and its mixer phase follows
+/// its output index (declared `output_indexed`); `rational_resampler` reads
+/// nothing before its output's window and its polyphase branch follows the
+/// output index, which a start on a multiple of `D/gcd(I, D)` continues.
+fn fir_history(p: &Params) -> Option<u64> {
+    Some(p.complex_list("taps")?.len().saturating_sub(1) as u64)
+}
+
+/// `low_pass_filter` reads `taps − 1` earlier inputs, the tap count being
+/// the one its design gets ([`crate::firdes::compute_ntaps`]).
+fn low_pass_history(p: &Params) -> Option<u64> {
+    let att = crate::firdes::window_max_attenuation(p.str("window").unwrap_or("hamming"))?;
+    let ntaps =
+        crate::firdes::compute_ntaps(att, p.f64("samp_rate")?, p.f64("transition")?).ok()?;
+    Some(ntaps.saturating_sub(1) as u64)
+}
+
 fn resampler_check(p: &Params) -> Vec<(String, String, String)> {
     taps_check(p)
 }
@@ -93,7 +112,8 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .input(PortDescriptor::scalar("in", "samples"))
         .output(PortDescriptor::scalar("out", "filtered samples"))
         .rate(Rate::decim("decimation"))
-        .check(taps_check),
+        .check(taps_check)
+        .history(fir_history),
         BlockDescriptor::new(
             "low_pass_filter",
             Category::Filter,
@@ -110,7 +130,8 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .output(PortDescriptor::scalar("out", "filtered samples"))
         .rate(Rate::decim("decimation"))
         .rate_param("samp_rate")
-        .check(lowpass_check),
+        .check(lowpass_check)
+        .history(low_pass_history),
         BlockDescriptor::new(
             "freq_xlating_fir",
             Category::Filter,
@@ -122,12 +143,13 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::new("center_freq", ParamType::Float, "frequency moved to 0 Hz").unit("Hz").default(0.0).settable())
         .param(samp_rate())
         .param(decimation())
-        .param(ParamDescriptor::new("start", ParamType::Int, "index of the first output in the uninterrupted stream, where the mixer phase continues (set by a restarted worker)").default(0i64).min(0.0))
         .input(PortDescriptor::fixed("in", Cf32, "samples"))
         .output(PortDescriptor::fixed("out", Cf32, "shifted, filtered samples"))
         .rate(Rate::decim("decimation"))
         .rate_param("samp_rate")
-        .check(taps_check),
+        .check(taps_check)
+        .history(fir_history)
+        .output_indexed(),
         BlockDescriptor::new(
             "rational_resampler",
             Category::Filter,
@@ -147,7 +169,8 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             interp: RateExpr::param("interpolation"),
             decim: RateExpr::param("decimation"),
         })
-        .check(resampler_check),
+        .check(resampler_check)
+        .history(|_| Some(0)),
         BlockDescriptor::new(
             "fft",
             Category::Spectrum,

@@ -27,10 +27,10 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::new("retention_bytes", ParamType::Int, "unacknowledged data kept for resume").unit("bytes").default(16i64 << 20).min(65536.0))
         .param(ParamDescriptor::new("crc", ParamType::Bool, "protect data frames with CRC32C").default(true))
         .param(ParamDescriptor::new("flush_us", ParamType::Int, "longest time a partial batch waits before it is sent").unit("µs").default(1000i64).min(0.0).max(1e6))
-        .param(ParamDescriptor::new("start", ParamType::Int, "edge offset of the first input item (set by a restarted worker resuming a relay segment)").default(0i64).min(0.0))
         .param(ParamDescriptor::new("linger_s", ParamType::Int, "after the input ended, how long to wait with no consumer connected for one to take the unacknowledged items and the end-of-stream tags (a final `gap`); then they are given up and later consumers are refused with `finished`").unit("s").default(60i64).min(0.0))
         .input(PortDescriptor::typed("in", "items to send"))
-        .tags(TagPolicy::Custom),
+        .tags(TagPolicy::Custom)
+        .role(Role::NetSink),
         BlockDescriptor::new(
             "net_source",
             Category::Source,
@@ -42,21 +42,19 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(edge())
         .param(ParamDescriptor::new("from", ParamType::String, "segment that produces the edge"))
         .param(ParamDescriptor::new("samp_rate", ParamType::Float, "sample rate of the edge (for validation)").unit("Hz").optional())
-        .param(ParamDescriptor::new("start", ParamType::Int, "first item offset to ask for (set by a restarted worker)").default(0i64).min(0.0))
-        .param(ParamDescriptor::new("state", ParamType::String, "file where the block records the producer instance it reads and how that numbering maps onto its output (set by `flowmesh worker --state-dir`)").optional())
-        .param(ParamDescriptor::new("instance", ParamType::Int, "producer instance a restarted worker's `start` is counted in (0: none; set by the worker from `state`)").default(0i64).min(0.0))
-        .param(ParamDescriptor::new("base", ParamType::Int, "output position minus offset in `instance`'s numbering (set by the worker from `state`)").default(0i64))
         .output(PortDescriptor::typed("out", "received items"))
         .source(SourceKind::Replayable)
         .tags(TagPolicy::Custom)
-        .rate_param("samp_rate"),
+        .rate_param("samp_rate")
+        .role(Role::NetSource),
         BlockDescriptor::new(
             "net_message_sink",
             Category::Sink,
             "Producing end of a message edge: sends messages in order with sequence numbers, retried until acknowledged.",
         )
         .param(edge())
-        .input(PortDescriptor::message("in", "messages to send")),
+        .input(PortDescriptor::message("in", "messages to send"))
+        .role(Role::NetMessageSink),
         BlockDescriptor::new(
             "net_message_source",
             Category::Source,
@@ -64,7 +62,8 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         )
         .param(edge())
         .param(ParamDescriptor::new("from", ParamType::String, "segment that produces the edge"))
-        .output(PortDescriptor::message("out", "received messages")),
+        .output(PortDescriptor::message("out", "received messages"))
+        .role(Role::NetMessageSource),
         BlockDescriptor::new(
             "stream_checker",
             Category::Debug,

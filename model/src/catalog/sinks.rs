@@ -2,6 +2,47 @@
 
 use super::*;
 
+/// A `file_sink` in `append` mode keeps the whole items its data file holds
+/// (for SigMF, the `.sigmf-data` file); in `truncate` mode nothing.
+fn file_sink_durability(p: &Params) -> Durability {
+    let (Some("append"), Some(path)) = (p.str("mode"), p.str("path")) else {
+        return Durability::None;
+    };
+    let path = std::path::Path::new(path);
+    let path = match p.str("format") {
+        Some("sigmf") => sigmf_paths(path).0,
+        _ => path.to_path_buf(),
+    };
+    let item = StreamType {
+        item: p.item_type("type").unwrap_or(ItemType::F32),
+        vlen: p.u64("vlen").unwrap_or(1).max(1) as usize,
+    };
+    Durability::AppendFile {
+        path,
+        item_size: item.item_size(),
+    }
+}
+
+/// The data and metadata paths of a SigMF recording named by `path`: the
+/// `.sigmf-data` / `.sigmf-meta` pair beside it, whichever of the two (or
+/// neither, then both are added to the name) `path` names.
+pub fn sigmf_paths(path: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("sigmf-data") | Some("sigmf-meta") => (
+            path.with_extension("sigmf-data"),
+            path.with_extension("sigmf-meta"),
+        ),
+        _ => {
+            let with = |suffix: &str| {
+                let mut s = path.as_os_str().to_owned();
+                s.push(suffix);
+                std::path::PathBuf::from(s)
+            };
+            (with(".sigmf-data"), with(".sigmf-meta"))
+        }
+    }
+}
+
 pub(super) fn all() -> Vec<BlockDescriptor> {
     vec![
         BlockDescriptor::new(
@@ -40,11 +81,11 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             "truncate: start a new file; append: keep the whole items already there and continue \
              (a restarted segment resumes its input from there)",
         ).default("truncate"))
-        .param(ParamDescriptor::new("skip", ParamType::Int, "input items to drop before writing (set by a restarted worker whose input starts before what the file holds)").default(0i64).min(0.0))
         .param(ParamDescriptor::new("samp_rate", ParamType::Float, "sample rate recorded in SigMF metadata").unit("Hz").optional())
         .input(PortDescriptor::typed("in", "items to write"))
         .tags(TagPolicy::None)
-        .rate_param("samp_rate"),
+        .rate_param("samp_rate")
+        .durable(file_sink_durability),
         BlockDescriptor::new(
             "jsonl_sink",
             Category::Sink,

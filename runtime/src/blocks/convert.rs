@@ -36,11 +36,44 @@
 
 use std::marker::PhantomData;
 
-use flowmesh_model::{ItemType, Params, Pmt, StreamType};
+use flowmesh_model::{ItemType, Params, Pmt};
 use num_complex::{Complex, Complex32};
 
+use super::Implementation;
 use crate::block::{Block, BuiltBlock, Result, Work};
 use crate::io::{Item, WorkIo};
+
+/// The blocks of this module.
+pub(super) const BLOCKS: &[Implementation] = &[
+    Implementation {
+        kind: "convert",
+        build: |c| convert(c.params),
+    },
+    Implementation {
+        kind: "complex_to_real",
+        build: |c| complex_to_real(c.params),
+    },
+    Implementation {
+        kind: "complex_to_imag",
+        build: |c| complex_to_imag(c.params),
+    },
+    Implementation {
+        kind: "complex_to_mag",
+        build: |c| complex_to_mag(c.params),
+    },
+    Implementation {
+        kind: "complex_to_mag_squared",
+        build: |c| complex_to_mag_squared(c.params),
+    },
+    Implementation {
+        kind: "complex_to_arg",
+        build: |c| complex_to_arg(c.params),
+    },
+    Implementation {
+        kind: "to_db",
+        build: |c| to_db(c.params),
+    },
+];
 
 /// Lowest value `to_db` produces before its offset is added, in dB.
 pub const DB_FLOOR: f64 = -300.0;
@@ -121,7 +154,7 @@ impl<I: ToFloat> Block for Convert<I> {
     }
 }
 
-fn convert_t<I: ToFloat>(from: ItemType, p: &Params, default_scale: f64, bias: f64) -> BuiltBlock {
+fn convert_t<I: ToFloat>(p: &Params, default_scale: f64, bias: f64) -> BuiltBlock {
     let vlen = vlen(p);
     let scale = p.f64("scale").unwrap_or(default_scale);
     BuiltBlock::new(Convert::<I> {
@@ -130,8 +163,6 @@ fn convert_t<I: ToFloat>(from: ItemType, p: &Params, default_scale: f64, bias: f
         vlen,
         _t: PhantomData,
     })
-    .input("in", StreamType::vector(from, vlen))
-    .output("out", StreamType::vector(I::Out::TYPE, vlen))
 }
 
 pub fn convert(p: &Params) -> Result<BuiltBlock, String> {
@@ -149,15 +180,15 @@ pub fn convert(p: &Params) -> Result<BuiltBlock, String> {
     const I16_SCALE: f64 = 1.0 / 32768.0;
     const I32_SCALE: f64 = 1.0 / 2147483648.0;
     Ok(match from {
-        I8 => convert_t::<i8>(from, p, I8_SCALE, 0.0),
-        Cs8 => convert_t::<Complex<i8>>(from, p, I8_SCALE, 0.0),
-        I16 => convert_t::<i16>(from, p, I16_SCALE, 0.0),
-        Cs16 => convert_t::<Complex<i16>>(from, p, I16_SCALE, 0.0),
-        I32 => convert_t::<i32>(from, p, I32_SCALE, 0.0),
-        U8 => convert_t::<u8>(from, p, I8_SCALE, 127.5),
-        F32 => convert_t::<f32>(from, p, 1.0, 0.0),
-        F64 => convert_t::<f64>(from, p, 1.0, 0.0),
-        Cf64 => convert_t::<Complex<f64>>(from, p, 1.0, 0.0),
+        I8 => convert_t::<i8>(p, I8_SCALE, 0.0),
+        Cs8 => convert_t::<Complex<i8>>(p, I8_SCALE, 0.0),
+        I16 => convert_t::<i16>(p, I16_SCALE, 0.0),
+        Cs16 => convert_t::<Complex<i16>>(p, I16_SCALE, 0.0),
+        I32 => convert_t::<i32>(p, I32_SCALE, 0.0),
+        U8 => convert_t::<u8>(p, I8_SCALE, 127.5),
+        F32 => convert_t::<f32>(p, 1.0, 0.0),
+        F64 => convert_t::<f64>(p, 1.0, 0.0),
+        Cf64 => convert_t::<Complex<f64>>(p, 1.0, 0.0),
         other => {
             return Err(format!(
                 "convert cannot read {other}; `from` must be one of i8, cs8, i16, cs16, i32, u8, \
@@ -221,9 +252,7 @@ impl Block for ComplexTo {
 
 fn complex_to(p: &Params, part: Part) -> Result<BuiltBlock, String> {
     let vlen = vlen(p);
-    Ok(BuiltBlock::new(ComplexTo { part, vlen })
-        .input("in", StreamType::vector(ItemType::Cf32, vlen))
-        .output("out", StreamType::vector(ItemType::F32, vlen)))
+    Ok(BuiltBlock::new(ComplexTo { part, vlen }))
 }
 
 pub fn complex_to_real(p: &Params) -> Result<BuiltBlock, String> {
@@ -317,13 +346,10 @@ pub fn to_db(p: &Params) -> Result<BuiltBlock, String> {
             "`offset` must be a finite number of dB, got {offset}"
         ));
     }
-    let st = StreamType::vector(ItemType::F32, vlen);
     Ok(BuiltBlock::new(ToDb {
         factor: if amplitude { 20.0 } else { 10.0 },
         amplitude,
         offset,
         vlen,
-    })
-    .input("in", st)
-    .output("out", st))
+    }))
 }

@@ -23,7 +23,31 @@ use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
 use crate::io::{Poster, WorkIo};
 use crate::tag::Tag;
 
-use super::stream_type;
+use super::Implementation;
+
+/// The blocks of this module.
+pub(super) const BLOCKS: &[Implementation] = &[
+    Implementation {
+        kind: "tag_debug",
+        build: |c| tag_debug(c.params),
+    },
+    Implementation {
+        kind: "message_debug",
+        build: |c| message_debug(c.params),
+    },
+    Implementation {
+        kind: "rate_probe",
+        build: |c| rate_probe(c.params),
+    },
+    Implementation {
+        kind: "jsonl_sink",
+        build: |c| jsonl_sink(c.params),
+    },
+    Implementation {
+        kind: "message_strobe",
+        build: |c| message_strobe(c.params),
+    },
+];
 
 /// Prints one line to standard output, ignoring errors (closed pipes).
 fn print_line(line: std::fmt::Arguments<'_>) {
@@ -117,7 +141,6 @@ pub fn tag_debug(p: &Params) -> Result<BuiltBlock, String> {
         tags: vec![],
         ended: false,
     })
-    .input("in", stream_type(p))
     .tag_policy(TagPolicy::None))
 }
 
@@ -158,8 +181,7 @@ pub fn message_debug(p: &Params) -> Result<BuiltBlock, String> {
     Ok(BuiltBlock::new(MessageDebug {
         display: p.bool("display").unwrap_or(true),
         messages: vec![],
-    })
-    .message_input("in"))
+    }))
 }
 
 /// `rate_probe`: measures the item rate of a stream.
@@ -243,8 +265,6 @@ pub fn rate_probe(p: &Params) -> Result<BuiltBlock, String> {
         last: None,
         items: 0,
     })
-    .input("in", stream_type(p))
-    .message_output("rate")
     .tag_policy(TagPolicy::None))
 }
 
@@ -330,8 +350,7 @@ pub fn jsonl_sink(p: &Params) -> Result<BuiltBlock, String> {
         path: path.to_string(),
         out: None,
         lines: 0,
-    })
-    .message_input("in"))
+    }))
 }
 
 /// `message_strobe`: posts a text message periodically.
@@ -429,7 +448,5 @@ pub fn message_strobe(p: &Params) -> Result<BuiltBlock, String> {
         last: None,
         next: None,
     })
-    .message_output("out")
-    .settable()
     .live())
 }

@@ -77,7 +77,19 @@ use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
 use crate::io::WorkIo;
 use crate::tag::{keys, Tag};
 
-use super::stream_type;
+use super::{stream_type, BlockSetup, Implementation};
+
+/// The blocks of this module.
+pub(super) const BLOCKS: &[Implementation] = &[
+    Implementation {
+        kind: "file_source",
+        build: |c| file_source(c.params),
+    },
+    Implementation {
+        kind: "file_sink",
+        build: |c| file_sink(c.params, c.setup),
+    },
+];
 
 /// Size of the sink's write buffer.
 const WRITE_BUFFER: usize = 1 << 20;
@@ -150,19 +162,9 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The data and metadata paths of a SigMF recording named by `path`.
-pub fn sigmf_paths(path: &Path) -> (PathBuf, PathBuf) {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("sigmf-data") | Some("sigmf-meta") => (
-            path.with_extension("sigmf-data"),
-            path.with_extension("sigmf-meta"),
-        ),
-        _ => (
-            with_suffix(path, ".sigmf-data"),
-            with_suffix(path, ".sigmf-meta"),
-        ),
-    }
-}
+/// The data and metadata paths of a SigMF recording named by `path` (the
+/// catalog's, which also names the file an `append` sink makes durable).
+pub use flowmesh_model::catalog::sigmf_paths;
 
 /// What to do about a failed open, for the error sentence.
 fn open_hint(path: &Path, e: &std::io::Error) -> String {
@@ -534,8 +536,7 @@ pub fn file_source(p: &Params) -> Result<BuiltBlock, String> {
         pass_bytes: 0,
         produced: 0,
         pending: vec![],
-    })
-    .output("out", st))
+    }))
 }
 
 /// `file_sink`: writes items to a raw file or a SigMF recording.
@@ -713,20 +714,12 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Whole items already in a file (what an `append` file sink has made
-/// durable): the file length divided by the item size, rounded down.
+/// durable, [`super::durable_items`]): the file length divided by the item
+/// size, rounded down.
 pub fn durable_items(path: &std::path::Path, item_size: usize) -> u64 {
     std::fs::metadata(path)
         .map(|m| m.len() / item_size as u64)
         .unwrap_or(0)
-}
-
-/// The data path a `file_sink` with these parameters writes.
-pub fn sink_data_path(p: &Params) -> Result<PathBuf, String> {
-    let path = path_param(p, "write")?;
-    Ok(match format(p)? {
-        Format::Raw => path,
-        Format::Sigmf => sigmf_paths(&path).0,
-    })
 }
 
 impl FileSink {
@@ -906,7 +899,7 @@ impl Block for FileSink {
     }
 }
 
-pub fn file_sink(p: &Params) -> Result<BuiltBlock, String> {
+pub fn file_sink(p: &Params, setup: &BlockSetup) -> Result<BuiltBlock, String> {
     let st = stream_type(p);
     let path = path_param(p, "write")?;
     let format = format(p)?;
@@ -942,10 +935,9 @@ pub fn file_sink(p: &Params) -> Result<BuiltBlock, String> {
         notes: Notes::default(),
         journal: None,
         append: p.str("mode") == Some("append"),
-        skip: p.u64("skip").unwrap_or(0),
+        skip: setup.skip,
         base: 0,
         ended: false,
     })
-    .input("in", st)
     .tag_policy(TagPolicy::None))
 }

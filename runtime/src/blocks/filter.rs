@@ -44,7 +44,7 @@
 //! output on and keep the history. When the tap count grows, the samples the
 //! longer filter would need from before the retained history count as zeros.
 
-use flowmesh_model::{ItemType, Params, Pmt, StreamType, TypedVec};
+use flowmesh_model::{ItemType, Params, Pmt, TypedVec};
 use num_complex::{Complex32, Complex64};
 
 use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
@@ -52,7 +52,27 @@ use crate::dsp::firdes;
 use crate::dsp::window::Window;
 use crate::io::{Item, WorkIo};
 
-use super::stream_type;
+use super::{stream_type, Implementation};
+
+/// The blocks of this module.
+pub(super) const BLOCKS: &[Implementation] = &[
+    Implementation {
+        kind: "fir_filter",
+        build: |c| fir_filter(c.params),
+    },
+    Implementation {
+        kind: "low_pass_filter",
+        build: |c| low_pass_filter(c.params),
+    },
+    Implementation {
+        kind: "freq_xlating_fir",
+        build: |c| freq_xlating_fir(c.params, c.setup.start),
+    },
+    Implementation {
+        kind: "rational_resampler",
+        build: |c| rational_resampler(c.params),
+    },
+];
 
 // ---------------------------------------------------------------------------
 // Dot-product kernels
@@ -509,14 +529,10 @@ fn fir_filter_t<T: Sample>(p: &Params) -> Result<BuiltBlock, String> {
         .ok_or("the parameter `taps` is required")?;
     check_taps(&taps, T::COMPLEX)?;
     let d = decimation(p)?;
-    let st = StreamType::scalar(T::TYPE);
     Ok(BuiltBlock::new(FirFilter::<T> {
         fir: PolyFir::new(&taps, 1, d, d - 1),
         taps,
     })
-    .input("in", st)
-    .output("out", st)
-    .settable()
     .rate(1, d as u64))
 }
 
@@ -634,15 +650,11 @@ fn low_pass_filter_t<T: Sample>(p: &Params) -> Result<BuiltBlock, String> {
     let design = LowPassDesign::from_params(p)?;
     let taps = design.taps()?;
     let d = decimation(p)?;
-    let st = StreamType::scalar(T::TYPE);
     Ok(BuiltBlock::new(LowPassFilter::<T> {
         fir: PolyFir::new(&taps, 1, d, d - 1),
         design,
         taps,
     })
-    .input("in", st)
-    .output("out", st)
-    .settable()
     .rate(1, d as u64))
 }
 
@@ -654,28 +666,6 @@ pub fn low_pass_filter(p: &Params) -> Result<BuiltBlock, String> {
             "low_pass_filter does not support type {t}; use f32 or cf32"
         )),
     }
-}
-
-// ---------------------------------------------------------------------------
-// history, for resuming mid-stream
-
-/// How many input items before an output's own the block reads (its
-/// history), for a segment resuming mid-stream at an input offset aligned to
-/// the block's decimation: `fir_filter`, `low_pass_filter` and
-/// `freq_xlating_fir` read `taps − 1` earlier items (the mixer phase of
-/// `freq_xlating_fir` is a function of the output index, which the restarted
-/// worker gives it as `start`); `rational_resampler` reads none before its
-/// output's window, which starts at input `⌊j·D/I⌋` (it has no zero
-/// history), and its polyphase branch follows the output index, so a start
-/// on a multiple of `D/gcd(I, D)` continues it exactly.
-pub fn history(kind: &str, p: &Params) -> Option<u64> {
-    let taps = match kind {
-        "fir_filter" | "freq_xlating_fir" => p.complex_list("taps")?.len(),
-        "low_pass_filter" => LowPassDesign::from_params(p).ok()?.taps().ok()?.len(),
-        "rational_resampler" => return Some(0),
-        _ => return None,
-    };
-    Some(taps.saturating_sub(1) as u64)
 }
 
 // ---------------------------------------------------------------------------
@@ -834,7 +824,7 @@ impl Block for FreqXlatingFir {
 }
 
 impl FreqXlatingFir {
-    fn from_params(p: &Params) -> Result<Self, String> {
+    fn from_params(p: &Params, start: u64) -> Result<Self, String> {
         let proto = p
             .complex_list("taps")
             .ok_or("the parameter `taps` is required")?;
@@ -861,22 +851,19 @@ impl FreqXlatingFir {
             samp_rate,
             decim: d as u64,
             freq,
-            produced: p.u64("start").unwrap_or(0),
+            produced: start,
             anchor: 0,
             anchor_phase: phase0 - phase0.floor(),
         })
     }
 }
 
-pub fn freq_xlating_fir(p: &Params) -> Result<BuiltBlock, String> {
-    let b = FreqXlatingFir::from_params(p)?;
+/// `start`: the index of the block's first output in the whole stream (0,
+/// or where a resumed worker continues its mixer phase).
+pub fn freq_xlating_fir(p: &Params, start: u64) -> Result<BuiltBlock, String> {
+    let b = FreqXlatingFir::from_params(p, start)?;
     let d = b.decim;
-    let st = StreamType::scalar(ItemType::Cf32);
-    Ok(BuiltBlock::new(b)
-        .input("in", st)
-        .output("out", st)
-        .settable()
-        .rate(1, d))
+    Ok(BuiltBlock::new(b).rate(1, d))
 }
 
 // ---------------------------------------------------------------------------
@@ -957,15 +944,12 @@ fn rational_resampler_t<T: Sample>(p: &Params) -> Result<BuiltBlock, String> {
         (Ok(a), Ok(b)) => (a, b),
         _ => return Err("interpolation or decimation is too large".into()),
     };
-    let st = StreamType::scalar(T::TYPE);
     Ok(BuiltBlock::new(RationalResampler::<T> {
         fir: PolyFir::new(&taps, iu, du, 0).without_zero_history(),
         interp: i,
         decim: d,
         taps,
     })
-    .input("in", st)
-    .output("out", st)
     .rate(i, d))
 }
 
@@ -1083,7 +1067,7 @@ mod tests {
         p.insert("samp_rate", Pmt::F64(fs));
         p.insert("center_freq", Pmt::F64(1000.0));
         p.insert("decimation", Pmt::I64(2));
-        let mut b = FreqXlatingFir::from_params(&p).unwrap();
+        let mut b = FreqXlatingFir::from_params(&p, 0).unwrap();
         let f = 1700.0;
         let x: Vec<Complex32> = (0..4000)
             .map(|n| {

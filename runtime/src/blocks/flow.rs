@@ -8,7 +8,27 @@ use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
 use crate::io::WorkIo;
 use crate::tag::{keys, Tag};
 
-use super::stream_type;
+use super::{stream_type, Implementation};
+
+/// The blocks of this module.
+pub(super) const BLOCKS: &[Implementation] = &[
+    Implementation {
+        kind: "head",
+        build: |c| head(c.params),
+    },
+    Implementation {
+        kind: "throttle",
+        build: |c| throttle(c.params),
+    },
+    Implementation {
+        kind: "tagger",
+        build: |c| tagger(c.params),
+    },
+    Implementation {
+        kind: "latency_probe",
+        build: |c| latency_probe(c.params),
+    },
+];
 
 /// `head`: passes the first `n` items, then ends. Input `in`, output `out`.
 pub struct Head {
@@ -39,9 +59,7 @@ pub fn head(p: &Params) -> Result<BuiltBlock, String> {
     Ok(BuiltBlock::new(Head {
         remaining: p.u64("n").unwrap_or(0),
         item_size: st.item_size(),
-    })
-    .input("in", st)
-    .output("out", st))
+    }))
 }
 
 /// `throttle`: at most `rate` items per second on average. It passes items in
@@ -205,9 +223,6 @@ pub fn throttle(p: &Params) -> Result<BuiltBlock, String> {
         dropped: 0,
         pending_gap: None,
     })
-    .input("in", st)
-    .output("out", st)
-    .settable()
     .live())
 }
 
@@ -255,9 +270,7 @@ pub fn tagger(p: &Params) -> Result<BuiltBlock, String> {
         period: p.u64("period").unwrap_or(1024).max(1),
         key: p.str("key").unwrap_or("tick").into(),
         item_size: st.item_size(),
-    })
-    .input("in", st)
-    .output("out", st))
+    }))
 }
 
 /// Wall-clock time in nanoseconds since the Unix epoch.
@@ -327,12 +340,10 @@ impl Block for LatencyProbe {
 }
 
 pub fn latency_probe(p: &Params) -> Result<BuiltBlock, String> {
-    let st = stream_type(p);
     Ok(BuiltBlock::new(LatencyProbe {
         key: p.str("key").unwrap_or("tick").to_string(),
         delays_ns: vec![],
     })
-    .input("in", st)
     .tag_policy(flowmesh_model::catalog::TagPolicy::None))
 }
 

@@ -7,7 +7,27 @@ use num_complex::{Complex, Complex64};
 use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
 use crate::io::{Item, WorkIo};
 
-use super::{stream_type, FromComplex};
+use super::{stream_type, FromComplex, Implementation};
+
+/// The blocks of this module.
+pub(super) const BLOCKS: &[Implementation] = &[
+    Implementation {
+        kind: "multiply_const",
+        build: |c| multiply_const(c.params),
+    },
+    Implementation {
+        kind: "add_const",
+        build: |c| add_const(c.params),
+    },
+    Implementation {
+        kind: "add",
+        build: |c| add(c.params),
+    },
+    Implementation {
+        kind: "multiply",
+        build: |c| multiply(c.params),
+    },
+];
 
 /// Item types with addition and multiplication.
 pub trait Arith: Item + FromComplex {
@@ -183,7 +203,6 @@ impl<T: Arith> Block for ConstOp<T> {
 }
 
 fn const_op<T: Arith>(p: &Params, multiply: bool) -> Result<BuiltBlock, String> {
-    let st = stream_type(p);
     let k64 = p
         .complex("constant")
         .unwrap_or(Complex64::new(if multiply { 1.0 } else { 0.0 }, 0.0));
@@ -191,10 +210,7 @@ fn const_op<T: Arith>(p: &Params, multiply: bool) -> Result<BuiltBlock, String> 
         k: T::from_c64(k64),
         k64,
         multiply,
-    })
-    .input("in", st)
-    .output("out", st)
-    .settable())
+    }))
 }
 
 pub fn multiply_const(p: &Params) -> Result<BuiltBlock, String> {
@@ -234,22 +250,17 @@ impl<T: Arith> Block for StreamOp<T> {
     }
 }
 
-fn stream_op<T: Arith>(p: &Params, multiply: bool) -> Result<BuiltBlock, String> {
-    let st = stream_type(p);
-    let mut b = BuiltBlock::new(StreamOp::<T> {
+fn stream_op<T: Arith>(multiply: bool) -> Result<BuiltBlock, String> {
+    Ok(BuiltBlock::new(StreamOp::<T> {
         multiply,
         _t: std::marker::PhantomData,
-    });
-    for i in 0..p.u64("num_inputs").unwrap_or(2) {
-        b = b.input(&format!("in{i}"), st);
-    }
-    Ok(b.output("out", st))
+    }))
 }
 
 pub fn add(p: &Params) -> Result<BuiltBlock, String> {
-    crate::dispatch_item!(stream_type(p).item, stream_op(p, false))
+    crate::dispatch_item!(stream_type(p).item, stream_op(false))
 }
 
 pub fn multiply(p: &Params) -> Result<BuiltBlock, String> {
-    crate::dispatch_item!(stream_type(p).item, stream_op(p, true))
+    crate::dispatch_item!(stream_type(p).item, stream_op(true))
 }

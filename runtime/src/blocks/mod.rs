@@ -1,10 +1,22 @@
-//! Block implementations, one module per family, and [`build`]: the registry
-//! from catalog kind to implementation.
+//! Block implementations, one module per family, and the registry from
+//! catalog kind to implementation.
 //!
-//! Every implementation states its own ports; a test checks them against the
-//! catalog for every kind, in both directions.
+//! A block kind is declared once, in the model's catalog
+//! ([`flowmesh_model::catalog`]: ports, parameters, rate, tag policy, role,
+//! history, durability). Its implementation is registered once, in its
+//! module's `BLOCKS` list, as an [`Implementation`]: the kind and a builder
+//! that makes the block from its parameters. The builder does not state the
+//! ports: [`build_in`] gives the built block the ports the catalog declares
+//! for those parameters, so the two agree by construction. A test checks
+//! that every catalog kind is registered and every registered kind is in
+//! the catalog, and builds every kind under every item type it accepts.
 
-use flowmesh_model::{ItemType, Params, StreamType};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use flowmesh_model::catalog::{BlockDescriptor, Durability};
+use flowmesh_model::{catalog, ItemType, Params, StreamType};
 use num_complex::{Complex, Complex64};
 
 use crate::block::BuiltBlock;
@@ -25,117 +37,168 @@ pub mod spectrum;
 #[derive(Clone)]
 pub struct Env {
     /// Network environment for edge blocks.
-    pub net: std::sync::Arc<crate::net::env::NetEnv>,
+    pub net: Arc<crate::net::env::NetEnv>,
+    /// Block name → its setup (blocks not listed get the default).
+    pub setup: BTreeMap<String, BlockSetup>,
+}
+
+impl Env {
+    /// Blocks built in `net`, none with a setup.
+    pub fn new(net: Arc<crate::net::env::NetEnv>) -> Self {
+        Env {
+            net,
+            setup: BTreeMap::new(),
+        }
+    }
+
+    /// The setup of block `name` (the default if it has none).
+    pub fn setup_of(&self, name: &str) -> &BlockSetup {
+        static NONE: BlockSetup = BlockSetup {
+            start: 0,
+            producer: None,
+            state_file: None,
+            skip: 0,
+        };
+        self.setup.get(name).unwrap_or(&NONE)
+    }
 }
 
 impl Default for Env {
     fn default() -> Self {
-        Env {
-            net: crate::net::env::NetEnv::in_process(),
-        }
+        Env::new(crate::net::env::NetEnv::in_process())
     }
 }
 
-/// Builds block `kind` from coerced parameters in a default (in-process)
-/// environment. The error is a sentence for the user (it is reported with
-/// the block's name).
-pub fn build(kind: &str, p: &Params) -> Result<BuiltBlock, String> {
-    build_in(kind, p, &Env::default())
+/// Where a restarted segment's blocks take up the stream: what the worker
+/// works out from its durable output (docs/protocol.md, "Segment restart")
+/// and hands each block by name through [`Env::setup`]. These are not
+/// parameters, so a FlowGraph file cannot set them. Which fields a block
+/// reads follows from its catalog role and durability:
+///
+/// - a [`Role::NetSource`](flowmesh_model::catalog::Role::NetSource):
+///   `start`, `producer`, `state_file`;
+/// - a [`Role::NetSink`](flowmesh_model::catalog::Role::NetSink): `start`;
+/// - a block with [`Durability::AppendFile`]: `skip`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockSetup {
+    /// Edge offset of the first item: the one a network source asks its
+    /// producer for, or the one a network sink numbers its first input item.
+    pub start: u64,
+    /// The producer instance `start` is counted in, when a state file
+    /// recorded one (a network source).
+    pub producer: Option<ProducerInstance>,
+    /// Where a network source records the producer instance it reads and
+    /// how that numbering maps onto its output (`flowmesh worker
+    /// --state-dir`).
+    pub state_file: Option<PathBuf>,
+    /// Input items a durable sink drops before writing: what the restart
+    /// delivers again.
+    pub skip: u64,
 }
 
-/// Builds block `kind` in environment `env`.
-pub fn build_in(kind: &str, p: &Params, env: &Env) -> Result<BuiltBlock, String> {
-    let b = match kind {
-        "net_sink" => network::net_sink(p, env)?,
-        "net_source" => network::net_source(p, env)?,
-        "net_message_sink" => network::net_message_sink(p, env)?,
-        "net_message_source" => network::net_message_source(p, env)?,
-        "stream_checker" => network::stream_checker(p)?,
-        "null_source" => sources::null_source(p)?,
-        "counter_source" => sources::counter_source(p)?,
-        "vector_source" => sources::vector_source(p)?,
-        "null_sink" => sinks::null_sink(p)?,
-        "vector_sink" => sinks::vector_sink(p)?,
-        "head" => flow::head(p)?,
-        "throttle" => flow::throttle(p)?,
-        "tagger" => flow::tagger(p)?,
-        "latency_probe" => flow::latency_probe(p)?,
-        "multiply_const" => math::multiply_const(p)?,
-        "add_const" => math::add_const(p)?,
-        "add" => math::add(p)?,
-        "multiply" => math::multiply(p)?,
-        "signal_source" => signal::signal_source(p)?,
-        "noise_source" => signal::noise_source(p)?,
-        "file_source" => file::file_source(p)?,
-        "file_sink" => file::file_sink(p)?,
-        "convert" => convert::convert(p)?,
-        "complex_to_real" => convert::complex_to_real(p)?,
-        "complex_to_imag" => convert::complex_to_imag(p)?,
-        "complex_to_mag" => convert::complex_to_mag(p)?,
-        "complex_to_mag_squared" => convert::complex_to_mag_squared(p)?,
-        "complex_to_arg" => convert::complex_to_arg(p)?,
-        "to_db" => convert::to_db(p)?,
-        "fir_filter" => filter::fir_filter(p)?,
-        "low_pass_filter" => filter::low_pass_filter(p)?,
-        "freq_xlating_fir" => filter::freq_xlating_fir(p)?,
-        "rational_resampler" => filter::rational_resampler(p)?,
-        "fft" => spectrum::fft(p)?,
-        "psd" => spectrum::psd(p)?,
-        "threshold_detector" => spectrum::threshold_detector(p)?,
-        "tag_debug" => debug::tag_debug(p)?,
-        "message_debug" => debug::message_debug(p)?,
-        "rate_probe" => debug::rate_probe(p)?,
-        "jsonl_sink" => debug::jsonl_sink(p)?,
-        "message_strobe" => debug::message_strobe(p)?,
-        _ => return Err(format!("block kind `{kind}` has no implementation")),
-    };
+/// A producer instance and where its numbering sits in a network source's
+/// output (what a state file records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerInstance {
+    /// The producer's instance id (non-zero).
+    pub instance: u64,
+    /// Output position minus offset in that instance's numbering.
+    pub base: i64,
+}
+
+/// What a builder gets.
+pub struct Ctx<'a> {
+    /// The block's catalog declaration.
+    pub desc: &'static BlockDescriptor,
+    /// Its coerced parameters, defaults filled in.
+    pub params: &'a Params,
+    /// The process it runs in.
+    pub env: &'a Env,
+    /// Its setup for a restart.
+    pub setup: &'a BlockSetup,
+}
+
+/// Makes a block from its parameters: the block and its runtime needs
+/// (buffer sizes, rate, tag policy), without ports. The error is a sentence
+/// for the user (it is reported with the block's name).
+pub type BuildFn = fn(&Ctx<'_>) -> Result<BuiltBlock, String>;
+
+/// The implementation of one catalog kind.
+pub struct Implementation {
+    /// The catalog kind it implements.
+    pub kind: &'static str,
+    pub build: BuildFn,
+}
+
+/// Every module's registrations.
+const FAMILIES: &[&[Implementation]] = &[
+    network::BLOCKS,
+    sources::BLOCKS,
+    sinks::BLOCKS,
+    flow::BLOCKS,
+    math::BLOCKS,
+    signal::BLOCKS,
+    file::BLOCKS,
+    convert::BLOCKS,
+    filter::BLOCKS,
+    spectrum::BLOCKS,
+    debug::BLOCKS,
+];
+
+/// Every registered implementation (a test checks them against the catalog).
+pub fn implementations() -> impl Iterator<Item = &'static Implementation> {
+    FAMILIES.iter().flat_map(|f| f.iter())
+}
+
+/// The implementation registered for `kind`.
+pub fn implementation(kind: &str) -> Option<&'static Implementation> {
+    implementations().find(|i| i.kind == kind)
+}
+
+/// Builds block `kind` from coerced parameters in a default (in-process)
+/// environment, with no setup. The error is a sentence for the user (it is
+/// reported with the block's name).
+pub fn build(kind: &str, p: &Params) -> Result<BuiltBlock, String> {
+    build_in(kind, p, &Env::default(), &BlockSetup::default())
+}
+
+/// Builds block `kind` in environment `env` with `setup`, giving it the
+/// ports its catalog declaration has for `p`.
+pub fn build_in(
+    kind: &str,
+    p: &Params,
+    env: &Env,
+    setup: &BlockSetup,
+) -> Result<BuiltBlock, String> {
+    let desc = catalog()
+        .get(kind)
+        .ok_or_else(|| format!("unknown block kind `{kind}`"))?;
+    let imp =
+        implementation(kind).ok_or_else(|| format!("block kind `{kind}` has no implementation"))?;
+    let mut b = (imp.build)(&Ctx {
+        desc,
+        params: p,
+        env,
+        setup,
+    })?;
+    if !b.inputs.is_empty() || !b.outputs.is_empty() {
+        return Err(format!(
+            "the implementation of `{kind}` states its own ports; remove them from its builder \
+             (the ports come from its catalog declaration)"
+        ));
+    }
+    (b.inputs, b.outputs) = desc.resolve_ports(p);
     Ok(b)
 }
 
-/// Every kind [`build`] knows (checked against the catalog by a test).
-pub const KINDS: &[&str] = &[
-    "net_sink",
-    "net_source",
-    "net_message_sink",
-    "net_message_source",
-    "stream_checker",
-    "null_source",
-    "counter_source",
-    "vector_source",
-    "null_sink",
-    "vector_sink",
-    "head",
-    "throttle",
-    "tagger",
-    "latency_probe",
-    "multiply_const",
-    "add_const",
-    "add",
-    "multiply",
-    "signal_source",
-    "noise_source",
-    "file_source",
-    "file_sink",
-    "convert",
-    "complex_to_real",
-    "complex_to_imag",
-    "complex_to_mag",
-    "complex_to_mag_squared",
-    "complex_to_arg",
-    "to_db",
-    "fir_filter",
-    "low_pass_filter",
-    "freq_xlating_fir",
-    "rational_resampler",
-    "fft",
-    "psd",
-    "threshold_detector",
-    "tag_debug",
-    "message_debug",
-    "rate_probe",
-    "jsonl_sink",
-    "message_strobe",
-];
+/// Whole items that a block's durable output holds (`None` for a block
+/// that keeps nothing): what a restarted segment's input may resume from.
+pub fn durable_items(d: &Durability) -> Option<u64> {
+    match d {
+        Durability::None => None,
+        Durability::AppendFile { path, item_size } => Some(file::durable_items(path, *item_size)),
+    }
+}
 
 /// The `type`/`vlen` stream type of a block.
 pub fn stream_type(p: &Params) -> StreamType {

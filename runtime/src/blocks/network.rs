@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use flowmesh_model::catalog::TagPolicy;
-use flowmesh_model::{ItemType, Params, Pmt, StreamType};
+use flowmesh_model::{Params, Pmt};
 
 use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
 use crate::io::WorkIo;
@@ -12,9 +12,33 @@ use crate::net::sink::{NetSink, MAX_FRAME_PAYLOAD};
 use crate::net::source::NetSource;
 use crate::tag::keys;
 
-use super::{stream_type, Env};
+use super::{stream_type, BlockSetup, Env, Implementation};
 
-pub fn net_sink(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
+/// The blocks of this module.
+pub(super) const BLOCKS: &[Implementation] = &[
+    Implementation {
+        kind: "net_sink",
+        build: |c| net_sink(c.params, c.env, c.setup),
+    },
+    Implementation {
+        kind: "net_source",
+        build: |c| net_source(c.params, c.env, c.setup),
+    },
+    Implementation {
+        kind: "net_message_sink",
+        build: |c| net_message_sink(c.params, c.env),
+    },
+    Implementation {
+        kind: "net_message_source",
+        build: |c| net_message_source(c.params, c.env),
+    },
+    Implementation {
+        kind: "stream_checker",
+        build: |c| stream_checker(c.params),
+    },
+];
+
+pub fn net_sink(p: &Params, env: &Env, setup: &BlockSetup) -> Result<BuiltBlock, String> {
     let st = stream_type(p);
     let retention = p.u64("retention_bytes").unwrap_or(16 << 20) as usize;
     let edge = p.str("edge").ok_or("missing edge")?;
@@ -25,46 +49,46 @@ pub fn net_sink(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
         retention,
         p.bool("crc").unwrap_or(true),
         Duration::from_micros(p.u64("flush_us").unwrap_or(1000)),
-        p.u64("start").unwrap_or(0),
+        setup.start,
     )
     .lingering(
         p.u64("linger_s")
             .map_or(crate::net::sink::DEFAULT_LINGER, Duration::from_secs),
     );
     Ok(BuiltBlock::new(sink)
-        .input("in", st)
         .tag_policy(TagPolicy::Custom)
         .min_input_bytes(2 * retention))
 }
 
-pub fn net_source(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
+pub fn net_source(p: &Params, env: &Env, setup: &BlockSetup) -> Result<BuiltBlock, String> {
     let st = stream_type(p);
     let edge = p.str("edge").ok_or("missing edge")?;
     let from = p.str("from").ok_or("missing from")?;
-    let start = p.u64("start").unwrap_or(0);
-    let mut source = NetSource::new(env.net.clone(), edge, from, st).resume_from(start);
-    if let Some(path) = p.str("state") {
-        source = source.recording_state(path.into());
+    let mut source = NetSource::new(env.net.clone(), edge, from, st).resume_from(setup.start);
+    if let Some(path) = &setup.state_file {
+        source = source.recording_state(path.clone());
     }
-    let instance = p.u64("instance").unwrap_or(0);
-    if instance != 0 {
-        source = source.continuing(instance, p.i64("base").unwrap_or(0));
+    if let Some(pi) = setup.producer {
+        source = source.continuing(pi.instance, pi.base);
     }
     Ok(BuiltBlock::new(source)
-        .output("out", st)
         .tag_policy(TagPolicy::Custom)
         .min_output_bytes(4 * MAX_FRAME_PAYLOAD.max(st.item_size())))
 }
 
 pub fn net_message_sink(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
     let edge = p.str("edge").ok_or("missing edge")?;
-    Ok(BuiltBlock::new(NetMessageSink::new(&env.net, edge)).message_input("in"))
+    Ok(BuiltBlock::new(NetMessageSink::new(&env.net, edge)))
 }
 
 pub fn net_message_source(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
     let edge = p.str("edge").ok_or("missing edge")?;
     let from = p.str("from").ok_or("missing from")?;
-    Ok(BuiltBlock::new(NetMessageSource::new(env.net.clone(), edge, from)).message_output("out"))
+    Ok(BuiltBlock::new(NetMessageSource::new(
+        env.net.clone(),
+        edge,
+        from,
+    )))
 }
 
 /// `stream_checker`: input `in` (u64 counter items); parameter `expect`.
@@ -332,6 +356,5 @@ pub fn stream_checker(p: &Params) -> Result<BuiltBlock, String> {
         ended: false,
         causes: Default::default(),
     })
-    .input("in", StreamType::scalar(ItemType::U64))
     .tag_policy(TagPolicy::None))
 }

@@ -57,11 +57,25 @@
 
 use std::f64::consts::TAU;
 
-use flowmesh_model::{ItemType, Params, Pmt, StreamType};
+use flowmesh_model::{ItemType, Params, Pmt};
 use num_complex::Complex32;
 
 use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
 use crate::io::WorkIo;
+
+use super::Implementation;
+
+/// The blocks of this module.
+pub(super) const BLOCKS: &[Implementation] = &[
+    Implementation {
+        kind: "signal_source",
+        build: |c| signal_source(c.params),
+    },
+    Implementation {
+        kind: "noise_source",
+        build: |c| noise_source(c.params),
+    },
+];
 
 /// 2⁶⁴ as a float.
 const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
@@ -447,14 +461,7 @@ pub fn signal_source(p: &Params) -> Result<BuiltBlock, String> {
         phase_inc: turns_to_phase(frequency / samp_rate),
         next: 0,
     };
-    let item = if complex {
-        ItemType::Cf32
-    } else {
-        ItemType::F32
-    };
-    Ok(BuiltBlock::new(block)
-        .output("out", StreamType::scalar(item))
-        .settable())
+    Ok(BuiltBlock::new(block))
 }
 
 /// SplitMix64's golden-ratio increment.
@@ -580,11 +587,6 @@ pub fn noise_source(p: &Params) -> Result<BuiltBlock, String> {
         s if s >= 0 => s as u64,
         s => return Err(format!("`seed` must be at least 0, got {s}")),
     };
-    let item = if complex {
-        ItemType::Cf32
-    } else {
-        ItemType::F32
-    };
     Ok(BuiltBlock::new(NoiseSource {
         complex,
         amplitude,
@@ -592,9 +594,7 @@ pub fn noise_source(p: &Params) -> Result<BuiltBlock, String> {
         key: noise_key(seed),
         samp_rate: p.f64("samp_rate"),
         next: 0,
-    })
-    .output("out", StreamType::scalar(item))
-    .settable())
+    }))
 }
 
 #[cfg(test)]

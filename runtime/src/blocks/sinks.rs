@@ -7,7 +7,19 @@ use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
 use crate::io::WorkIo;
 use crate::tag::Tag;
 
-use super::stream_type;
+use super::{stream_type, Implementation};
+
+/// The blocks of this module.
+pub(super) const BLOCKS: &[Implementation] = &[
+    Implementation {
+        kind: "null_sink",
+        build: |c| null_sink(c.params),
+    },
+    Implementation {
+        kind: "vector_sink",
+        build: |c| vector_sink(c.params),
+    },
+];
 
 /// `null_sink`: consumes everything. Input `in`; parameter `expect`: the
 /// exact item count the run must deliver (checked when the stream ends).
@@ -42,7 +54,6 @@ pub fn null_sink(p: &Params) -> Result<BuiltBlock, String> {
         expect: p.u64("expect"),
         seen: 0,
     })
-    .input("in", stream_type(p))
     .tag_policy(TagPolicy::None))
 }
 
@@ -134,6 +145,5 @@ pub fn vector_sink(p: &Params) -> Result<BuiltBlock, String> {
         tags: vec![],
         ended: false,
     })
-    .input("in", st)
     .tag_policy(TagPolicy::None))
 }

@@ -1,11 +1,27 @@
 //! Sources: null, counter, vector.
 
-use flowmesh_model::{ItemType, Params, Pmt, StreamType, TypedVec};
+use flowmesh_model::{ItemType, Params, Pmt, TypedVec};
 
 use crate::block::{Block, BuiltBlock, Result, Work};
 use crate::io::WorkIo;
 
-use super::stream_type;
+use super::{stream_type, Implementation};
+
+/// The blocks of this module.
+pub(super) const BLOCKS: &[Implementation] = &[
+    Implementation {
+        kind: "null_source",
+        build: |c| null_source(c.params),
+    },
+    Implementation {
+        kind: "counter_source",
+        build: |c| counter_source(c.params),
+    },
+    Implementation {
+        kind: "vector_source",
+        build: |c| vector_source(c.params),
+    },
+];
 
 /// `null_source`: zeros. Output `out` (`type` x `vlen`).
 ///
@@ -30,8 +46,8 @@ impl Block for NullSource {
     }
 }
 
-pub fn null_source(p: &Params) -> Result<BuiltBlock, String> {
-    Ok(BuiltBlock::new(NullSource::default()).output("out", stream_type(p)))
+pub fn null_source(_: &Params) -> Result<BuiltBlock, String> {
+    Ok(BuiltBlock::new(NullSource::default()))
 }
 
 /// `counter_source`: u64 items equal to their own offset; `n` items (0: endless).
@@ -69,8 +85,7 @@ pub fn counter_source(p: &Params) -> Result<BuiltBlock, String> {
     Ok(BuiltBlock::new(CounterSource {
         next: 0,
         n: p.u64("n").unwrap_or(0),
-    })
-    .output("out", StreamType::scalar(ItemType::U64)))
+    }))
 }
 
 /// `vector_source`: plays `data` (bytes of whole items), once or repeated.
@@ -141,6 +156,5 @@ pub fn vector_source(p: &Params) -> Result<BuiltBlock, String> {
         item_size: st.item_size(),
         pos: 0,
         repeat: p.bool("repeat").unwrap_or(false),
-    })
-    .output("out", st))
+    }))
 }

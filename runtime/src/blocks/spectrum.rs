@@ -18,13 +18,30 @@
 use std::sync::Arc;
 
 use flowmesh_model::catalog::TagPolicy;
-use flowmesh_model::{ItemType, Params, Pmt, StreamType};
+use flowmesh_model::{ItemType, Params, Pmt};
 use num_complex::Complex32;
 use rustfft::{Fft as RustFft, FftPlanner};
 
+use super::Implementation;
 use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
 use crate::dsp::window::Window;
 use crate::io::WorkIo;
+
+/// The blocks of this module.
+pub(super) const BLOCKS: &[Implementation] = &[
+    Implementation {
+        kind: "fft",
+        build: |c| fft(c.params),
+    },
+    Implementation {
+        kind: "psd",
+        build: |c| psd(c.params),
+    },
+    Implementation {
+        kind: "threshold_detector",
+        build: |c| threshold_detector(c.params),
+    },
+];
 
 /// Floor applied to linear powers before taking the logarithm (−300 dB).
 const POWER_FLOOR: f64 = 1e-30;
@@ -155,7 +172,7 @@ impl<T: FftInput> Block for Fft<T> {
     }
 }
 
-fn fft_t<T: FftInput>(p: &Params, item: ItemType) -> Result<BuiltBlock, String> {
+fn fft_t<T: FftInput>(p: &Params) -> Result<BuiltBlock, String> {
     let n = fft_size_param(p)?;
     Ok(BuiltBlock::new(Fft::<T> {
         n,
@@ -166,21 +183,13 @@ fn fft_t<T: FftInput>(p: &Params, item: ItemType) -> Result<BuiltBlock, String> 
         plan: Planned::new(n),
         _t: std::marker::PhantomData,
     })
-    .input("in", StreamType::scalar(item))
-    .output(
-        "out",
-        StreamType {
-            item: ItemType::Cf32,
-            vlen: n,
-        },
-    )
     .rate(1, n as u64))
 }
 
 pub fn fft(p: &Params) -> Result<BuiltBlock, String> {
     match p.item_type("type").unwrap_or(ItemType::Cf32) {
-        ItemType::Cf32 => fft_t::<Complex32>(p, ItemType::Cf32),
-        ItemType::F32 => fft_t::<f32>(p, ItemType::F32),
+        ItemType::Cf32 => fft_t::<Complex32>(p),
+        ItemType::F32 => fft_t::<f32>(p),
         t => Err(format!("fft takes cf32 or f32 samples, not {t}")),
     }
 }
@@ -300,14 +309,6 @@ pub fn psd(p: &Params) -> Result<BuiltBlock, String> {
         acc: vec![0.0; n],
         frames: 0,
     })
-    .input("in", StreamType::scalar(ItemType::Cf32))
-    .output(
-        "out",
-        StreamType {
-            item: ItemType::F32,
-            vlen: n,
-        },
-    )
     .rate(1, n as u64 * average))
 }
 
@@ -568,14 +569,5 @@ pub fn threshold_detector(p: &Params) -> Result<BuiltBlock, String> {
         active: vec![],
         sorted: Vec::with_capacity(n),
     })
-    .input(
-        "in",
-        StreamType {
-            item: ItemType::F32,
-            vlen: n,
-        },
-    )
-    .message_output("detections")
-    .settable()
     .tag_policy(TagPolicy::None))
 }

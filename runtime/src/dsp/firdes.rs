@@ -35,8 +35,9 @@ use std::f64::consts::PI;
 use super::window::Window;
 
 /// The most taps a design may have (a narrow transition band at a high sample
-/// rate would otherwise ask for millions).
-pub const MAX_TAPS: usize = 1 << 20;
+/// rate would otherwise ask for millions); the model's, which sizes a
+/// `low_pass_filter`'s history with the same arithmetic.
+pub use flowmesh_model::firdes::MAX_TAPS;
 
 /// A window for filter design: one of the named windows, or Kaiser with its β.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -112,21 +113,15 @@ pub fn kaiser(n: usize, beta: f64) -> Vec<f64> {
 }
 
 /// The tap count GNU Radio's `firdes::compute_ntaps` picks:
-/// `int(max_attenuation · samp_rate / (22 · transition))`, made odd.
+/// `int(max_attenuation · samp_rate / (22 · transition))`, made odd (the
+/// model's [`flowmesh_model::firdes::compute_ntaps`], which the catalog also
+/// uses for a `low_pass_filter`'s history).
 pub fn compute_ntaps(
     samp_rate: f64,
     transition: f64,
     window: DesignWindow,
 ) -> Result<usize, String> {
-    let a = window.max_attenuation();
-    let n = (a * samp_rate / (22.0 * transition)).trunc();
-    if n.is_nan() || n >= MAX_TAPS as f64 {
-        return Err(format!(
-            "the design needs about {n:.0} taps, more than the limit of {MAX_TAPS}"
-        ));
-    }
-    let n = n.max(0.0) as usize;
-    Ok(if n.is_multiple_of(2) { n + 1 } else { n })
+    flowmesh_model::firdes::compute_ntaps(window.max_attenuation(), samp_rate, transition)
 }
 
 fn check_low_pass(samp_rate: f64, cutoff: f64, transition: f64) -> Result<(), String> {

@@ -44,16 +44,23 @@ impl Window {
             .collect()
     }
 
-    /// Maximum attenuation in dB, used by GNU Radio's firdes to size filters
-    /// (`fft::window::max_attenuation`).
-    pub fn max_attenuation(self) -> f64 {
+    /// The catalog name ([`Window::parse`] reads it back).
+    pub fn name(self) -> &'static str {
         match self {
-            Window::Rectangular => 21.0,
-            Window::Hamming => 53.0,
-            Window::Hann => 44.0,
-            Window::Blackman => 74.0,
-            Window::BlackmanHarris => 92.0,
+            Window::Rectangular => "rectangular",
+            Window::Hamming => "hamming",
+            Window::Hann => "hann",
+            Window::Blackman => "blackman",
+            Window::BlackmanHarris => "blackman_harris",
         }
+    }
+
+    /// Maximum attenuation in dB, used by GNU Radio's firdes to size filters
+    /// (`fft::window::max_attenuation`; the model's table, which also sizes a
+    /// `low_pass_filter`'s history).
+    pub fn max_attenuation(self) -> f64 {
+        flowmesh_model::firdes::window_max_attenuation(self.name())
+            .expect("the model knows every window's attenuation")
     }
 }
 
@@ -76,5 +83,19 @@ mod tests {
             assert!((c[32] - 1.0).abs() < 1e-9, "{w:?} peak {}", c[32]);
         }
         assert!((Window::Hamming.coefficients(5)[0] - 0.08).abs() < 1e-12);
+    }
+
+    #[test]
+    fn every_window_reads_back_its_name_and_has_the_models_attenuation() {
+        for (w, att) in [
+            (Window::Rectangular, 21.0),
+            (Window::Hamming, 53.0),
+            (Window::Hann, 44.0),
+            (Window::Blackman, 74.0),
+            (Window::BlackmanHarris, 92.0),
+        ] {
+            assert_eq!(Window::parse(w.name()), Some(w));
+            assert_eq!(w.max_attenuation(), att, "{w:?}");
+        }
     }
 }
