@@ -14,7 +14,7 @@
 //! message outputs.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,8 @@ struct Node {
     finished: bool,
     sleep_until: Option<Instant>,
     deadline: Option<Instant>,
+    /// Time spent in `work`, shared with [`BlockStats`].
+    busy: Arc<AtomicU64>,
 }
 
 /// Live counters of one block, readable while the graph runs.
@@ -81,6 +83,7 @@ pub struct BlockStats {
     pub name: String,
     inputs: Vec<(Arc<Shared>, usize)>,
     outputs: Vec<Arc<Shared>>,
+    busy: Arc<AtomicU64>,
 }
 
 impl BlockStats {
@@ -91,6 +94,10 @@ impl BlockStats {
     /// Items produced on the first stream output (0 for sinks).
     pub fn items_out(&self) -> u64 {
         self.outputs.first().map(|s| s.written()).unwrap_or(0)
+    }
+    /// Time the block has spent in its `work` calls (updated after each).
+    pub fn busy(&self) -> Duration {
+        Duration::from_nanos(self.busy.load(Ordering::Relaxed))
     }
 }
 
@@ -124,6 +131,8 @@ impl Ctx {
 pub struct Handle {
     ctx: Arc<Ctx>,
     inboxes: Arc<Vec<(String, Arc<Inbox>)>>,
+    /// Per block (in the order of `inboxes`): its message inputs' names.
+    msg_inputs: Arc<Vec<Vec<String>>>,
     stats: Arc<Vec<BlockStats>>,
 }
 
@@ -192,6 +201,41 @@ impl Handle {
     /// Per-block counters.
     pub fn stats(&self) -> &[BlockStats] {
         &self.stats
+    }
+
+    /// Delivers `msg` to the message input `port` of a running block, as if
+    /// a connected block had posted it (a `cmd` port sets parameters).
+    pub fn post(&self, block: &str, port: &str, msg: Pmt) -> Result<()> {
+        let i = self
+            .inboxes
+            .iter()
+            .position(|(n, _)| n == block)
+            .ok_or_else(|| Error::NoSuchBlock(block.to_string()))?;
+        let names = &self.msg_inputs[i];
+        let p = names
+            .iter()
+            .position(|n| n == port)
+            .ok_or_else(|| Error::Param {
+                block: block.to_string(),
+                message: if names.is_empty() {
+                    format!("no message input `{port}`; the block has no message inputs")
+                } else {
+                    format!(
+                        "no message input `{port}`; its message inputs are: {}",
+                        names.join(", ")
+                    )
+                },
+            })?;
+        if self.is_finished() {
+            return Err(Error::Finished);
+        }
+        self.inboxes[i].1.push(InboxItem::Msg { port: p, msg });
+        Ok(())
+    }
+
+    /// True once every worker thread of the graph has ended.
+    pub fn is_finished(&self) -> bool {
+        self.ctx.alive.load(Ordering::Acquire) == 0
     }
 }
 
@@ -469,6 +513,7 @@ pub fn start(graph: Graph) -> Result<Running> {
     let mut stats = vec![];
     let mut nodes: Vec<Option<Node>> = vec![];
     let mut names = vec![];
+    let mut msg_inputs = vec![];
     for (ni, ((((gnode, ins), outs), mo), senders)) in graph
         .nodes
         .into_iter()
@@ -506,6 +551,16 @@ pub fn start(graph: Graph) -> Result<Running> {
             .into_iter()
             .map(|p| p.expect("output buffer"))
             .collect();
+        let busy = Arc::new(AtomicU64::new(0));
+        msg_inputs.push(
+            gnode
+                .built
+                .inputs
+                .iter()
+                .filter(|p| p.kind == ResolvedKind::Message)
+                .map(|p| p.name.clone())
+                .collect::<Vec<String>>(),
+        );
         stats.push(BlockStats {
             name: gnode.name.clone(),
             inputs: ins
@@ -513,6 +568,7 @@ pub fn start(graph: Graph) -> Result<Running> {
                 .map(|p| (p.reader.shared().clone(), reader_index(p)))
                 .collect(),
             outputs: outs.iter().map(|p| p.writer.shared().clone()).collect(),
+            busy: busy.clone(),
         });
         let cmd_port = gnode
             .built
@@ -540,6 +596,7 @@ pub fn start(graph: Graph) -> Result<Running> {
             finished: false,
             sleep_until: None,
             deadline: None,
+            busy,
         }));
     }
 
@@ -554,6 +611,7 @@ pub fn start(graph: Graph) -> Result<Running> {
     let handle = Handle {
         ctx: ctx.clone(),
         inboxes: Arc::new(names),
+        msg_inputs: Arc::new(msg_inputs),
         stats: Arc::new(stats),
     };
     let started = Instant::now();
@@ -863,7 +921,11 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
         messages_ended,
     };
     let block = &mut node.block;
-    let result = guarded(&name, || block.work(&mut io))?;
+    let began = Instant::now();
+    let result = guarded(&name, || block.work(&mut io));
+    node.busy
+        .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    let result = result?;
     let posted = io.posted;
 
     // Tags: propagate what was consumed, then publish outputs, then inputs.
