@@ -10,6 +10,14 @@
 //! process over stdin: the worker prints `LISTEN <addr>` and then reads
 //! `PEER <segment> <addr>` lines until `GO` (what `flowmesh run
 //! --distributed` does).
+//!
+//! [`control`] serves the segment's control and health API (with
+//! [`metrics`]); [`client`] is the small HTTP client the `flowmesh`
+//! command uses to talk to it.
+
+pub mod client;
+pub mod control;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -326,6 +334,8 @@ pub struct Segment {
     pub listening: String,
     pub env: Arc<NetEnv>,
     pub running: Running,
+    /// The segment's own graph (as partitioned, with what a restart set).
+    pub spec: FlowGraphSpec,
 }
 
 /// Partitions the document and returns the partition (for listing segments).
@@ -398,6 +408,7 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         listening,
         env,
         running,
+        spec: sub.clone(),
     })
 }
 
