@@ -86,7 +86,10 @@ impl Lab {
             std::os::unix::fs::PermissionsExt::from_mode(0o777),
         )
         .unwrap();
-        eprintln!("{test}: image {tag}, network {network}, files in {}", dir.path().display());
+        eprintln!(
+            "{test}: image {tag}, network {network}, files in {}",
+            dir.path().display()
+        );
         Lab {
             tag,
             network,
@@ -127,7 +130,15 @@ impl Lab {
         args.push("-v".into());
         args.push(format!("{}:/data", self.dir.path().display()));
         args.push(self.tag.clone());
-        for a in ["worker", "/graph.yaml", "--segment", seg, "--listen", "0.0.0.0:7400", "-q"] {
+        for a in [
+            "worker",
+            "/graph.yaml",
+            "--segment",
+            seg,
+            "--listen",
+            "0.0.0.0:7400",
+            "-q",
+        ] {
             args.push(a.into());
         }
         for p in peers {
@@ -149,7 +160,8 @@ impl Lab {
                 .containers
                 .iter()
                 .map(|c| {
-                    let s = docker_ok(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", c]);
+                    let s =
+                        docker_ok(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", c]);
                     let (st, code) = s.split_once(' ').unwrap();
                     (c.clone(), st.to_string(), code.parse().unwrap())
                 })
@@ -157,7 +169,10 @@ impl Lab {
             let failed = states.iter().any(|(_, s, c)| s == "exited" && *c != 0);
             if states.iter().all(|(_, s, _)| s == "exited") || failed || t0.elapsed() > limit {
                 if failed || states.iter().any(|(_, s, _)| s != "exited") {
-                    panic!("containers did not all succeed: {states:?}\n{}", self.logs());
+                    panic!(
+                        "containers did not all succeed: {states:?}\n{}",
+                        self.logs()
+                    );
                 }
                 return;
             }
@@ -238,12 +253,19 @@ fn two_segments_in_two_containers_write_the_single_process_output() {
 
     let got = std::fs::read(lab.dir.path().join("out.sigmf-data")).unwrap();
     let want = std::fs::read(&ref_out).unwrap();
-    assert_eq!(got.len(), want.len(), "item count (f32 items after decimation by 3)");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "item count (f32 items after decimation by 3)"
+    );
     assert!(got == want, "the data differ from the single-process run");
     let (got_a, want_a) = (
         annotations(&lab.dir.path().join("out.sigmf-meta")),
         annotations(&lab.dir.path().join("ref.sigmf-meta")),
     );
     assert!(!want_a.is_empty());
-    assert_eq!(got_a, want_a, "the annotations differ from the single-process run");
+    assert_eq!(
+        got_a, want_a,
+        "the annotations differ from the single-process run"
+    );
 }
