@@ -316,6 +316,9 @@ impl Block for NetSink {
         self.write_blocked = false;
         self.read_control();
         if self.consumer_done {
+            // Nothing more is owed to anyone: no backlog, nothing retained.
+            EdgeStats::set(&self.stats.backlog, 0);
+            EdgeStats::set(&self.stats.retained, 0);
             io.consume(0, avail as usize);
             return Ok(Work::Done);
         }
