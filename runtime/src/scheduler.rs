@@ -73,7 +73,9 @@ struct Node {
     finished: bool,
     sleep_until: Option<Instant>,
     deadline: Option<Instant>,
-    /// Time spent in `work`, shared with [`BlockStats`].
+    /// Time spent in `work` (ns), and where [`BlockStats`] reads it (only
+    /// this node's thread writes it: a plain store, no locked add).
+    busy_ns: u64,
     busy: Arc<AtomicU64>,
 }
 
@@ -596,6 +598,7 @@ pub fn start(graph: Graph) -> Result<Running> {
             finished: false,
             sleep_until: None,
             deadline: None,
+            busy_ns: 0,
             busy,
         }));
     }
@@ -933,8 +936,11 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
     let block = &mut node.block;
     let began = coarse_ns();
     let result = guarded(&name, || block.work(&mut io));
-    node.busy
-        .fetch_add(coarse_ns().wrapping_sub(began), Ordering::Relaxed);
+    let spent = coarse_ns().wrapping_sub(began);
+    if spent > 0 {
+        node.busy_ns += spent;
+        node.busy.store(node.busy_ns, Ordering::Relaxed);
+    }
     let result = result?;
     let posted = io.posted;
 
