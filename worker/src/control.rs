@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -34,7 +35,7 @@ use flowmesh_model::params::{self, SetRefusal};
 use flowmesh_model::status::{
     BlockStatus, EdgeRole, EdgeStatus, ParamStatus, WorkerState, WorkerStatus,
 };
-use flowmesh_model::{catalog, FlowGraphDocument, Params, Pmt};
+use flowmesh_model::{catalog, partition, FlowGraphDocument, Params, Pmt};
 use flowmesh_runtime::net::env::NetEnv;
 use flowmesh_runtime::net::stats::{EdgeStats, Role, CAUSES};
 use flowmesh_runtime::scheduler::{self, Handle};
@@ -349,7 +350,10 @@ impl Shared {
             .blocks
             .iter()
             .filter(|(n, _)| !blocks.contains_key(*n))
-            .map(|(n, b)| (n.clone(), b.segment.clone().unwrap_or_default()))
+            .map(|(n, b)| {
+                let seg = b.segment.as_deref().unwrap_or(partition::DEFAULT_SEGMENT);
+                (n.clone(), seg.to_string())
+            })
             .collect();
         Shared {
             opts,
@@ -761,6 +765,21 @@ fn refusal(kind: SetRefusal, path: String, message: String, hint: String) -> Api
     ApiError::new(status, code, path, message).hint(hint)
 }
 
+/// The two names of a `/params/…` or `/messages/…` path.
+fn names(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, String), ApiError> {
+    path.map(|Path(p)| p).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            "path",
+            format!("cannot read the block and parameter (or port) names: {e}"),
+        )
+        .hint("names are plain UTF-8, percent-encoded where needed")
+    })
+}
+
 async fn healthz() -> Response {
     Json(json!({"alive": true})).into_response()
 }
@@ -822,8 +841,9 @@ async fn status(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
 async fn get_param(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
-    Path((block, param)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult {
+    let (block, param) = names(path)?;
     s.authorize(&headers, false)?;
     let b = s.param(&block, &param)?;
     let recorded = s
@@ -855,9 +875,10 @@ async fn get_param(
 async fn put_param(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
-    Path((block, param)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     body: Body,
 ) -> ApiResult {
+    let (block, param) = names(path)?;
     let r = async {
         s.authorize(&headers, true)?;
         s.managed(param_path(&block, &param))?;
@@ -881,9 +902,10 @@ async fn put_param(
 async fn post_message(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
-    Path((block, port)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     body: Body,
 ) -> ApiResult {
+    let (block, port) = names(path)?;
     let r = async {
         s.authorize(&headers, true)?;
         let (b, d) = s.block(&block)?;

@@ -396,6 +396,15 @@ fn every_endpoint_with_tokens_and_checked_values() {
     );
     assert_eq!(count(), after);
 
+    // A name that is not UTF-8.
+    assert_error(
+        &get(&c, "/params/%FF/x", Some(TOKEN)),
+        400,
+        "bad_path",
+        "path",
+        None,
+    );
+
     // Unknown endpoints and methods.
     assert_error(&get(&c, "/nope", None), 404, "not_found", "/nope", None);
     assert_error(
@@ -704,6 +713,11 @@ fn metrics_parse_and_match_a_finished_runs_counts() {
         value(&sb, "flowmesh_block_items_in_total", &[("block", "sink")]),
         n
     );
+
+    // A block of the other segment: ask that worker.
+    let (s, v) = get(&cb, "/params/head/n", Some(TOKEN));
+    assert_error(&(s, v.clone()), 404, "other_segment", "blocks.head", None);
+    assert_eq!(v["message"], "block `head` runs in segment `a`, not in `b`");
 
     // /status says the same.
     let st = status_of(&cb);
