@@ -497,6 +497,8 @@ fn every_endpoint_with_tokens_and_checked_values() {
     c.set_restart_required("spec.blocks.src.params.type changed");
     let st = status_of(&c);
     assert_eq!(st.state, WorkerState::RestartRequired);
+    // Items flowed since the first sample (the throttle lets 1e6/s through).
+    assert!(st.items_per_second > 0.0, "{}", st.items_per_second);
     assert_eq!(
         st.restart_reason.as_deref(),
         Some("spec.blocks.src.params.type changed")
