@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
+use flowmesh_worker::control::{self, Control};
 use flowmesh_worker::{parse_peer, read_peers, start_segment, Config};
 
 /// Options of `flowmesh worker`.
@@ -19,6 +20,9 @@ pub struct WorkerArgs {
     pub resume: bool,
     pub threads: Option<u32>,
     pub state_dir: Option<std::path::PathBuf>,
+    pub control: String,
+    pub token_file: Option<std::path::PathBuf>,
+    pub open_reads: bool,
     pub quiet: bool,
 }
 
@@ -79,13 +83,30 @@ pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
         threads: a.threads,
         state_dir: a.state_dir.clone(),
     };
+    let control_token = crate::ctl_cmd::token(a.token_file.as_deref())?;
     let seg = start_segment(&doc, &cfg)?;
+    let control = Control::start(
+        &seg,
+        &doc,
+        control::Options {
+            addr: a.control.clone(),
+            token: control_token,
+            open_reads: a.open_reads,
+            ..Default::default()
+        },
+    )?;
     if a.stdin_peers {
+        println!("CONTROL {}", control.addr());
         println!("LISTEN {}", seg.listening);
         std::io::stdout().flush()?;
         read_peers(std::io::stdin().lock(), &seg.env)?;
     } else {
-        eprintln!("[{}] listening on {}", seg.name, seg.listening);
+        eprintln!(
+            "[{}] listening on {}, control API on http://{}",
+            seg.name,
+            seg.listening,
+            control.addr()
+        );
     }
     let kinds: Vec<(String, String)> = doc
         .spec
@@ -93,13 +114,15 @@ pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
         .iter()
         .map(|(n, b)| (n.clone(), b.kind.clone()))
         .collect();
-    crate::run_cmd::supervise(
+    let r = crate::run_cmd::supervise(
         seg.running,
         None,
         &kinds,
         a.quiet,
         &format!("[{}] ", seg.name),
-    )
+    );
+    control.set_outcome(r.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+    r
 }
 
 fn random_token() -> String {
@@ -126,6 +149,18 @@ pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
     } else {
         None
     };
+    // The control APIs' token, for `flowmesh status|get|set --token-file`.
+    let private = tempfile::Builder::new().prefix("flowmesh-ctl-").tempdir()?;
+    let token_file = private.path().join("token");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&token_file)?;
+        writeln!(f, "{token}")?;
+    }
     let mut children = vec![];
     for seg in plan.segments.keys() {
         let listen = match &sockets {
@@ -137,6 +172,7 @@ pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
             .arg(file)
             .args(["--segment", seg, "--listen", &listen, "--stdin-peers"])
             .args(["--threads", &share.to_string()])
+            .args(["--control", "127.0.0.1:0"])
             .env("FLOWMESH_TOKEN", &token)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -151,17 +187,23 @@ pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
     }
     // Collect every worker's address, then tell everyone.
     let mut addrs = vec![];
+    let mut controls = vec![];
     let mut outs = vec![];
     let mut failed_start = None;
-    for (seg, child) in children.iter_mut() {
+    'workers: for (seg, child) in children.iter_mut() {
         let mut out = BufReader::new(child.stdout.take().expect("piped"));
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        match line.trim().strip_prefix("LISTEN ") {
-            Some(addr) => addrs.push((seg.clone(), addr.to_string())),
-            None => {
-                failed_start = Some(seg.clone());
+        loop {
+            let mut line = String::new();
+            out.read_line(&mut line)?;
+            let line = line.trim();
+            if let Some(addr) = line.strip_prefix("CONTROL ") {
+                controls.push(format!("{seg} http://{addr}"));
+            } else if let Some(addr) = line.strip_prefix("LISTEN ") {
+                addrs.push((seg.clone(), addr.to_string()));
                 break;
+            } else {
+                failed_start = Some(seg.clone());
+                break 'workers;
             }
         }
         outs.push(out);
@@ -182,6 +224,11 @@ pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
     if !quiet {
         let list: Vec<String> = addrs.iter().map(|(s, a)| format!("{s} on {a}")).collect();
         eprintln!("started {} workers: {}", addrs.len(), list.join(", "));
+        eprintln!(
+            "control APIs: {} (token: --token-file {})",
+            controls.join(", "),
+            token_file.display()
+        );
     }
     // Forward what the segments print (e.g. detections) to our stdout.
     let forwarders: Vec<_> = outs

@@ -1,6 +1,7 @@
 //! The `flowmesh` command: run, validate and inspect FlowGraph files.
 
 mod blocks_cmd;
+mod ctl_cmd;
 mod dist_cmd;
 mod run_cmd;
 
@@ -94,8 +95,70 @@ enum Cmd {
         /// files).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Where to serve the control and health API (docs/worker.md).
+        #[arg(long, default_value = flowmesh_worker::control::DEFAULT_ADDR)]
+        control: String,
+        /// Read the control API's token from this file instead of
+        /// FLOWMESH_TOKEN (which the network edges use).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Serve /metrics, /status and GET /params without a token
+        /// (/healthz and /readyz are always open).
+        #[arg(long)]
+        open_reads: bool,
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Show a worker's status (its control API's /status).
+    Status {
+        /// The worker's control API, e.g. http://127.0.0.1:9400.
+        #[arg(long)]
+        worker: String,
+        /// Read the token from this file instead of FLOWMESH_TOKEN.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the JSON as the worker sends it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read a parameter of a block running in a worker.
+    Get {
+        #[arg(long)]
+        worker: String,
+        block: String,
+        param: String,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Change a parameter of a block running in a worker (VALUE is JSON,
+    /// or else a string: 0.5, true, "0.6+0.8j", hann).
+    Set {
+        #[arg(long)]
+        worker: String,
+        block: String,
+        param: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Send a JSON message to a message input of a block running in a worker.
+    Post {
+        #[arg(long)]
+        worker: String,
+        block: String,
+        port: String,
+        json: String,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// GET a URL: exit 0 on a 2xx answer, else 1 with a one-line reason
+    /// (health checks in images without a shell or curl).
+    Probe {
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
     },
     /// Check a FlowGraph file and report every problem with its path.
     Validate { file: PathBuf },
@@ -187,6 +250,9 @@ fn main() -> ExitCode {
             resume,
             threads,
             state_dir,
+            control,
+            token_file,
+            open_reads,
             quiet,
         } => dist_cmd::worker(
             dist_cmd::Source::new(file, flowgraph, namespace, peer_template),
@@ -199,8 +265,40 @@ fn main() -> ExitCode {
                 resume,
                 threads,
                 state_dir,
+                control,
+                token_file,
+                open_reads,
                 quiet,
             },
+        ),
+        Cmd::Status {
+            worker,
+            token_file,
+            json,
+        } => ctl_cmd::status(&worker, token_file.as_ref(), json),
+        Cmd::Get {
+            worker,
+            block,
+            param,
+            token_file,
+        } => ctl_cmd::get(&worker, &block, &param, token_file.as_ref()),
+        Cmd::Set {
+            worker,
+            block,
+            param,
+            value,
+            token_file,
+        } => ctl_cmd::set(&worker, &block, &param, &value, token_file.as_ref()),
+        Cmd::Post {
+            worker,
+            block,
+            port,
+            json,
+            token_file,
+        } => ctl_cmd::post(&worker, &block, &port, &json, token_file.as_ref()),
+        Cmd::Probe { url, timeout } => ctl_cmd::probe(
+            &url,
+            std::time::Duration::from_secs_f64(timeout.clamp(0.001, 3600.0)),
         ),
         Cmd::Validate { file } => load(&file).map(|doc| {
             println!(

@@ -19,6 +19,7 @@ pub mod validate;
 pub use pmt::{Pmt, TypedVec};
 pub use types::{ItemType, StreamType};
 pub mod spec;
+pub mod status;
 pub use catalog::{catalog, BlockDescriptor, Catalog};
 pub use params::Params;
 pub use spec::{BlockSpec, Connection, Endpoint, FlowGraphDocument, FlowGraphSpec};

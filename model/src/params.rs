@@ -249,18 +249,7 @@ pub fn resolve(
     let mut problems = vec![];
     for (name, value) in given {
         let Some(pd) = desc.param_descriptor(name) else {
-            let hint = match crate::catalog::nearest(name, desc.params.iter().map(|p| p.name)) {
-                Some(n) => format!("did you mean `{n}`? see `flowmesh blocks {}`", desc.kind),
-                None => format!(
-                    "{} takes: {}",
-                    desc.kind,
-                    desc.params
-                        .iter()
-                        .map(|p| p.name)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
+            let hint = unknown_param_hint(desc, name);
             problems.push((name.clone(), "unknown parameter".to_string(), hint));
             continue;
         };
@@ -291,6 +280,99 @@ pub fn resolve(
         }
     }
     (params, problems)
+}
+
+/// The hint for a parameter name `desc` does not have: the nearest name, or
+/// the list of its parameters.
+pub fn unknown_param_hint(desc: &BlockDescriptor, name: &str) -> String {
+    match crate::catalog::nearest(name, desc.params.iter().map(|p| p.name)) {
+        Some(n) => format!("did you mean `{n}`? see `flowmesh blocks {}`", desc.kind),
+        None => format!(
+            "{} takes: {}",
+            desc.kind,
+            desc.params
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Why a change of a running block's parameter is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetRefusal {
+    /// The kind has no parameter of that name.
+    Unknown,
+    /// The parameter is fixed when the graph starts.
+    NotSettable,
+    /// The value has the wrong type.
+    Type,
+    /// The value is out of range (or breaks a constraint).
+    Range,
+}
+
+/// Checks a new value (JSON, as written in a FlowGraph file) for parameter
+/// `name` of a running block of kind `desc`: the parameter exists, may be
+/// changed while running, and the value has its type and range. Returns the
+/// coerced value, or why not with the message and hint `flowmesh validate`
+/// gives for the same value in a file.
+pub fn check_set(
+    desc: &BlockDescriptor,
+    name: &str,
+    value: &serde_json::Value,
+) -> Result<Pmt, (SetRefusal, String, String)> {
+    let Some(pd) = desc.param_descriptor(name) else {
+        return Err((
+            SetRefusal::Unknown,
+            "unknown parameter".to_string(),
+            unknown_param_hint(desc, name),
+        ));
+    };
+    if !pd.settable {
+        let settable: Vec<_> = desc
+            .params
+            .iter()
+            .filter(|p| p.settable)
+            .map(|p| p.name)
+            .collect();
+        let hint = if settable.is_empty() {
+            format!(
+                "{} has no parameters that can change while running; edit the file and restart the segment",
+                desc.kind
+            )
+        } else {
+            format!(
+                "edit the file and restart the segment; {} can change while running: {}",
+                desc.kind,
+                settable.join(", ")
+            )
+        };
+        return Err((
+            SetRefusal::NotSettable,
+            format!("parameter `{name}` cannot be changed while running"),
+            hint,
+        ));
+    }
+    let p = coerce(&pd.ty, value).map_err(|m| (SetRefusal::Type, m, type_hint(&pd.ty)))?;
+    if let Some(m) = check_range(pd, &p) {
+        return Err((SetRefusal::Range, m, range_hint(pd)));
+    }
+    Ok(p)
+}
+
+/// A parameter value as JSON in a FlowGraph file's form (complex numbers
+/// as `"0.6+0.8j"` strings), so that it can be written back unchanged.
+pub fn value_json(p: &Pmt) -> serde_json::Value {
+    match p {
+        Pmt::Complex(c) => serde_json::Value::String(format_complex(*c)),
+        Pmt::Vector(TypedVec::Cf64(cs)) => serde_json::Value::Array(
+            cs.iter()
+                .map(|c| serde_json::Value::String(format_complex(*c)))
+                .collect(),
+        ),
+        other => other.to_json(),
+    }
 }
 
 /// Checks range and constraints of a coerced value; `Some(message)` on failure.

@@ -150,6 +150,28 @@ impl Pmt {
         }
     }
 
+    /// Converts JSON to a value: numbers that are whole and fit become
+    /// `I64`, other numbers `F64`, arrays `List`, objects `Map` (what the
+    /// worker's control API accepts as a message body).
+    pub fn from_json(v: &serde_json::Value) -> Pmt {
+        use serde_json::Value;
+        match v {
+            Value::Null => Pmt::Null,
+            Value::Bool(b) => Pmt::Bool(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Pmt::I64(i),
+                None => Pmt::F64(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Value::String(s) => Pmt::String(s.clone()),
+            Value::Array(a) => Pmt::List(a.iter().map(Pmt::from_json).collect()),
+            Value::Object(m) => Pmt::Map(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), Pmt::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+
     /// Converts to JSON for human-facing sinks (`jsonl_sink`, `message_debug`).
     /// Complex numbers become `{"re":..,"im":..}`, bytes a lowercase hex string.
     pub fn to_json(&self) -> serde_json::Value {

@@ -14,7 +14,7 @@
 //! message outputs.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,10 @@ struct Node {
     finished: bool,
     sleep_until: Option<Instant>,
     deadline: Option<Instant>,
+    /// Time spent in `work` (ns), and where [`BlockStats`] reads it (only
+    /// this node's thread writes it: a plain store, no locked add).
+    busy_ns: u64,
+    busy: Arc<AtomicU64>,
 }
 
 /// Live counters of one block, readable while the graph runs.
@@ -81,6 +85,7 @@ pub struct BlockStats {
     pub name: String,
     inputs: Vec<(Arc<Shared>, usize)>,
     outputs: Vec<Arc<Shared>>,
+    busy: Arc<AtomicU64>,
 }
 
 impl BlockStats {
@@ -91,6 +96,10 @@ impl BlockStats {
     /// Items produced on the first stream output (0 for sinks).
     pub fn items_out(&self) -> u64 {
         self.outputs.first().map(|s| s.written()).unwrap_or(0)
+    }
+    /// Time the block has spent in its `work` calls (updated after each).
+    pub fn busy(&self) -> Duration {
+        Duration::from_nanos(self.busy.load(Ordering::Relaxed))
     }
 }
 
@@ -124,6 +133,8 @@ impl Ctx {
 pub struct Handle {
     ctx: Arc<Ctx>,
     inboxes: Arc<Vec<(String, Arc<Inbox>)>>,
+    /// Per block (in the order of `inboxes`): its message inputs' names.
+    msg_inputs: Arc<Vec<Vec<String>>>,
     stats: Arc<Vec<BlockStats>>,
 }
 
@@ -192,6 +203,41 @@ impl Handle {
     /// Per-block counters.
     pub fn stats(&self) -> &[BlockStats] {
         &self.stats
+    }
+
+    /// Delivers `msg` to the message input `port` of a running block, as if
+    /// a connected block had posted it (a `cmd` port sets parameters).
+    pub fn post(&self, block: &str, port: &str, msg: Pmt) -> Result<()> {
+        let i = self
+            .inboxes
+            .iter()
+            .position(|(n, _)| n == block)
+            .ok_or_else(|| Error::NoSuchBlock(block.to_string()))?;
+        let names = &self.msg_inputs[i];
+        let p = names
+            .iter()
+            .position(|n| n == port)
+            .ok_or_else(|| Error::Param {
+                block: block.to_string(),
+                message: if names.is_empty() {
+                    format!("no message input `{port}`; the block has no message inputs")
+                } else {
+                    format!(
+                        "no message input `{port}`; its message inputs are: {}",
+                        names.join(", ")
+                    )
+                },
+            })?;
+        if self.is_finished() {
+            return Err(Error::Finished);
+        }
+        self.inboxes[i].1.push(InboxItem::Msg { port: p, msg });
+        Ok(())
+    }
+
+    /// True once every worker thread of the graph has ended.
+    pub fn is_finished(&self) -> bool {
+        self.ctx.alive.load(Ordering::Acquire) == 0
     }
 }
 
@@ -470,6 +516,7 @@ pub fn start(graph: Graph) -> Result<Running> {
     let mut stats = vec![];
     let mut nodes: Vec<Option<Node>> = vec![];
     let mut names = vec![];
+    let mut msg_inputs = vec![];
     for (ni, ((((gnode, ins), outs), mo), senders)) in graph
         .nodes
         .into_iter()
@@ -513,6 +560,16 @@ pub fn start(graph: Graph) -> Result<Running> {
             .into_iter()
             .map(|p| p.expect("output buffer"))
             .collect();
+        let busy = Arc::new(AtomicU64::new(0));
+        msg_inputs.push(
+            gnode
+                .built
+                .inputs
+                .iter()
+                .filter(|p| p.kind == ResolvedKind::Message)
+                .map(|p| p.name.clone())
+                .collect::<Vec<String>>(),
+        );
         stats.push(BlockStats {
             name: gnode.name.clone(),
             inputs: ins
@@ -520,6 +577,7 @@ pub fn start(graph: Graph) -> Result<Running> {
                 .map(|p| (p.reader.shared().clone(), reader_index(p)))
                 .collect(),
             outputs: outs.iter().map(|p| p.writer.shared().clone()).collect(),
+            busy: busy.clone(),
         });
         let cmd_port = gnode
             .built
@@ -547,6 +605,8 @@ pub fn start(graph: Graph) -> Result<Running> {
             finished: false,
             sleep_until: None,
             deadline: None,
+            busy_ns: 0,
+            busy,
         }));
     }
 
@@ -561,6 +621,7 @@ pub fn start(graph: Graph) -> Result<Running> {
     let handle = Handle {
         ctx: ctx.clone(),
         inboxes: Arc::new(names),
+        msg_inputs: Arc::new(msg_inputs),
         stats: Arc::new(stats),
     };
     let started = Instant::now();
@@ -676,6 +737,16 @@ fn drain_inbox_after_end(node: &mut Node) {
             _ => {}
         }
     }
+}
+
+/// The coarse monotonic clock in ns, for busy time: a read costs a few ns
+/// (a precise clock read costs several times more, twice per work call);
+/// it advances once per kernel tick, so each work call adds the ticks it
+/// spans, and over many calls the sum is the true busy time (a call's start
+/// falls anywhere within a tick).
+fn coarse_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 fn guarded<T>(name: &str, f: impl FnOnce() -> Result<T, BlockError>) -> Result<T> {
@@ -911,7 +982,14 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
         messages_ended,
     };
     let block = &mut node.block;
-    let result = guarded(&name, || block.work(&mut io))?;
+    let began = coarse_ns();
+    let result = guarded(&name, || block.work(&mut io));
+    let spent = coarse_ns().wrapping_sub(began);
+    if spent > 0 {
+        node.busy_ns += spent;
+        node.busy.store(node.busy_ns, Ordering::Relaxed);
+    }
+    let result = result?;
     let posted = io.posted;
 
     // Tags: propagate what was consumed, then publish outputs, then inputs.

@@ -17,8 +17,15 @@
 //! input it needs to warm up, and [`BlockDescriptor::durability_of`] what
 //! of its output survived; the result goes to the blocks as a typed
 //! [`BlockSetup`] per block name, not as parameters.
+//!
+//! [`control`] serves the segment's control and health API (with
+//! [`metrics`]); [`client`] is the small HTTP client the `flowmesh`
+//! command uses to talk to it.
 
+pub mod client;
 pub mod cluster;
+pub mod control;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -336,6 +343,8 @@ pub struct Segment {
     pub listening: String,
     pub env: Arc<NetEnv>,
     pub running: Running,
+    /// The segment's own graph (as partitioned, with what a restart set).
+    pub spec: FlowGraphSpec,
 }
 
 /// Partitions the document and returns the partition (for listing segments).
@@ -413,6 +422,7 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         listening,
         env,
         running,
+        spec: sub.clone(),
     })
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use flowmesh_model::StreamType;
 
 use super::frame::{self, Answer, FrameError, FrameType, Header, Hello, Reason, HEADER_LEN};
+use super::stats::{EdgeStats, Role};
 use super::transport::{Conn, Mem, Stream, Transport};
 use crate::signal::Signal;
 
@@ -109,6 +110,7 @@ pub struct NetEnv {
     peers: Mutex<BTreeMap<String, String>>,
     peers_cv: Condvar,
     served: Mutex<HashMap<String, Arc<Served>>>,
+    edge_stats: Mutex<BTreeMap<(String, Role), Arc<EdgeStats>>>,
 }
 
 impl NetEnv {
@@ -126,7 +128,28 @@ impl NetEnv {
             peers: Mutex::new(BTreeMap::new()),
             peers_cv: Condvar::new(),
             served: Mutex::new(HashMap::new()),
+            edge_stats: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// The counters of `edge` at this process's `role` end (created at first use).
+    pub fn edge_stats(&self, edge: &str, role: Role) -> Arc<EdgeStats> {
+        self.edge_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((edge.to_string(), role))
+            .or_default()
+            .clone()
+    }
+
+    /// The counters of every edge end registered here, by edge and role.
+    pub fn all_edge_stats(&self) -> Vec<(String, Role, Arc<EdgeStats>)> {
+        self.edge_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((e, r), s)| (e.clone(), *r, s.clone()))
+            .collect()
     }
 
     /// An in-process environment (tests, and blocks built outside a worker).

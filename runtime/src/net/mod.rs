@@ -7,4 +7,5 @@ pub mod fuzzing;
 pub mod msg;
 pub mod sink;
 pub mod source;
+pub mod stats;
 pub mod transport;

@@ -24,6 +24,7 @@ use super::env::{NetEnv, Served, ServedKind};
 use super::frame::{self, Decoder, FrameType, Hello};
 use super::sink::{HEARTBEAT, PEER_TIMEOUT};
 use super::source::{connector, Connector, Welcomed};
+use super::stats::{EdgeStats, Role};
 use super::transport::Conn;
 use crate::block::{Block, BlockError, Result, Work};
 use crate::io::{Poster, WorkIo};
@@ -286,11 +287,14 @@ pub struct NetMessageSource {
     restarts: u64,
     last_rx: Instant,
     last_tx: Instant,
+    /// Counters for the worker's metrics (`items` counts messages).
+    stats: Arc<EdgeStats>,
 }
 
 impl NetMessageSource {
     pub fn new(env: Arc<NetEnv>, edge: &str, from: &str) -> Self {
         NetMessageSource {
+            stats: env.edge_stats(edge, Role::Source),
             env,
             edge: edge.to_string(),
             from: from.to_string(),
@@ -368,10 +372,12 @@ impl Block for NetMessageSource {
                         instance,
                     } = w;
                     c.set_waker(io.waker().clone())?;
+                    EdgeStats::add(&self.stats.connections, 1);
                     if self.instance != 0 && instance != self.instance {
                         // The producer restarted without its state: its
                         // sequence numbers start afresh; take all it sends.
                         self.restarts += 1;
+                        EdgeStats::add(&self.stats.restarts, 1);
                         tracing::warn!(
                             "message edge {}: the producer restarted (instance {:016x}, was \
                              {:016x}); unacknowledged messages of the old one after {} are lost, \
@@ -439,6 +445,7 @@ impl Block for NetMessageSource {
                         }
                         self.delivered = seq;
                         self.count += 1;
+                        EdgeStats::add(&self.stats.items, 1);
                     }
                     FrameType::Eos => self.eos = Some(f.header.b as u64),
                     FrameType::Heartbeat => {}

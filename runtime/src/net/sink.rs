@@ -37,6 +37,7 @@ use super::env::{Finished, NetEnv, Served, ServedKind};
 use super::frame::{
     self, Decoder, FrameType, GapCause, Header, Reason, CRC_LEN, FLAG_CRC, FLAG_TAGS, HEADER_LEN,
 };
+use super::stats::{EdgeStats, Role};
 use super::transport::Conn;
 use crate::block::{Block, Result, Work};
 use crate::io::WorkIo;
@@ -119,6 +120,8 @@ pub struct NetSink {
     absent_since: Option<Instant>,
     /// The end of the input was logged.
     end_logged: bool,
+    /// Counters for the worker's metrics ([`EdgeStats`]).
+    stats: Arc<EdgeStats>,
 }
 
 impl NetSink {
@@ -132,13 +135,18 @@ impl NetSink {
         origin: u64,
     ) -> Self {
         let (served, instance) = env.serve(edge, ServedKind::Stream(st), crc);
+        let stats = env.edge_stats(edge, Role::Sink);
+        let retain_items = (retention / st.item_size()).max(1) as u64;
+        EdgeStats::set(&stats.item_size, st.item_size() as u64);
+        EdgeStats::set(&stats.retention, retain_items);
         NetSink {
+            stats,
             served,
             instance,
             origin,
             edge: edge.to_string(),
             st,
-            retain_items: (retention / st.item_size()).max(1) as u64,
+            retain_items,
             crc_wanted: crc,
             flush,
             conn: None,
@@ -333,12 +341,16 @@ impl Block for NetSink {
                 self.acked = self.acked.max(self.sent);
             }
             self.conn = Some(conn);
+            EdgeStats::add(&self.stats.connections, 1);
             self.last_rx = Instant::now();
         }
 
         self.write_blocked = false;
         self.read_control();
         if self.consumer_done {
+            // Nothing more is owed to anyone: no backlog, nothing retained.
+            EdgeStats::set(&self.stats.backlog, 0);
+            EdgeStats::set(&self.stats.retained, 0);
             io.consume(0, avail as usize);
             return Ok(Work::Done);
         }
@@ -486,6 +498,9 @@ impl Block for NetSink {
                         self.last_progress = now;
                         if p.done == total {
                             self.sent = p.to;
+                            EdgeStats::add(&self.stats.frames, 1);
+                            EdgeStats::add(&self.stats.items, p.to - p.from);
+                            EdgeStats::add(&self.stats.bytes, payload.len() as u64);
                             if let Some(p) = self.pending.take() {
                                 if let Some(c) = p.crc {
                                     // Goes out with the next frame's header,
@@ -550,7 +565,9 @@ impl Block for NetSink {
                 self.flush_control();
             }
         }
+        EdgeStats::set(&self.stats.backlog, written - self.acked.min(written));
         if self.eos_sent && self.acked >= written && io.input_done(0) {
+            EdgeStats::set(&self.stats.retained, 0);
             io.consume(0, avail as usize);
             return Ok(Work::Done);
         }
@@ -571,6 +588,7 @@ impl Block for NetSink {
             .min(self.sent.saturating_sub(self.retain_items))
             .max(base);
         io.consume(0, (keep_from - base) as usize);
+        EdgeStats::set(&self.stats.retained, written - keep_from);
 
         // The reactor wakes us for the consumer's frames, and for room once
         // a write blocked (one-shot: asked for again on every wait).

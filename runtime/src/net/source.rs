@@ -35,6 +35,7 @@ use super::frame::{
     self, Answer, FrameType, GapCause, Header, Hello, Reason, CRC_LEN, FLAG_TAGS, HEADER_LEN,
 };
 use super::sink::{HEARTBEAT, PEER_TIMEOUT};
+use super::stats::{EdgeStats, Role};
 use super::transport::Conn;
 use crate::block::{Block, BlockError, Result, Work};
 use crate::io::WorkIo;
@@ -177,6 +178,8 @@ pub struct NetSource {
     /// onto this block's output ([`SourceState`]), and what was recorded.
     state_path: Option<std::path::PathBuf>,
     saved: Option<SourceState>,
+    /// Counters for the worker's metrics ([`EdgeStats`]).
+    stats: Arc<EdgeStats>,
 }
 
 /// What a `net_source` records (its `state` file) so that a restart with
@@ -207,7 +210,10 @@ impl SourceState {
 
 impl NetSource {
     pub fn new(env: Arc<NetEnv>, edge: &str, from: &str, st: StreamType) -> Self {
+        let stats = env.edge_stats(edge, Role::Source);
+        EdgeStats::set(&stats.item_size, st.item_size() as u64);
         NetSource {
+            stats,
             env,
             edge: edge.to_string(),
             from: from.to_string(),
@@ -388,6 +394,8 @@ impl NetSource {
     /// except that a `restart` always shows).
     fn pend_gap(&mut self, first: u64, count: u64, cause: GapCause) {
         self.lost += count;
+        EdgeStats::add(&self.stats.gaps, 1);
+        self.stats.add_lost(cause, count);
         self.gap = Some(match self.gap.take() {
             Some(Pmt::Map(mut m)) => {
                 let c = m.get("count").and_then(Pmt::as_u64).unwrap_or(0) + count;
@@ -423,6 +431,7 @@ impl NetSource {
             self.expected,
         );
         self.restarts += 1;
+        EdgeStats::add(&self.stats.restarts, 1);
         let first = self.expected;
         self.pend_gap(first, retained_from, GapCause::Restart);
         self.expected = retained_from;
@@ -730,6 +739,8 @@ impl NetSource {
                         }
                     }
                     self.tag_bytes = tags;
+                    EdgeStats::add(&self.stats.frames, 1);
+                    EdgeStats::add(&self.stats.bytes, payload as u64);
                     let mut first = h.a;
                     let mut n = count;
                     if first < self.expected {
@@ -762,6 +773,7 @@ impl NetSource {
                         }
                     }
                     io.produce(0, n);
+                    EdgeStats::add(&self.stats.items, n as u64);
                     produced += n;
                     self.expected = first + n as u64;
                     self.delivered += n as u64;
@@ -919,6 +931,7 @@ impl Block for NetSource {
                 self.save_state();
                 self.conn = Some(conn);
                 self.reconnects += 1;
+                EdgeStats::add(&self.stats.connections, 1);
                 self.connected_at = self.expected;
                 self.last_rx = now;
                 self.acked = self.expected;
