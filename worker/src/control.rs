@@ -30,7 +30,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use flowmesh_model::catalog::{BlockDescriptor, PortKind, ResolvedKind};
+use flowmesh_model::catalog::{BlockDescriptor, PortKind, ResolvedKind, Role as BlockRole};
 use flowmesh_model::params::{self, SetRefusal};
 use flowmesh_model::status::{
     BlockStatus, EdgeRole, EdgeStatus, ParamStatus, WorkerState, WorkerStatus,
@@ -316,10 +316,11 @@ impl Shared {
             let params = desc
                 .map(|d| params::resolve(d, &b.params).0)
                 .unwrap_or_default();
-            if matches!(b.kind.as_str(), "net_source" | "net_message_source") {
+            let role = desc.map_or(BlockRole::Plain, |d| d.role);
+            if matches!(role, BlockRole::NetSource | BlockRole::NetMessageSource) {
                 let edge = params.str("edge").unwrap_or_default().to_string();
                 let from = params.str("from").unwrap_or_default().to_string();
-                if b.kind == "net_source" && matches!(rate_from, RateFrom::Nothing) {
+                if role == BlockRole::NetSource && matches!(rate_from, RateFrom::Nothing) {
                     rate_from = RateFrom::Edge(seg.env.edge_stats(&edge, Role::Source));
                 }
                 inputs.push((edge, from));
