@@ -309,6 +309,13 @@ fn cluster_worker(
             threads: a.threads,
             state_dir: a.state_dir.clone(),
         },
+        control: Some(control::Options {
+            addr: a.control.clone(),
+            token: crate::ctl_cmd::token(a.token_file.as_deref())?,
+            open_reads: a.open_reads,
+            params_from_resource: true,
+            ..Default::default()
+        }),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -58,6 +58,10 @@ pub struct ClusterConfig {
     /// The segment and how to run it (its `peers` are filled in from the
     /// template).
     pub worker: Config,
+    /// The control API, if served: in cluster mode its `PUT /params` answers
+    /// 409 (the resource is the one source of truth for parameters) and its
+    /// `/status` shows "restart required" when an edit needs a restart.
+    pub control: Option<crate::control::Options>,
 }
 
 /// A settable parameter applied live.
@@ -142,6 +146,25 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
         tracing::info!("segment {segment}: peer {s} at {a}");
     }
     let started = start_segment(&fetched.doc, &worker)?;
+    let control = match cfg.control.clone() {
+        Some(opts) => {
+            let c = crate::control::Control::start(
+                &started,
+                &fetched.doc,
+                crate::control::Options {
+                    params_from_resource: true,
+                    ..opts
+                },
+            )
+            .map_err(|e| Error::Failed {
+                segment: segment.clone(),
+                message: e.to_string(),
+            })?;
+            tracing::info!("segment {segment}: control API on http://{}", c.addr());
+            Some(c)
+        }
+        None => None,
+    };
     let handle = started.running.handle();
     {
         let mut r = report.lock().expect("report lock");
@@ -167,10 +190,16 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
                 done = true;
                 match r {
                     Ok(Ok(_)) => {
+                        if let Some(c) = &control {
+                            c.set_outcome(Ok(()));
+                        }
                         tracing::info!("segment {segment}: every stream ended; staying up (finished) until the FlowGraph is deleted");
                         report.lock().expect("report lock").state = State::Finished;
                     }
                     Ok(Err(e)) => {
+                        if let Some(c) = &control {
+                            c.set_outcome(Err(e.to_string()));
+                        }
                         return Err(Error::Failed { segment, message: e.to_string() });
                     }
                     Err(_) => {
@@ -240,6 +269,9 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
                                 for r in &reasons {
                                     tracing::warn!("segment {segment}: restart required: {r}");
                                 }
+                                if let Some(c) = &control {
+                                    c.set_restart_required(&reasons.join("; "));
+                                }
                                 let mut rep = report.lock().expect("report lock");
                                 rep.state = State::RestartRequired;
                                 rep.restart_reasons = reasons;
@@ -247,6 +279,9 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
                             SegmentChange::Removed => {
                                 let reason = format!("segment `{segment}` is no longer in the FlowGraph");
                                 tracing::warn!("{reason}");
+                                if let Some(c) = &control {
+                                    c.set_restart_required(&reason);
+                                }
                                 let mut rep = report.lock().expect("report lock");
                                 rep.state = State::RestartRequired;
                                 rep.restart_reasons = vec![reason];

@@ -112,6 +112,7 @@ async fn live_changes_restart_required_and_deletion_through_the_api() {
             threads: None,
             state_dir: None,
         },
+        control: None,
     };
     let report = Report::new();
     let worker = tokio::spawn(cluster::run(client, cfg, report.clone()));
