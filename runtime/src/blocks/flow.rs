@@ -512,12 +512,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_overflow_while_the_consumer_is_paused_is_one_gap_with_the_exact_count() {
-        // 300 000 items at 1e6 items/s into a 64 KiB buffer (8192 items); the
-        // consumer pauses 60 ms after 50 000 items, takes 1000 items, pauses
-        // 60 ms again, then keeps up. Passing items into that first small
-        // opening would leave them between two gaps.
+    /// counter (n) → throttle at 1e6 items/s → a consumer following `plan`
+    /// → stream_checker, with 64 KiB buffers; runs it to the end.
+    fn run_stalled(n: u64, plan: std::collections::VecDeque<Step>) -> crate::scheduler::Report {
         let mut g = Graph::new();
         g.config.threads = 2;
         g.config.buffer_bytes = 64 << 10;
@@ -525,7 +522,7 @@ mod tests {
         g.add_block(
             "src",
             "counter_source",
-            &params(serde_json::json!({"n": 300_000})),
+            &params(serde_json::json!({"n": n})),
         )
         .unwrap();
         g.add_block(
@@ -536,30 +533,39 @@ mod tests {
         .unwrap();
         g.add_built(
             "stall",
-            BuiltBlock::new(Stall {
-                plan: [
-                    Step::Pass(50_000),
-                    Step::Pause(Duration::from_millis(60)),
-                    Step::Pass(1000),
-                    Step::Pause(Duration::from_millis(60)),
-                ]
-                .into(),
-                until: None,
-            })
-            .input("in", st)
-            .output("out", st),
+            BuiltBlock::new(Stall { plan, until: None })
+                .input("in", st)
+                .output("out", st),
         )
         .unwrap();
         g.add_block(
             "check",
             "stream_checker",
-            &params(serde_json::json!({"expect": 300_000})),
+            &params(serde_json::json!({"expect": n})),
         )
         .unwrap();
         g.connect("src.out", "thr.in").unwrap();
         g.connect("thr.out", "stall.in").unwrap();
         g.connect("stall.out", "check.in").unwrap();
-        let r = crate::run(g).expect("every loss is covered by a gap tag");
+        crate::run(g).expect("every loss is covered by a gap tag")
+    }
+
+    #[test]
+    fn an_overflow_while_the_consumer_is_paused_is_one_gap_with_the_exact_count() {
+        // 300 000 items at 1e6 items/s into a 64 KiB buffer (8192 items); the
+        // consumer pauses 60 ms after 50 000 items, takes 1000 items, pauses
+        // 60 ms again, then keeps up. Passing items into that first small
+        // opening would leave them between two gaps.
+        let r = run_stalled(
+            300_000,
+            [
+                Step::Pass(50_000),
+                Step::Pause(Duration::from_millis(60)),
+                Step::Pass(1000),
+                Step::Pause(Duration::from_millis(60)),
+            ]
+            .into(),
+        );
         let dropped = r.get("thr", "dropped").and_then(|v| v.as_u64()).unwrap();
         assert!(
             dropped >= 80_000,
@@ -587,42 +593,7 @@ mod tests {
         // input has ended, so the throttle drops to the end: no item follows
         // the loss, and its `gap` goes on the end of the stream, through the
         // consumer (which carries it to its own end) to the checker.
-        let mut g = Graph::new();
-        g.config.threads = 2;
-        g.config.buffer_bytes = 64 << 10;
-        let st = StreamType::scalar(u64::TYPE);
-        g.add_block(
-            "src",
-            "counter_source",
-            &params(serde_json::json!({"n": 200_000})),
-        )
-        .unwrap();
-        g.add_block(
-            "thr",
-            "throttle",
-            &params(serde_json::json!({"type": "u64", "rate": 1e6})),
-        )
-        .unwrap();
-        g.add_built(
-            "stall",
-            BuiltBlock::new(Stall {
-                plan: [Step::Pass(20_000), Step::UntilInputEnds].into(),
-                until: None,
-            })
-            .input("in", st)
-            .output("out", st),
-        )
-        .unwrap();
-        g.add_block(
-            "check",
-            "stream_checker",
-            &params(serde_json::json!({"expect": 200_000})),
-        )
-        .unwrap();
-        g.connect("src.out", "thr.in").unwrap();
-        g.connect("thr.out", "stall.in").unwrap();
-        g.connect("stall.out", "check.in").unwrap();
-        let r = crate::run(g).expect("the loss at the end is covered by a gap");
+        let r = run_stalled(200_000, [Step::Pass(20_000), Step::UntilInputEnds].into());
         let dropped = r.get("thr", "dropped").and_then(|v| v.as_u64()).unwrap();
         // The throttle's output buffer holds at most 32 768 items (256 KiB
         // between threads); the rest after the pause is dropped.
