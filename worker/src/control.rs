@@ -721,16 +721,7 @@ impl Shared {
     ) -> Result<Value, ApiError> {
         let me = self.clone();
         let (b, p, v) = (block.to_string(), param.to_string(), value.clone());
-        let r = tokio::task::spawn_blocking(move || me.handle.set(&b, &p, v))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    param_path(block, param),
-                    e.to_string(),
-                )
-            })?;
+        let r = blocking(param_path(block, param), move || me.handle.set(&b, &p, v)).await?;
         let offset = r.map_err(|e| runtime_error(e, param_path(block, param)))?;
         let shown = params::value_json(&value);
         self.life().changes.insert(
@@ -823,19 +814,26 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     }
 }
 
+/// Runs `f` off the async threads (it waits on the graph's blocks or reads
+/// /proc); a task that did not complete is an `internal` error at `path`.
+async fn blocking<T: Send + 'static>(
+    path: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            path,
+            e.to_string(),
+        )
+    })
+}
+
 async fn status(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
     s.authorize(&headers, false)?;
     let st = s.clone();
-    let status = tokio::task::spawn_blocking(move || st.status())
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "",
-                e.to_string(),
-            )
-        })?;
+    let status = blocking(String::new(), move || st.status()).await?;
     Ok(Json(status).into_response())
 }
 
@@ -979,16 +977,7 @@ async fn post_message(
 async fn metrics_text(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
     s.authorize(&headers, false)?;
     let st = s.clone();
-    let text = tokio::task::spawn_blocking(move || render(&st))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "",
-                e.to_string(),
-            )
-        })?;
+    let text = blocking(String::new(), move || render(&st)).await?;
     Ok((
         [(
             header::CONTENT_TYPE,
