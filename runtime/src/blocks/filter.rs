@@ -982,27 +982,32 @@ mod tests {
     }
 
     /// Feeds the engine one item at a time with one output slot.
+    /// Feeds `x` to `f` one item at a time, taking one output per call.
+    fn item_by_item(mut f: PolyFir<f32>, x: &[f64]) -> Vec<f32> {
+        let mut out = vec![];
+        let mut pending: Vec<f32> = vec![];
+        for &v in x {
+            pending.push(v as f32);
+            loop {
+                let mut o = [0f32; 1];
+                let (c, p) = f.process(&pending, &mut o);
+                pending.drain(..c);
+                out.extend_from_slice(&o[..p]);
+                if c == 0 && p == 0 {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     #[test]
     fn engine_matches_direct_form_item_by_item() {
         let taps: Vec<f64> = (0..13).map(|k| (k as f64 * 0.7).sin() + 0.1).collect();
         let ct: Vec<Complex64> = taps.iter().map(|&t| Complex64::new(t, 0.0)).collect();
         let x: Vec<f64> = (0..200).map(|n| ((n * 7919) % 23) as f64 - 11.0).collect();
         for (i, d) in [(1, 1), (3, 2), (2, 5), (4, 1), (1, 20)] {
-            let mut f = PolyFir::<f32>::new(&ct, i, d, 0);
-            let mut out = vec![];
-            let mut pending: Vec<f32> = vec![];
-            for &v in &x {
-                pending.push(v as f32);
-                loop {
-                    let mut o = [0f32; 1];
-                    let (c, p) = f.process(&pending, &mut o);
-                    pending.drain(..c);
-                    out.extend_from_slice(&o[..p]);
-                    if c == 0 && p == 0 {
-                        break;
-                    }
-                }
-            }
+            let out = item_by_item(PolyFir::<f32>::new(&ct, i, d, 0), &x);
             let want = direct(&taps, &x, i, d);
             assert_eq!(out.len(), want.len(), "I={i} D={d}");
             for (a, b) in out.iter().zip(&want) {
@@ -1020,21 +1025,7 @@ mod tests {
         let x: Vec<f64> = (0..200).map(|n| ((n * 7919) % 23) as f64 - 11.0).collect();
         for (i, d) in [(1, 1), (3, 2), (2, 5), (4, 1), (1, 20), (4, 6)] {
             let nt = taps.len().div_ceil(i);
-            let mut f = PolyFir::<f32>::new(&ct, i, d, 0).without_zero_history();
-            let mut out = vec![];
-            let mut pending: Vec<f32> = vec![];
-            for &v in &x {
-                pending.push(v as f32);
-                loop {
-                    let mut o = [0f32; 1];
-                    let (c, p) = f.process(&pending, &mut o);
-                    pending.drain(..c);
-                    out.extend_from_slice(&o[..p]);
-                    if c == 0 && p == 0 {
-                        break;
-                    }
-                }
-            }
+            let out = item_by_item(PolyFir::<f32>::new(&ct, i, d, 0).without_zero_history(), &x);
             let want: Vec<f64> = (0..((x.len() + 1 - nt) * i).div_ceil(d))
                 .map(|j| {
                     (0..x.len())
