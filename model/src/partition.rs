@@ -93,22 +93,12 @@ pub struct Partition {
     pub edges: Vec<NetEdge>,
 }
 
-/// FNV-1a, 64 bits: a stable, platform-independent hash for generated names.
-fn fnv1a(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 fn generated_name(role: &str, ep: &Endpoint, id: &str) -> String {
     format!(
         "{GENERATED_PREFIX}{role}-{}-{}-{:08x}",
         ep.block,
         ep.port,
-        fnv1a(id) as u32
+        crate::naming::fnv1a64(id.as_bytes()) as u32
     )
 }
 
