@@ -130,6 +130,12 @@ pub fn show_status(s: &WorkerStatus) -> String {
     if let Some(r) = &s.restart_reason {
         o.push_str(&format!("restart required: {r}\n"));
     }
+    if !s.preflight.is_empty() {
+        o.push_str("not started; preflight problems:\n");
+        for p in &s.preflight {
+            o.push_str(&format!("  {}: {}\n", p.path, p.message));
+        }
+    }
     let lost: Vec<String> = s
         .items_lost
         .iter()

@@ -106,6 +106,11 @@ enum Cmd {
         /// (/healthz and /readyz are always open).
         #[arg(long)]
         open_reads: bool,
+        /// Check the segment on this host (graph, files, addresses, state
+        /// directory), report every problem and exit: 0 when it could
+        /// start, 2 when not. Starts nothing.
+        #[arg(long)]
+        preflight: bool,
         #[arg(long, short)]
         quiet: bool,
     },
@@ -253,6 +258,7 @@ fn main() -> ExitCode {
             control,
             token_file,
             open_reads,
+            preflight,
             quiet,
         } => dist_cmd::worker(
             dist_cmd::Source::new(file, flowgraph, namespace, peer_template),
@@ -268,6 +274,7 @@ fn main() -> ExitCode {
                 control,
                 token_file,
                 open_reads,
+                preflight,
                 quiet,
             },
         ),
@@ -321,7 +328,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<dist_cmd::NotStarted>().is_some() {
+                ExitCode::from(flowmesh_worker::exit::NOT_STARTED)
+            } else {
+                ExitCode::from(flowmesh_worker::exit::FAILED)
+            }
         }
     }
 }

@@ -837,7 +837,10 @@ mod tests {
             [("out/x.f32".to_string(), Write)]
         );
         assert_eq!(
-            uses("file_sink", serde_json::json!({"path": "rec", "format": "sigmf"})),
+            uses(
+                "file_sink",
+                serde_json::json!({"path": "rec", "format": "sigmf"})
+            ),
             [
                 ("rec.sigmf-data".to_string(), Write),
                 ("rec.sigmf-meta".to_string(), Write)
@@ -852,7 +855,11 @@ mod tests {
         // Every kind with a path parameter says what it does with it.
         for d in catalog().iter() {
             if d.params.iter().any(|p| p.ty == ParamType::Path) {
-                assert!(d.files.is_some(), "{} has a path but declares no files", d.kind);
+                assert!(
+                    d.files.is_some(),
+                    "{} has a path but declares no files",
+                    d.kind
+                );
             }
         }
     }
