@@ -57,6 +57,10 @@ pub enum Error {
         report: Report,
         /// One line per problem, `path: message (hint)`, as `flowmesh validate` prints them.
         text: String,
+        /// The spec as far as it converts to the typed document (an unknown
+        /// kind or a bad parameter still does), for checks that go on
+        /// past the first problem (a worker's preflight).
+        doc: Option<Box<FlowGraphDocument>>,
     },
 }
 
@@ -95,6 +99,7 @@ pub fn parse(what: &ResourceRef, obj: &DynamicObject) -> Result<Fetched> {
                 what: what.clone(),
                 report,
                 text,
+                doc: parsed.map(Box::new),
             })
         }
     }

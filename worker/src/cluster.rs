@@ -175,8 +175,8 @@ pub fn check(
             let problems = preflight::check(Some(&f.doc), &Validation::default(), &host);
             Ok((problems.is_empty().then_some(f), problems))
         }
-        Err(source::Error::Invalid { report, .. }) => {
-            Ok((None, preflight::check(None, &report, &host)))
+        Err(source::Error::Invalid { report, doc, .. }) => {
+            Ok((None, preflight::check(doc.as_deref(), &report, &host)))
         }
         Err(e) => Err(e.into()),
     }
