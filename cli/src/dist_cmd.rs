@@ -415,6 +415,9 @@ fn cluster_worker(
         match cluster::run(client, cfg, report).await {
             Ok(Exit::Deleted) => Ok(()),
             Err(e @ cluster::Error::Failed { .. }) => Err(e.into()),
+            Err(cluster::Error::Preflight { problems, .. }) => {
+                Err(preflight_failed(&what, &problems))
+            }
             // Reading the resource or building the segment: nothing started.
             Err(e) => Err(not_started(e)),
         }

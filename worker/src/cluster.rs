@@ -55,6 +55,13 @@ pub enum Error {
     Worker(#[from] crate::Error),
     #[error("segment `{segment}` failed: {message}")]
     Failed { segment: String, message: String },
+    /// The preflight failed and its problems cannot be served either (the
+    /// control address is taken): nothing was started.
+    #[error("segment `{segment}` was not started; its preflight found:{}", problems.iter().map(|p| format!("\n  {p}")).collect::<String>())]
+    Preflight {
+        segment: String,
+        problems: Vec<PreflightProblem>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -390,9 +397,9 @@ async fn until_clean(
                         ..opts.clone()
                     },
                 )
-                .map_err(|e| Error::Failed {
+                .map_err(|_| Error::Preflight {
                     segment: segment.clone(),
-                    message: e.to_string(),
+                    problems: problems.clone(),
                 })?;
                 tracing::info!(
                     "segment {segment}: control API on http://{} (not started)",

@@ -419,3 +419,56 @@ async fn a_resource_deleted_before_its_preflight_passes_ends_the_worker() {
     assert_eq!(r.preflight.len(), 1);
     assert!(!missing.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_preflight_with_its_control_address_taken_ends_with_the_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing/out.u64");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let control = held.local_addr().unwrap().to_string();
+    let (service, mut handle) =
+        tower_test::mock::pair::<Request<kube::client::Body>, Response<B>>();
+    let client = Client::new(service, "radio");
+    let cfg = ClusterConfig {
+        resource: ResourceRef {
+            namespace: "radio".into(),
+            name: "counter".into(),
+        },
+        peer_template: PeerTemplate::default(),
+        worker: Config {
+            segment: "w".into(),
+            listen: "127.0.0.1:0".into(),
+            peers: Default::default(),
+            token: "t".into(),
+            generation: 0,
+            resume: false,
+            threads: None,
+            state_dir: None,
+        },
+        control: Some(flowmesh_worker::control::Options {
+            addr: control.clone(),
+            ..Default::default()
+        }),
+    };
+    let worker = tokio::spawn(cluster::run(client, cfg, Report::new()));
+    let (_, send) = next(&mut handle).await;
+    ok(send, full(&object(&missing, 1, N, 1, "10")));
+    let e = tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .expect("the worker ends within 30 s")
+        .unwrap()
+        .unwrap_err();
+    let cluster::Error::Preflight { problems, .. } = &e else {
+        panic!("not a preflight failure: {e}");
+    };
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.blocks.file.params.path".to_string(),
+            format!("--control {control}")
+        ]
+    );
+    assert!(e.to_string().contains("in use"), "{e}");
+    assert!(!missing.exists());
+}
