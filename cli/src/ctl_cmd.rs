@@ -286,4 +286,40 @@ mod tests {
         );
         assert_eq!(seg("a b/c"), "a%20b%2Fc");
     }
+
+    #[test]
+    fn status_of_a_worker_not_started_lists_its_preflight_problems() {
+        use flowmesh_model::status::{PreflightProblem, WorkerState};
+        let s = WorkerStatus {
+            flowgraph: "fg".into(),
+            segment: "dsp".into(),
+            generation: 4,
+            state: WorkerState::Failed,
+            restart_reason: None,
+            uptime_seconds: 3.0,
+            items_per_second: 0.0,
+            backlog_items: 0,
+            items_lost: Default::default(),
+            blocks: Default::default(),
+            edges: vec![],
+            params: Default::default(),
+            preflight: vec![PreflightProblem {
+                path: "spec.blocks.rec.params.path".into(),
+                message: "output directory `/data` does not exist".into(),
+            }],
+            last_error: None,
+        };
+        let text = show_status(&s);
+        assert!(
+            text.starts_with("segment dsp of fg (generation 4): failed"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "not started; preflight problems:\n  spec.blocks.rec.params.path: output \
+                 directory `/data` does not exist\n"
+            ),
+            "{text}"
+        );
+    }
 }
