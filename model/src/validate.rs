@@ -1442,10 +1442,7 @@ fn check_segments(v: Option<&Value>, sp: &str, dups: &mut Dups, report: &mut Rep
             if !k.is_object() {
                 report.push(
                     join(&spath, "kubernetes"),
-                    format!(
-                        "must be a map of Kubernetes settings, got {}",
-                        describe(k)
-                    ),
+                    format!("must be a map of Kubernetes settings, got {}", describe(k)),
                     "write e.g. `kubernetes: {nodeSelector: {radio: \"true\"}}` (docs/operator.md)",
                 );
             }
