@@ -163,6 +163,9 @@ enum Cmd {
     /// Check a FlowGraph file, the segments' Kubernetes settings included,
     /// and report every problem with its path.
     Validate { file: PathBuf },
+    /// Print the FlowGraph CustomResourceDefinition as YAML (what
+    /// crds/flowgraph.yaml holds): `flowmesh crd | kubectl apply -f -`.
+    Crd,
     /// List block kinds, or show one with its ports and parameters.
     Blocks {
         kind: Option<String>,
@@ -320,6 +323,10 @@ fn main() -> ExitCode {
                 doc.spec.connections.len()
             );
         }),
+        Cmd::Crd => {
+            print!("{}", flowmesh_k8s::crd::crd_yaml());
+            Ok(())
+        }
         Cmd::Blocks { kind, json } => blocks_cmd::blocks(kind.as_deref(), json),
         Cmd::Graph { file, format } => load(&file).map(|doc| {
             let s = match format {

@@ -10,13 +10,16 @@
 //! Kubernetes settings ([`segment::check_spec`]). `flowmesh validate`, the
 //! workers in cluster mode and the operator all run it.
 
+pub mod crd;
 pub mod resource;
 pub mod segment;
 pub mod source;
+pub mod status;
 
-pub use resource::{FlowGraph, FlowGraphResourceSpec, FlowGraphStatus};
+pub use resource::{FlowGraph, FlowGraphResourceSpec};
 pub use segment::{SegmentKubernetes, Storage};
 pub use source::{fetch, watch, Event, Fetched, ResourceRef};
+pub use status::{FlowGraphStatus, Phase, SegmentStatus};
 
 use flowmesh_model::validate::Report;
 use flowmesh_model::FlowGraphDocument;
