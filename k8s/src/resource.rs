@@ -20,6 +20,9 @@ pub use crate::status::FlowGraphStatus;
 
 /// The resource's spec: the model's FlowGraph spec, unchanged. Its schema is
 /// the model's with the Kubernetes rules added ([`crate::crd::spec_schema`]).
+// The printer columns repeat `type_ = "string"`, which clippy takes for a
+// duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "flowmesh.dev",

@@ -508,10 +508,8 @@ fn conforms(v: &Value, s: &Value, path: &str, problems: &mut Vec<String>) {
                 }
             }
         }
-        Value::String(x) => {
-            if num("maxLength").is_some_and(|n| x.chars().count() > n) {
-                problems.push(format!("{path}: longer than maxLength"));
-            }
+        Value::String(x) if num("maxLength").is_some_and(|n| x.chars().count() > n) => {
+            problems.push(format!("{path}: longer than maxLength"));
         }
         _ => {}
     }
