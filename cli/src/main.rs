@@ -77,9 +77,6 @@ enum Cmd {
         /// Print `LISTEN addr`, then read `PEER seg addr` lines until `GO` from stdin.
         #[arg(long)]
         stdin_peers: bool,
-        /// Generation of the FlowGraph (consumers of another generation are refused).
-        #[arg(long, default_value_t = 0)]
-        generation: u64,
         /// This is a restart: resume inputs from what this segment's
         /// `mode: append` file sinks already hold and where the consumers
         /// of its network sinks resume.
@@ -246,7 +243,6 @@ fn main() -> ExitCode {
             listen,
             peers,
             stdin_peers,
-            generation,
             resume,
             threads,
             state_dir,
@@ -261,7 +257,6 @@ fn main() -> ExitCode {
                 listen,
                 peers,
                 stdin_peers,
-                generation,
                 resume,
                 threads,
                 state_dir,

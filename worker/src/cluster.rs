@@ -141,6 +141,7 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
     let part = plan(&fetched.doc)?;
     let mut worker = cfg.worker.clone();
     worker.peers = peers(&cfg, part.segments.keys().cloned());
+    worker.generation = fetched.generation.max(0) as u64;
     let segment = worker.segment.clone();
     for (s, a) in &worker.peers {
         tracing::info!("segment {segment}: peer {s} at {a}");

@@ -360,7 +360,7 @@ impl Shared {
             opts,
             flowgraph: seg.env.flowgraph.clone(),
             segment: seg.name.clone(),
-            generation: seg.env.generation,
+            generation: seg.generation,
             handle: seg.running.handle(),
             env: seg.env.clone(),
             blocks,
@@ -492,7 +492,7 @@ impl Shared {
                         Role::Source => EdgeRole::Input,
                         Role::Sink => EdgeRole::Output,
                     },
-                    generation: self.generation,
+                    generation: g(&s.generation),
                     connections: g(&s.connections),
                     items: g(&s.items),
                     bytes: g(&s.bytes),
@@ -1021,7 +1021,7 @@ fn render(s: &Shared) -> String {
     t.family(
         "flowmesh_worker_info",
         Kind::Gauge,
-        "The worker's segment and the FlowGraph generation it runs (always 1).",
+        "The worker's segment and the FlowGraph resource generation it was started from (0 for a file).",
     )
     .sample(&[base[0], base[1], ("generation", &gen)], 1.0);
     let state = format!("{:?}", st.state);

@@ -86,7 +86,11 @@ pub struct Config {
     pub peers: BTreeMap<String, String>,
     /// Shared secret every consumer must present.
     pub token: String,
-    /// Generation of the FlowGraph spec (consumers of another generation are refused).
+    /// The FlowGraph resource's `metadata.generation` the spec came from
+    /// (cluster mode; 0 for a file), for `/status` only. Peers are checked
+    /// per edge instead: each network edge has its own generation, a hash
+    /// of its contract set by the partitioner
+    /// ([`partition::edge_generation`]).
     pub generation: u64,
     /// A restart: ask each input edge to start where this segment's output
     /// (its `append` file sinks) left off.
@@ -340,6 +344,8 @@ pub fn mixer_starts(sub: &FlowGraphSpec, sources: &BTreeMap<String, u64>) -> BTr
 /// A segment that has been built and started.
 pub struct Segment {
     pub name: String,
+    /// The resource generation it was started from ([`Config::generation`]).
+    pub generation: u64,
     pub listening: String,
     pub env: Arc<NetEnv>,
     pub running: Running,
@@ -370,12 +376,7 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         let rt = sub.runtime.get_or_insert_with(Default::default);
         rt.threads.get_or_insert(t.max(1));
     }
-    let env = NetEnv::new(
-        Arc::new(Tcp),
-        &doc.metadata.name,
-        cfg.generation,
-        &cfg.token,
-    );
+    let env = NetEnv::new(Arc::new(Tcp), &doc.metadata.name, &cfg.segment, &cfg.token);
     // What each block is told beyond its parameters, by block name.
     let mut setup: BTreeMap<String, BlockSetup> = BTreeMap::new();
     let states = match &cfg.state_dir {
@@ -419,6 +420,7 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
     })?;
     Ok(Segment {
         name: cfg.segment.clone(),
+        generation: cfg.generation,
         listening,
         env,
         running,
@@ -429,6 +431,14 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
 /// The `edge` parameter of a network block.
 fn edge_of(b: &flowmesh_model::spec::BlockSpec) -> &str {
     b.params.get("edge").and_then(|e| e.as_str()).unwrap_or("")
+}
+
+/// The `generation` parameter of a network block (0: none).
+fn generation_of(b: &flowmesh_model::spec::BlockSpec) -> u64 {
+    b.params
+        .get("generation")
+        .and_then(|e| e.as_u64())
+        .unwrap_or(0)
 }
 
 /// Points each `net_source` of `sub` at its state file in `dir` (created if
@@ -471,9 +481,16 @@ fn announce_edges(sub: &FlowGraphSpec, env: &NetEnv, relays: &[String]) {
                 else {
                     continue;
                 };
-                env.prepare(edge_of(b), ServedKind::Stream(st), relays.contains(name));
+                env.prepare(
+                    edge_of(b),
+                    ServedKind::Stream(st),
+                    generation_of(b),
+                    relays.contains(name),
+                );
             }
-            Role::NetMessageSink => env.prepare(edge_of(b), ServedKind::Message, false),
+            Role::NetMessageSink => {
+                env.prepare(edge_of(b), ServedKind::Message, generation_of(b), false)
+            }
             _ => {}
         }
     }
