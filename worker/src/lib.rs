@@ -18,6 +18,9 @@
 //! of its output survived; the result goes to the blocks as a typed
 //! [`BlockSetup`] per block name, not as parameters.
 //!
+//! Live parameter changes are recorded in the state directory and replayed
+//! at the same item offsets on a resume ([`param_log`]).
+//!
 //! [`control`] serves the segment's control and health API (with
 //! [`metrics`]); [`client`] is the small HTTP client the `flowmesh`
 //! command uses to talk to it.
@@ -26,6 +29,7 @@ pub mod client;
 pub mod cluster;
 pub mod control;
 pub mod metrics;
+pub mod param_log;
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -67,6 +71,8 @@ pub enum Error {
     },
     #[error("peer table: {0}")]
     Peers(String),
+    #[error(transparent)]
+    ParamLog(#[from] param_log::Error),
     #[error("cannot use the state directory {}: {source}; check that it is writable", dir.display())]
     StateDir {
         dir: std::path::PathBuf,
@@ -341,6 +347,40 @@ pub fn mixer_starts(sub: &FlowGraphSpec, sources: &BTreeMap<String, u64>) -> BTr
     out
 }
 
+/// For each block downstream of a resumed `net_source` (`sources`: block →
+/// its start, in its output's numbering), and the sources themselves, where
+/// the block's first item sits in an uninterrupted run — on its first stream
+/// output, or its first stream input for a block without outputs (where
+/// `Handle::set` counts): the source's start carried through the rates up to
+/// there (the smallest if several reach it). Blocks not listed start at 0.
+/// Recorded parameter changes are kept in this numbering ([`param_log`]).
+pub fn block_bases(sub: &FlowGraphSpec, sources: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    let mut put = |blk: &str, y: u64| {
+        let e = out.entry(blk.to_string()).or_insert(y);
+        *e = (*e).min(y);
+    };
+    for (name, &x) in sources {
+        put(name, x);
+        walk_down(sub, name, |blk, desc, p, at| {
+            let has_output = desc
+                .resolve_ports(p)
+                .1
+                .iter()
+                .any(|o| matches!(o.kind, ResolvedKind::Stream(_)));
+            let (i, d) = if has_output {
+                let (ri, rd) = desc.rate.eval(p).unwrap_or((1, 1));
+                (at.i * ri as u128, at.d * rd as u128)
+            } else {
+                (at.i, at.d)
+            };
+            put(blk, (x as u128 * i / d.max(1)) as u64);
+            true
+        });
+    }
+    out
+}
+
 /// A segment that has been built and started.
 pub struct Segment {
     pub name: String,
@@ -349,8 +389,11 @@ pub struct Segment {
     pub listening: String,
     pub env: Arc<NetEnv>,
     pub running: Running,
-    /// The segment's own graph (as partitioned, with what a restart set).
+    /// The segment's own graph (as partitioned, with what a restart set:
+    /// parameters as in force where each block starts).
     pub spec: FlowGraphSpec,
+    /// Where live parameter changes are recorded ([`param_log`]).
+    pub param_log: param_log::ParamLog,
 }
 
 /// Partitions the document and returns the partition (for listing segments).
@@ -384,6 +427,10 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         None => BTreeMap::new(),
     };
     let mut listening = None;
+    let mut bases = BTreeMap::new();
+    if let (Some(dir), false) = (&cfg.state_dir, cfg.resume) {
+        param_log::reset(dir)?;
+    }
     if cfg.resume {
         let relays = relay_sinks(&sub);
         let downstream = if relays.is_empty() {
@@ -393,7 +440,12 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
             listening = Some(listen(&env, cfg)?);
             ask_consumers(&sub, &env, &relays, &cfg.segment)
         };
-        plan_resume(&sub, &downstream, &states, &cfg.segment, &mut setup);
+        let sources = plan_resume(&sub, &downstream, &states, &cfg.segment, &mut setup);
+        bases = block_bases(&sub, &sources);
+        if let Some(dir) = &cfg.state_dir {
+            let changes = param_log::load(dir)?;
+            param_log::replay(&mut sub, &changes, &bases, &mut setup);
+        }
     }
     let sub = &sub;
     // The graph first: its network sinks are then served from the first
@@ -425,6 +477,7 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         env,
         running,
         spec: sub.clone(),
+        param_log: param_log::ParamLog::new(cfg.state_dir.clone(), bases),
     })
 }
 
@@ -529,14 +582,15 @@ fn ask_consumers(
 /// [`append_skips`]) and where each output-indexed block (a
 /// `freq_xlating_fir`'s mixer) continues ([`mixer_starts`]) in their
 /// `setup`, asking in the recorded producer instance's numbering where a
-/// state file names one.
+/// state file names one. Returns where each `net_source` starts in its
+/// output's numbering ([`durable_positions`]).
 fn plan_resume(
     sub: &FlowGraphSpec,
     downstream: &BTreeMap<String, u64>,
     states: &BTreeMap<String, std::path::PathBuf>,
     segment: &str,
     setup: &mut BTreeMap<String, BlockSetup>,
-) {
+) -> BTreeMap<String, u64> {
     let sources = durable_positions(sub, downstream);
     let mut starts = relay_starts(sub, &sources);
     starts.retain(|k, _| downstream.contains_key(k));
@@ -577,6 +631,7 @@ fn plan_resume(
             setup.entry(block).or_default().skip = skip;
         }
     }
+    sources
 }
 
 /// The producer instance a state file records, if it names one; a file
