@@ -88,8 +88,9 @@ enum Cmd {
         threads: Option<u32>,
         /// Directory where the segment records which producer instance each
         /// input edge reads, so that `--resume` names it and a producer that
-        /// restarted too is detected and marked (keep it with the segment's
-        /// files).
+        /// restarted too is detected and marked, and the live parameter
+        /// changes it applied (`params.jsonl`), which `--resume` replays at
+        /// their item offsets (keep it with the segment's files).
         #[arg(long)]
         state_dir: Option<PathBuf>,
         /// Where to serve the control and health API (docs/worker.md).

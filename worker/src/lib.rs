@@ -106,7 +106,9 @@ pub struct Config {
     pub threads: Option<u32>,
     /// Where the segment's `net_source`s record which producer instance
     /// they read (`<edge>.json`), so that a restart with `resume` names it
-    /// and a producer restarted too is detected (None: not recorded).
+    /// and a producer restarted too is detected, and where live parameter
+    /// changes are recorded for a resume ([`param_log`]; None: nothing is
+    /// recorded).
     pub state_dir: Option<std::path::PathBuf>,
 }
 
