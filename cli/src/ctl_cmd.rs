@@ -83,7 +83,7 @@ fn answer(r: Response) -> Result<Value> {
     }
 }
 
-fn call(
+pub(crate) fn call(
     method: &str,
     worker: &str,
     path: &str,

@@ -83,7 +83,8 @@ fn token() -> String {
 
 /// Where a worker's FlowGraph comes from.
 pub enum Source {
-    File(std::path::PathBuf),
+    /// A file, and the peer address template if one was given.
+    File(std::path::PathBuf, Option<String>),
     /// Cluster mode: a FlowGraph resource and the peer address template.
     Resource {
         resource: flowmesh_k8s::ResourceRef,
@@ -96,22 +97,24 @@ impl Source {
         file: Option<std::path::PathBuf>,
         flowgraph: Option<String>,
         namespace: String,
-        peer_template: String,
+        peer_template: Option<String>,
     ) -> Source {
         match (file, flowgraph) {
             (_, Some(name)) => Source::Resource {
                 resource: flowmesh_k8s::ResourceRef { namespace, name },
-                peer_template,
+                peer_template: peer_template.unwrap_or_else(|| {
+                    flowmesh_model::naming::DEFAULT_PEER_TEMPLATE.to_string()
+                }),
             },
-            (Some(f), None) => Source::File(f),
+            (Some(f), None) => Source::File(f, peer_template),
             (None, None) => unreachable!("clap requires a file or --flowgraph"),
         }
     }
 }
 
 pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
-    let file = match source {
-        Source::File(f) => f,
+    let (file, template) = match source {
+        Source::File(f, t) => (f, t),
         Source::Resource {
             resource,
             peer_template,
@@ -138,6 +141,9 @@ pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
         (Some(doc), problems) if problems.is_empty() => doc,
         (_, problems) => return Err(preflight_failed(&what, &problems)),
     };
+    if let Some(t) = &template {
+        template_peers(&doc, t, &a.segment, &mut peers)?;
+    }
     if a.preflight {
         println!("preflight passed: {what} can start on this host");
         return Ok(());
@@ -193,7 +199,27 @@ pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
     r
 }
 
-fn random_token() -> String {
+/// File mode with `--peer-template`: the address of every other segment of
+/// `doc` from the template (the file's namespace, else `default`), unless
+/// `--peer` already named it.
+fn template_peers(
+    doc: &flowmesh_model::FlowGraphDocument,
+    template: &str,
+    segment: &str,
+    peers: &mut BTreeMap<String, String>,
+) -> Result<()> {
+    let t = flowmesh_model::naming::PeerTemplate::parse(template).map_err(not_started)?;
+    let plan = flowmesh_worker::plan(doc).map_err(not_started)?;
+    let namespace = doc.metadata.namespace.as_deref().unwrap_or("default");
+    for s in plan.segments.keys().filter(|s| *s != segment) {
+        peers
+            .entry(s.clone())
+            .or_insert_with(|| t.render(&doc.metadata.name, namespace, s));
+    }
+    Ok(())
+}
+
+pub(crate) fn random_token() -> String {
     let mut b = [0u8; 16];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut f, &mut b);

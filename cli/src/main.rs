@@ -1,6 +1,7 @@
 //! The `flowmesh` command: run, validate and inspect FlowGraph files.
 
 mod blocks_cmd;
+mod compose_cmd;
 mod ctl_cmd;
 mod dist_cmd;
 mod run_cmd;
@@ -60,11 +61,14 @@ enum Cmd {
         /// Cluster mode: the resource's namespace.
         #[arg(long, default_value = "default", requires = "flowgraph")]
         namespace: String,
-        /// Cluster mode: every peer's address, from the placeholders
-        /// {flowgraph}, {namespace}, {segment} and {service} (the segment's
-        /// Service name); Compose uses `{segment}:7400`.
-        #[arg(long, default_value = flowmesh_model::naming::DEFAULT_PEER_TEMPLATE, requires = "flowgraph")]
-        peer_template: String,
+        /// Every peer's address, from the placeholders {flowgraph},
+        /// {namespace}, {segment} (`naming::segment_label`) and {service}
+        /// (the segment's Service name). Cluster mode: default
+        /// `{service}.{namespace}.svc:7400`. File mode: no default; a
+        /// `--peer` given for a segment wins over the template; Compose
+        /// projects (`flowmesh compose`) use `{segment}:7400`.
+        #[arg(long, conflicts_with = "stdin_peers")]
+        peer_template: Option<String>,
         /// The segment to run.
         #[arg(long)]
         segment: String,
@@ -112,11 +116,44 @@ enum Cmd {
         #[arg(long, short)]
         quiet: bool,
     },
-    /// Show a worker's status (its control API's /status).
+    /// Write a Docker Compose project for a FlowGraph (one service per
+    /// segment; docs/compose.md), and start or stop it.
+    Compose {
+        file: PathBuf,
+        /// The project directory (default: `<flowgraph name>-compose`).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The worker image.
+        #[arg(long, default_value = "flowmesh:dev")]
+        image: String,
+        /// The Compose project name (default: the FlowGraph's name as a
+        /// label).
+        #[arg(long)]
+        project: Option<String>,
+        /// Seconds a stopped worker gets after SIGTERM before SIGKILL.
+        #[arg(long, default_value_t = 30)]
+        stop_grace_period: u32,
+        /// Then start it (`docker-compose up -d`).
+        #[arg(long, conflicts_with = "down")]
+        up: bool,
+        /// Stop and remove the project's containers and network (writes
+        /// nothing); its volumes are kept unless --volumes.
+        #[arg(long)]
+        down: bool,
+        /// With --down: remove the volumes too (the segments' files and
+        /// resume state).
+        #[arg(long, requires = "down")]
+        volumes: bool,
+    },
+    /// Show a worker's status (its control API's /status), or every
+    /// segment's of a Compose project.
     Status {
         /// The worker's control API, e.g. http://127.0.0.1:9400.
+        #[arg(long, required_unless_present = "compose", conflicts_with = "compose")]
+        worker: Option<String>,
+        /// A project directory written by `flowmesh compose`.
         #[arg(long)]
-        worker: String,
+        compose: Option<PathBuf>,
         /// Read the token from this file instead of FLOWMESH_TOKEN.
         #[arg(long)]
         token_file: Option<PathBuf>,
@@ -288,11 +325,46 @@ fn main() -> ExitCode {
                 quiet,
             },
         ),
+        Cmd::Compose {
+            file,
+            output,
+            image,
+            project,
+            stop_grace_period,
+            up,
+            down,
+            volumes,
+        } => {
+            let action = if down {
+                compose_cmd::Action::Down { volumes }
+            } else if up {
+                compose_cmd::Action::Up
+            } else {
+                compose_cmd::Action::Write
+            };
+            compose_cmd::default_dir(&file, output).and_then(|dir| {
+                compose_cmd::run(
+                    &file,
+                    &dir,
+                    &compose_cmd::Options {
+                        image,
+                        project,
+                        stop_grace_seconds: stop_grace_period,
+                    },
+                    action,
+                )
+            })
+        }
         Cmd::Status {
             worker,
+            compose,
             token_file,
             json,
-        } => ctl_cmd::status(&worker, token_file.as_ref(), json),
+        } => match (worker, compose) {
+            (_, Some(dir)) => compose_cmd::status(&dir, json),
+            (Some(w), None) => ctl_cmd::status(&w, token_file.as_ref(), json),
+            (None, None) => unreachable!("clap requires --worker or --compose"),
+        },
         Cmd::Get {
             worker,
             block,
