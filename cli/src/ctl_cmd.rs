@@ -13,13 +13,20 @@ use serde_json::Value;
 /// How long a control command waits for the worker.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The token: the file's first line if `--token-file` is given, else
+/// The token: the file's first line if `--token-file` is given (without a
+/// leading `FLOWMESH_TOKEN=`, so a Compose project's `flowmesh.env` works), else
 /// `FLOWMESH_TOKEN` (none if neither).
 pub fn token(file: Option<&Path>) -> Result<Option<String>> {
     if let Some(f) = file {
         let t = std::fs::read_to_string(f)
             .with_context(|| format!("cannot read the token file {}", f.display()))?;
-        let t = t.lines().next().unwrap_or_default().trim().to_string();
+        // A Compose project's env file (`FLOWMESH_TOKEN=…`) works too.
+        let first = t.lines().next().unwrap_or_default().trim();
+        let t = first
+            .strip_prefix("FLOWMESH_TOKEN=")
+            .unwrap_or(first)
+            .trim()
+            .to_string();
         if t.is_empty() {
             bail!("the token file {} is empty", f.display());
         }
