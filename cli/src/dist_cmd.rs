@@ -102,9 +102,8 @@ impl Source {
         match (file, flowgraph) {
             (_, Some(name)) => Source::Resource {
                 resource: flowmesh_k8s::ResourceRef { namespace, name },
-                peer_template: peer_template.unwrap_or_else(|| {
-                    flowmesh_model::naming::DEFAULT_PEER_TEMPLATE.to_string()
-                }),
+                peer_template: peer_template
+                    .unwrap_or_else(|| flowmesh_model::naming::DEFAULT_PEER_TEMPLATE.to_string()),
             },
             (Some(f), None) => Source::File(f, peer_template),
             (None, None) => unreachable!("clap requires a file or --flowgraph"),
