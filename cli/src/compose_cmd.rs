@@ -463,10 +463,10 @@ mod tests {
     const GRAPH: &str = r#"
 apiVersion: flowmesh.dev/v1alpha1
 kind: FlowGraph
-metadata: {name: Demo_Graph}
+metadata: {name: demo-graph}
 spec:
   blocks:
-    src:  {kind: counter_source, params: {n: 10}, segment: Front_End}
+    src:  {kind: counter_source, params: {n: 10}, segment: front-end}
     pass: {kind: add_const, params: {type: u64, constant: 0}, segment: mid}
     file: {kind: file_sink, params: {type: u64, path: "/tmp/x.u64"}, segment: store}
   connections:
@@ -489,8 +489,8 @@ spec:
     fn one_service_per_segment_named_by_segment_label_with_volumes_where_needed() {
         let p = project(&doc(GRAPH), &opts()).unwrap();
         let names: Vec<&str> = p.services.keys().map(String::as_str).collect();
-        assert_eq!(names, [segment_label("Front_End").as_str(), "mid", "store"]);
-        assert_eq!(p.name, dns_label("Demo_Graph", 40));
+        assert_eq!(names, ["front-end", "mid", "store"]);
+        assert_eq!(p.name, "demo-graph");
         let v: serde_json::Value = serde_saphyr::from_str(&p.yaml).unwrap();
         let store = &v["services"]["store"];
         assert_eq!(store["restart"], "on-failure");
@@ -568,7 +568,7 @@ spec:
         assert_eq!(t1.len(), 32);
         write(&graph, &out, &opts()).unwrap();
         assert_eq!(existing_token(&out).unwrap(), t1);
-        assert_eq!(project_name(&out).unwrap(), dns_label("Demo_Graph", 40));
+        assert_eq!(project_name(&out).unwrap(), "demo-graph");
         assert!(!std::fs::read_to_string(out.join(COMPOSE_FILE))
             .unwrap()
             .contains(&t1));
