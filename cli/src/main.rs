@@ -3,6 +3,7 @@
 mod blocks_cmd;
 mod ctl_cmd;
 mod dist_cmd;
+mod operator_cmd;
 mod run_cmd;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,9 @@ enum GraphFormat {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the Kubernetes operator: reconcile FlowGraph resources into
+    /// segment workloads (in-cluster service account, or KUBECONFIG).
+    Operator(operator_cmd::OperatorArgs),
     /// Run a FlowGraph file on the local runtime (no cluster needed).
     Run {
         file: PathBuf,
@@ -205,13 +209,26 @@ fn invalid(file: &Path, report: &Report) -> anyhow::Error {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLOWMESH_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = Cli::parse();
+    // The operator logs at info by default, and as JSON lines on request.
+    let (default_level, json) = match &cli.cmd {
+        Cmd::Operator(a) => ("info", a.log_format == operator_cmd::LogFormat::Json),
+        _ => ("warn", false),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOWMESH_LOG")
+        .unwrap_or_else(|_| default_level.into());
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     // Panics inside blocks are reported as run errors naming the block; keep
     // the default hook's backtrace noise for panics elsewhere only.
     let default_hook = std::panic::take_hook();
@@ -223,8 +240,8 @@ fn main() -> ExitCode {
             default_hook(info);
         }
     }));
-    let cli = Cli::parse();
     let r = match cli.cmd {
+        Cmd::Operator(a) => operator_cmd::operator(a),
         Cmd::Run {
             file,
             quiet,
