@@ -130,6 +130,12 @@ pub fn show_status(s: &WorkerStatus) -> String {
     if let Some(r) = &s.restart_reason {
         o.push_str(&format!("restart required: {r}\n"));
     }
+    if !s.preflight.is_empty() {
+        o.push_str("not started; preflight problems:\n");
+        for p in &s.preflight {
+            o.push_str(&format!("  {}: {}\n", p.path, p.message));
+        }
+    }
     let lost: Vec<String> = s
         .items_lost
         .iter()
@@ -279,5 +285,41 @@ mod tests {
             "http://127.0.0.1:9400/status"
         );
         assert_eq!(seg("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn status_of_a_worker_not_started_lists_its_preflight_problems() {
+        use flowmesh_model::status::{PreflightProblem, WorkerState};
+        let s = WorkerStatus {
+            flowgraph: "fg".into(),
+            segment: "dsp".into(),
+            generation: 4,
+            state: WorkerState::Failed,
+            restart_reason: None,
+            uptime_seconds: 3.0,
+            items_per_second: 0.0,
+            backlog_items: 0,
+            items_lost: Default::default(),
+            blocks: Default::default(),
+            edges: vec![],
+            params: Default::default(),
+            preflight: vec![PreflightProblem {
+                path: "spec.blocks.rec.params.path".into(),
+                message: "output directory `/data` does not exist".into(),
+            }],
+            last_error: None,
+        };
+        let text = show_status(&s);
+        assert!(
+            text.starts_with("segment dsp of fg (generation 4): failed"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "not started; preflight problems:\n  spec.blocks.rec.params.path: output \
+                 directory `/data` does not exist\n"
+            ),
+            "{text}"
+        );
     }
 }

@@ -7,8 +7,58 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
+use flowmesh_model::status::PreflightProblem;
 use flowmesh_worker::control::{self, Control};
+use flowmesh_worker::preflight::{self, Host};
 use flowmesh_worker::{parse_peer, read_peers, start_segment, Config};
+
+/// An error of `flowmesh worker` after which nothing was started: a bad
+/// command line, an invalid graph, a failed preflight (exit
+/// [`flowmesh_worker::exit::NOT_STARTED`]).
+#[derive(Debug)]
+pub struct NotStarted(pub String);
+
+impl std::fmt::Display for NotStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotStarted {}
+
+fn not_started(e: impl std::fmt::Display) -> anyhow::Error {
+    NotStarted(e.to_string()).into()
+}
+
+/// Where Kubernetes takes a container's termination message from (the
+/// default `terminationMessagePath`); `FLOWMESH_TERMINATION_LOG` names
+/// another file.
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// The error of a failed preflight: every problem, one per line. Also
+/// written to the termination log when that file exists and is writable
+/// (it is not created).
+fn preflight_failed(what: &str, problems: &[PreflightProblem]) -> anyhow::Error {
+    let n = problems.len();
+    let mut s = format!(
+        "{what} cannot start on this host: the preflight found {n} problem{}; nothing was \
+         started:",
+        if n == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        s.push_str(&format!("\n  {}: {}", p.path, p.message));
+    }
+    let log = std::env::var_os("FLOWMESH_TERMINATION_LOG")
+        .map_or_else(|| TERMINATION_LOG.into(), std::path::PathBuf::from);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&log)
+    {
+        let _ = writeln!(f, "{s}");
+    }
+    not_started(s)
+}
 
 /// Options of `flowmesh worker`.
 pub struct WorkerArgs {
@@ -23,6 +73,8 @@ pub struct WorkerArgs {
     pub control: String,
     pub token_file: Option<std::path::PathBuf>,
     pub open_reads: bool,
+    /// Check and exit: start nothing.
+    pub preflight: bool,
     pub quiet: bool,
 }
 
@@ -67,11 +119,29 @@ pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
         } => return cluster_worker(resource, &peer_template, a),
     };
     let file = file.as_path();
-    let doc = crate::load(file)?;
     let mut peers = BTreeMap::new();
     for p in &a.peers {
-        let (s, addr) = parse_peer(p)?;
+        let (s, addr) = parse_peer(p).map_err(not_started)?;
         peers.insert(s, addr);
+    }
+    let control_token = crate::ctl_cmd::token(a.token_file.as_deref())
+        .map_err(|e| not_started(format!("{e:#}")))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| not_started(format!("cannot read {}: {e}", file.display())))?;
+    let host = Host {
+        segment: &a.segment,
+        listen: &a.listen,
+        control: Some(&a.control),
+        state_dir: a.state_dir.as_deref(),
+    };
+    let what = format!("segment `{}` of {}", a.segment, file.display());
+    let doc = match preflight::check_text(&text, &host) {
+        (Some(doc), problems) if problems.is_empty() => doc,
+        (_, problems) => return Err(preflight_failed(&what, &problems)),
+    };
+    if a.preflight {
+        println!("preflight passed: {what} can start on this host");
+        return Ok(());
     }
     let cfg = Config {
         segment: a.segment.clone(),
@@ -83,8 +153,7 @@ pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
         threads: a.threads,
         state_dir: a.state_dir.clone(),
     };
-    let control_token = crate::ctl_cmd::token(a.token_file.as_deref())?;
-    let seg = start_segment(&doc, &cfg)?;
+    let seg = start_segment(&doc, &cfg).map_err(not_started)?;
     let control = Control::start(
         &seg,
         &doc,
@@ -290,11 +359,12 @@ fn cluster_worker(
     a: WorkerArgs,
 ) -> Result<()> {
     use flowmesh_worker::cluster::{self, ClusterConfig, Exit, Report};
-    let peer_template = flowmesh_model::naming::PeerTemplate::parse(template)?;
+    let peer_template =
+        flowmesh_model::naming::PeerTemplate::parse(template).map_err(not_started)?;
     if !a.peers.is_empty() || a.stdin_peers {
-        bail!(
-            "--peer and --stdin-peers do not go with --flowgraph: peers come from --peer-template"
-        );
+        return Err(not_started(
+            "--peer and --stdin-peers do not go with --flowgraph: peers come from --peer-template",
+        ));
     }
     let cfg = ClusterConfig {
         resource,
@@ -311,7 +381,8 @@ fn cluster_worker(
         },
         control: Some(control::Options {
             addr: a.control.clone(),
-            token: crate::ctl_cmd::token(a.token_file.as_deref())?,
+            token: crate::ctl_cmd::token(a.token_file.as_deref())
+                .map_err(|e| not_started(format!("{e:#}")))?,
             open_reads: a.open_reads,
             params_from_resource: true,
             ..Default::default()
@@ -324,12 +395,31 @@ fn cluster_worker(
         .build()
         .context("cannot start the control-plane runtime")?;
     rt.block_on(async move {
-        let client = kube::Client::try_default().await.context(
-            "cannot reach the Kubernetes API (no in-cluster service account, no usable KUBECONFIG)",
-        )?;
+        let client = kube::Client::try_default().await.map_err(|e| {
+            not_started(format!(
+                "cannot reach the Kubernetes API (no in-cluster service account, no usable \
+                 KUBECONFIG): {e}"
+            ))
+        })?;
+        let what = format!("segment `{}` of {}", a.segment, cfg.resource);
+        if a.preflight {
+            let first = flowmesh_k8s::source::fetch(&client, &cfg.resource).await;
+            let (_, problems) = cluster::check(&cfg, first, false).map_err(not_started)?;
+            if !problems.is_empty() {
+                return Err(preflight_failed(&what, &problems));
+            }
+            println!("preflight passed: {what} can start on this host");
+            return Ok(());
+        }
         let report = Report::new();
-        match cluster::run(client, cfg, report).await? {
-            Exit::Deleted => Ok(()),
+        match cluster::run(client, cfg, report).await {
+            Ok(Exit::Deleted) => Ok(()),
+            Err(e @ cluster::Error::Failed { .. }) => Err(e.into()),
+            Err(cluster::Error::Preflight { problems, .. }) => {
+                Err(preflight_failed(&what, &problems))
+            }
+            // Reading the resource or building the segment: nothing started.
+            Err(e) => Err(not_started(e)),
         }
     })
 }

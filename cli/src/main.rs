@@ -110,6 +110,11 @@ enum Cmd {
         /// (/healthz and /readyz are always open).
         #[arg(long)]
         open_reads: bool,
+        /// Check the segment on this host (graph, files, addresses, state
+        /// directory), report every problem and exit: 0 when it could
+        /// start, 2 when not. Starts nothing.
+        #[arg(long)]
+        preflight: bool,
         #[arg(long, short)]
         quiet: bool,
     },
@@ -164,8 +169,12 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
     },
-    /// Check a FlowGraph file and report every problem with its path.
+    /// Check a FlowGraph file, the segments' Kubernetes settings included,
+    /// and report every problem with its path.
     Validate { file: PathBuf },
+    /// Print the FlowGraph CustomResourceDefinition as YAML (what
+    /// crds/flowgraph.yaml holds): `flowmesh crd | kubectl apply -f -`.
+    Crd,
     /// List block kinds, or show one with its ports and parameters.
     Blocks {
         kind: Option<String>,
@@ -182,10 +191,20 @@ enum Cmd {
 }
 
 /// Reads and validates a file; on problems prints them all and fails.
+/// `run`, `graph` and the workers use the model's validation (they ignore
+/// the segments' `kubernetes` settings).
 pub(crate) fn load(file: &Path) -> Result<FlowGraphDocument> {
+    load_with(file, validate_text)
+}
+
+/// Reads a file and validates it with `validate`.
+fn load_with(
+    file: &Path,
+    validate: fn(&str) -> (Option<FlowGraphDocument>, Report),
+) -> Result<FlowGraphDocument> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let (doc, report) = validate_text(&text);
+    let (doc, report) = validate(&text);
     match doc {
         Some(doc) if report.is_ok() => Ok(doc),
         _ => Err(invalid(file, &report)),
@@ -270,6 +289,7 @@ fn main() -> ExitCode {
             control,
             token_file,
             open_reads,
+            preflight,
             quiet,
         } => dist_cmd::worker(
             dist_cmd::Source::new(file, flowgraph, namespace, peer_template),
@@ -285,6 +305,7 @@ fn main() -> ExitCode {
                 control,
                 token_file,
                 open_reads,
+                preflight,
                 quiet,
             },
         ),
@@ -317,7 +338,8 @@ fn main() -> ExitCode {
             &url,
             std::time::Duration::from_secs_f64(timeout.clamp(0.001, 3600.0)),
         ),
-        Cmd::Validate { file } => load(&file).map(|doc| {
+        // Everything a cluster would check too: the segments' Kubernetes settings.
+        Cmd::Validate { file } => load_with(&file, flowmesh_k8s::validate_text).map(|doc| {
             println!(
                 "{}: valid ({} blocks, {} connections)",
                 file.display(),
@@ -325,6 +347,10 @@ fn main() -> ExitCode {
                 doc.spec.connections.len()
             );
         }),
+        Cmd::Crd => {
+            print!("{}", flowmesh_k8s::crd::crd_yaml());
+            Ok(())
+        }
         Cmd::Blocks { kind, json } => blocks_cmd::blocks(kind.as_deref(), json),
         Cmd::Graph { file, format } => load(&file).map(|doc| {
             let s = match format {
@@ -338,7 +364,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<dist_cmd::NotStarted>().is_some() {
+                ExitCode::from(flowmesh_worker::exit::NOT_STARTED)
+            } else {
+                ExitCode::from(flowmesh_worker::exit::FAILED)
+            }
         }
     }
 }

@@ -36,6 +36,10 @@ const TOKEN: &str = "netns-test-token";
 /// The default `retention_bytes` of a generated `net_sink` (R): 2M u64 items.
 const RETENTION_ITEMS: u64 = (16 << 20) / 8;
 
+/// Per-namespace files: `ip netns exec NS` bind-mounts `NETNS_ETC/NS/F`
+/// over `/etc/F` for every file F there.
+const NETNS_ETC: &str = "/etc/netns";
+
 static SERIAL: Mutex<()> = Mutex::new(());
 static NEXT_LAB: AtomicUsize = AtomicUsize::new(0);
 
@@ -177,6 +181,9 @@ struct Node {
     ip: String,
     /// Its address on the link toward each neighbour.
     links: BTreeMap<String, String>,
+    /// The peers it dials by host name instead of address: segment → name,
+    /// resolved through its namespace's hosts file ([`Lab::name_peer`]).
+    names: BTreeMap<String, String>,
 }
 
 /// A chain of namespaces, one per segment, and a scratch directory.
@@ -213,6 +220,7 @@ impl Lab {
                 ns: ns.clone(),
                 ip: String::new(),
                 links: BTreeMap::new(),
+                names: BTreeMap::new(),
             });
             ip(&["-n", &ns, "link", "set", "lo", "up"]);
         }
@@ -355,7 +363,8 @@ impl Lab {
             .arg(file)
             .args(["--segment", seg, "--listen", &format!("{}:{PORT}", node.ip)]);
         for other in self.nodes.iter().filter(|n| n.seg != seg) {
-            c.args(["--peer", &format!("{}={}:{PORT}", other.seg, other.ip)]);
+            let host = node.names.get(&other.seg).unwrap_or(&other.ip);
+            c.args(["--peer", &format!("{}={host}:{PORT}", other.seg)]);
         }
         c.args(extra)
             .env("FLOWMESH_TOKEN", token)
@@ -389,6 +398,98 @@ impl Lab {
         ip(&["-n", &self.node(seg).ns, "link", "set", &dev, state]);
         println!("link {seg}:{dev} {state}");
     }
+
+    /// The hosts file `ip netns exec` bind-mounts over `/etc/hosts` for the
+    /// processes it starts in `seg`'s namespace (when the file exists).
+    fn hosts_file(&self, seg: &str) -> PathBuf {
+        Path::new(NETNS_ETC).join(&self.node(seg).ns).join("hosts")
+    }
+
+    /// From now on `seg`'s workers are given `peer` as `--peer
+    /// PEER=NAME:PORT`, and `NAME` resolves to `peer`'s address only inside
+    /// `seg`'s namespace: through its hosts file ([`Lab::hosts_file`]),
+    /// written before the worker starts. [`Lab::move_address`] keeps it
+    /// current.
+    fn name_peer(&mut self, seg: &str, peer: &str, name: &str) {
+        let dir = self
+            .hosts_file(seg)
+            .parent()
+            .expect("a directory")
+            .to_owned();
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        self.node_mut(seg)
+            .names
+            .insert(peer.to_string(), name.to_string());
+        self.write_hosts(seg);
+    }
+
+    /// Writes `seg`'s hosts file: a line `ADDRESS NAME` for every peer it
+    /// names. In place (same inode): the bind mount of a running worker's
+    /// namespace holds the file's inode, so a file replaced by a rename
+    /// would not be seen, while a write into it is (glibc reads /etc/hosts
+    /// on every lookup). The new text is written over the old before the
+    /// file is cut to length, so a lookup never finds it empty.
+    fn write_hosts(&self, seg: &str) {
+        let node = self.node(seg);
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for (peer, name) in &node.names {
+            text.push_str(&format!("{} {name}\n", self.ip_of(peer)));
+        }
+        let path = self.hosts_file(seg);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.set_len(text.len() as u64))
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        println!("{}: {}", path.display(), text.trim().replace('\n', "; "));
+    }
+
+    fn node_mut(&mut self, seg: &str) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.seg == seg)
+            .unwrap_or_else(|| panic!("no segment {seg} in the lab"))
+    }
+
+    /// Moves `seg`'s listening address to host number `host` of the same
+    /// /24 (as a rescheduled pod comes back at a new address): removes the
+    /// old address from its link, adds the new one, and rewrites the hosts
+    /// file of every segment that names it. Returns the new address.
+    fn move_address(&mut self, seg: &str, host: u8) -> String {
+        let node = self.node(seg);
+        let old = node.ip.clone();
+        let toward = node
+            .links
+            .iter()
+            .find(|(_, a)| **a == old)
+            .map(|(t, _)| t.clone())
+            .expect("a node listens on one of its links");
+        let (net, _) = old.rsplit_once('.').expect("an IPv4 address");
+        let new = format!("{net}.{host}");
+        let (ns, dev) = (node.ns.clone(), format!("to-{toward}"));
+        // Old one first: deleting a subnet's primary address also deletes
+        // its secondaries (unless `promote_secondaries` is set).
+        ip(&["-n", &ns, "addr", "del", &format!("{old}/24"), "dev", &dev]);
+        ip(&["-n", &ns, "addr", "add", &format!("{new}/24"), "dev", &dev]);
+        let n = self.node_mut(seg);
+        n.ip = new.clone();
+        n.links.insert(toward, new.clone());
+        println!("{seg} moved from {old} to {new}");
+        let naming: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.names.contains_key(seg))
+            .map(|n| n.seg.clone())
+            .collect();
+        for s in naming {
+            self.write_hosts(&s);
+        }
+        new
+    }
 }
 
 impl Drop for Lab {
@@ -401,6 +502,12 @@ impl Drop for Lab {
                 }
             }
         }
+        for n in &self.nodes {
+            // `ip netns del` leaves /etc/netns/NS in place.
+            let _ = fs::remove_dir_all(Path::new(NETNS_ETC).join(&n.ns));
+        }
+        // Only if empty: another lab (or the machine) may use it.
+        let _ = fs::remove_dir(NETNS_ETC);
         for n in &self.nodes {
             // Deleting a namespace can race with the last process exiting.
             for _ in 0..20 {
@@ -1725,4 +1832,141 @@ fn wrong_token_is_refused_and_the_producer_carries_on() {
         ],
     );
     assert_no_crc_mismatch(&mut [&mut a, &mut good]);
+}
+
+// ---------------------------------------------------------------------------
+// 10. Peers found by host name, again after a move (issue 11)
+
+/// `flowmesh status --json` of the worker running in `seg`'s namespace (its
+/// control API on the default port there).
+fn worker_status(lab: &Lab, seg: &str, ws: &mut [&mut Worker]) -> Value {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.node(seg).ns, BIN, "status", "--json"])
+        .args(["--worker", "http://127.0.0.1:9400"])
+        .env("FLOWMESH_TOKEN", TOKEN)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run flowmesh status: {e}"));
+    assert!(
+        out.status.success(),
+        "flowmesh status of {seg} failed ({}): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        describe_all(ws)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "flowmesh status of {seg} is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// b dials its producer as `producer.flowmesh.test:7400`, a name only b's
+/// namespace resolves (its hosts file). The producer is killed, its address
+/// moves on the link (new one added, old one removed), b's hosts file is
+/// rewritten in place, and the producer restarts at the new address: b,
+/// never restarted, resolves the name again, reconnects there, and marks
+/// the producer's restart with exactly one `restart` gap. A producer
+/// segment without inputs has nothing to resume (`--resume` continues a
+/// relay's numbering only), so the restarted producer is a new instance
+/// that counts from 0 again.
+#[test]
+fn consumer_finds_its_producer_by_host_name_also_at_a_new_address() {
+    let Some(_lock) = prepare("consumer_finds_its_producer_by_host_name_also_at_a_new_address")
+    else {
+        return;
+    };
+    // 6 s per producer instance at RATE: time to read b's status after the
+    // reconnect while it still runs.
+    const N: u64 = 3_000_000;
+    const RATE: f64 = 5e5;
+    const NAME: &str = "producer.flowmesh.test";
+    let mut lab = Lab::chain(&["a", "b"]);
+    lab.name_peer("b", "a", NAME);
+    let file = lab.render(
+        "netns-hosts.yaml",
+        &[("N", N.to_string()), ("RATE", RATE.to_string())],
+    );
+    let out = lab.path("out.u64");
+    let mut a = lab.spawn("a", &file, TOKEN, &[]);
+    let mut b = lab.spawn("b", &file, TOKEN, &[]);
+    wait_for(
+        "b to write 500000 items",
+        Duration::from_secs(30),
+        &mut [&mut a, &mut b],
+        || file_len(&out) >= 500_000 * 8,
+    );
+    let old = lab.ip_of("a");
+    assert_logged(
+        &mut b,
+        &[
+            &format!("edge thr.out>b: connected to {old}:{PORT}"),
+            "from offset 0",
+        ],
+    );
+
+    a.sigkill();
+    let new = lab.move_address("a", 3);
+    let mut a2 = lab.spawn("a", &file, TOKEN, &[]);
+    let connected_new = format!("edge thr.out>b: connected to {new}:{PORT}");
+    let b_log = b.err.clone();
+    wait_for(
+        &format!("b to connect to {NAME} at {new}"),
+        Duration::from_secs(30),
+        &mut [&mut a2, &mut b],
+        || {
+            let log = strip_ansi(&fs::read_to_string(&b_log).unwrap_or_default());
+            find_line(&log, &[&connected_new]).is_some()
+        },
+    );
+    assert_logged(&mut b, &[&connected_new]);
+    let status = worker_status(&lab, "b", &mut [&mut a2, &mut b]);
+    let edge = status["edges"]
+        .as_array()
+        .and_then(|es| es.iter().find(|e| e["edge"] == "thr.out>b"))
+        .unwrap_or_else(|| panic!("b's /status has no edge thr.out>b: {status}"))
+        .clone();
+    println!("b's edge after the move: {edge}");
+    assert_eq!(
+        edge["connections"], 2,
+        "b connected once to each producer, the second time at its new address: {edge}"
+    );
+    assert_eq!(edge["restarts"], 1, "one producer restart: {edge}");
+
+    expect_success(&mut [&mut a2, &mut b], Duration::from_secs(60));
+    assert_logged(&mut b, &["edge thr.out>b: the producer restarted"]);
+    // The old counter up to where a was killed, then the whole new one.
+    let v = read_u64s(&out);
+    let held = v
+        .iter()
+        .skip(1)
+        .position(|x| *x == 0)
+        .map(|i| i as u64 + 1)
+        .unwrap_or_else(|| {
+            panic!("b's file never starts again at 0: the new producer's items are not there")
+        });
+    println!(
+        "b's file: {held} items of the first producer, then {}",
+        v.len() as u64 - held
+    );
+    assert!(held >= 500_000, "b held {held} items before the kill");
+    let want: Vec<u64> = (0..held).chain(0..N).collect();
+    assert_eq!(v.len(), want.len(), "b's file holds held + N items");
+    assert!(
+        v == want,
+        "b's file is the old counter up to {held}, then the new one from 0"
+    );
+    // The restart, marked where the new stream starts: the old instance's
+    // next item was `held`; none of the fresh producer's items is missing.
+    let gaps = printed_tags(&b.stdout());
+    assert_eq!(gaps.len(), 1, "exactly one gap tag: {gaps:?}");
+    let (offset, _, g) = &gaps[0];
+    assert_eq!(
+        *offset, held,
+        "the gap is on b's first item of the new producer"
+    );
+    assert_eq!(g["cause"], "restart", "{gaps:?}");
+    assert_eq!(g["first"], held, "{gaps:?}");
+    assert_eq!(g["count"], 0, "{gaps:?}");
+    assert_no_crc_mismatch(&mut [&mut a2, &mut b]);
 }

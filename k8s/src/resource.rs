@@ -16,8 +16,14 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The resource's spec: the model's FlowGraph spec, unchanged.
-#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub use crate::status::FlowGraphStatus;
+
+/// The resource's spec: the model's FlowGraph spec, unchanged. Its schema is
+/// the model's with the Kubernetes rules added ([`crate::crd::spec_schema`]).
+// The printer columns repeat `type_ = "string"`, which clippy takes for a
+// duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "flowmesh.dev",
     version = "v1alpha1",
@@ -26,23 +32,44 @@ use serde::{Deserialize, Serialize};
     namespaced,
     shortname = "fg",
     category = "flowmesh",
-    status = "FlowGraphStatus"
+    status = "FlowGraphStatus",
+    doc = "A FlowMesh flowgraph run by the operator: blocks, connections and segments (one pod each).",
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Running, Succeeded, Failed or Invalid"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.ready",
+        description = "Ready segments out of all"
+    ),
+    printcolumn(
+        name = "Throughput",
+        type_ = "string",
+        json_path = ".status.throughput",
+        description = "Items per second leaving the sinks"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 pub struct FlowGraphResourceSpec {
     #[serde(flatten)]
     pub graph: FlowGraphSpec,
 }
 
-/// What the operator reports (extended by the operator issue).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct FlowGraphStatus {
-    /// The `metadata.generation` this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// Pending, Running, Succeeded, Failed or Invalid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+impl JsonSchema for FlowGraphResourceSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FlowGraphResourceSpec".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        crate::crd::spec_schema(generator)
+    }
 }
 
 #[cfg(test)]

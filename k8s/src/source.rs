@@ -1,13 +1,15 @@
 //! Reading and watching one FlowGraph, as a worker in cluster mode does.
 //!
 //! The object is read untyped and its `spec` goes through the same
-//! validation as `flowmesh validate` (every problem with its path), so a
+//! validation as `flowmesh validate` ([`crate::validate_text`]: the model's
+//! checks and the segments' Kubernetes settings, every problem with its
+//! path), so a
 //! worker reports a bad spec the way the CLI does instead of failing to
 //! decode it. [`watch`] follows the object with kube's watcher, which
 //! resumes a dropped watch (re-listing when the resource version is too
 //! old) with backoff; a deleted object is an [`Event::Deleted`].
 
-use flowmesh_model::validate::{validate_text, Report};
+use flowmesh_model::validate::Report;
 use flowmesh_model::FlowGraphDocument;
 use futures::{Stream, StreamExt};
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -15,6 +17,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 
 use crate::resource::FlowGraph;
+use crate::validate_text;
 
 /// Which FlowGraph.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +60,10 @@ pub enum Error {
         report: Report,
         /// One line per problem, `path: message (hint)`, as `flowmesh validate` prints them.
         text: String,
+        /// The spec as far as it converts to the typed document (an unknown
+        /// kind or a bad parameter still does), for checks that go on
+        /// past the first problem (a worker's preflight).
+        doc: Option<Box<FlowGraphDocument>>,
     },
 }
 
@@ -95,6 +102,7 @@ pub fn parse(what: &ResourceRef, obj: &DynamicObject) -> Result<Fetched> {
                 what: what.clone(),
                 report,
                 text,
+                doc: parsed.map(Box::new),
             })
         }
     }
@@ -154,4 +162,47 @@ pub fn watch(client: Client, what: ResourceRef) -> impl Stream<Item = Event> + S
             };
             std::future::ready(out)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+    use serde_json::json;
+
+    #[test]
+    fn parse_reports_the_segments_kubernetes_settings_too() {
+        let what = ResourceRef {
+            namespace: "radio".into(),
+            name: "tone".into(),
+        };
+        let mut spec = json!({
+            "blocks": {
+                "src": {"kind": "null_source", "params": {"type": "f32"}, "segment": "front"},
+                "sink": {"kind": "null_sink", "params": {"type": "f32"}}
+            },
+            "connections": [["src.out", "sink.in"]],
+            "segments": {"front": {"kubernetes": {"hostNetwork": true}}}
+        });
+        let obj = |spec: &serde_json::Value| DynamicObject {
+            types: None,
+            metadata: ObjectMeta {
+                name: Some("tone".into()),
+                generation: Some(3),
+                ..Default::default()
+            },
+            data: json!({ "spec": spec }),
+        };
+        let fetched = parse(&what, &obj(&spec)).unwrap();
+        assert_eq!(fetched.generation, 3);
+        spec["segments"]["front"]["kubernetes"]["hostNetwrok"] = json!(true);
+        let Err(Error::Invalid { report, text, .. }) = parse(&what, &obj(&spec)) else {
+            panic!("a typo in kubernetes is a problem");
+        };
+        assert_eq!(
+            report.problems[0].path,
+            "spec.segments.front.kubernetes.hostNetwrok"
+        );
+        assert!(text.contains("did you mean `hostNetwork`?"), "{text}");
+    }
 }

@@ -92,6 +92,31 @@ pub enum Durability {
     AppendFile { path: PathBuf, item_size: usize },
 }
 
+/// How a block uses a file on the host it runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileAccess {
+    /// The block reads the file: it must exist and be readable.
+    Read,
+    /// The block creates or writes the file: its directory must exist and
+    /// be writable (and the file itself, if it is already there).
+    Write,
+}
+
+/// A file a block instance reads or writes, as its parameters name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileUse {
+    /// The parameter that names the file (`path`).
+    pub param: &'static str,
+    /// The file (for SigMF, each of the data and metadata files).
+    pub path: PathBuf,
+    pub access: FileAccess,
+}
+
+/// The files a block reads or writes, as a function of its (coerced,
+/// defaulted) parameters; what a worker checks before it starts.
+pub type FilesFn = fn(&Params) -> Vec<FileUse>;
+
 /// The history a block reads, in input items before an output's own, as a
 /// function of its (coerced, defaulted) parameters; `None` when the block
 /// carries other state that a warm-up would not restore (so its output
@@ -317,6 +342,10 @@ pub struct BlockDescriptor {
     /// output sits ([`BlockDescriptor::output_indexed`]).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub output_indexed: bool,
+    /// The files the block reads or writes (`None`: none; see
+    /// [`BlockDescriptor::files_of`]).
+    #[serde(skip)]
+    pub files: Option<FilesFn>,
 }
 
 /// A concrete port of a block instance.
@@ -479,6 +508,7 @@ impl BlockDescriptor {
             history: None,
             durability: None,
             output_indexed: false,
+            files: None,
         }
     }
     pub fn param(mut self, p: ParamDescriptor) -> Self {
@@ -534,6 +564,11 @@ impl BlockDescriptor {
         self.durability = Some(d);
         self
     }
+    /// Declares the files the block reads or writes (see [`FilesFn`]).
+    pub fn files(mut self, f: FilesFn) -> Self {
+        self.files = Some(f);
+        self
+    }
     /// Adds the `cmd` message input every block with settable parameters has.
     fn with_cmd_port(mut self) -> Self {
         if self.settable_params().next().is_some() && !self.inputs.iter().any(|p| p.name == "cmd") {
@@ -567,6 +602,12 @@ impl BlockDescriptor {
     /// What a block with these (coerced, defaulted) parameters makes durable.
     pub fn durability_of(&self, params: &Params) -> Durability {
         self.durability.map_or(Durability::None, |d| d(params))
+    }
+
+    /// The files a block with these (coerced, defaulted) parameters reads
+    /// or writes on its host.
+    pub fn files_of(&self, params: &Params) -> Vec<FileUse> {
+        self.files.map_or_else(Vec::new, |f| f(params))
     }
 
     /// Concrete ports for the given (coerced, defaulted) parameters.
@@ -762,5 +803,64 @@ mod tests {
         );
         let (d, p) = resolved("null_sink", serde_json::json!({}));
         assert_eq!(d.durability_of(&p), Durability::None);
+    }
+
+    #[test]
+    fn file_blocks_declare_the_files_they_read_and_write() {
+        let uses = |kind: &str, given: serde_json::Value| -> Vec<(String, FileAccess)> {
+            let (d, p) = resolved(kind, given);
+            d.files_of(&p)
+                .into_iter()
+                .map(|u| {
+                    assert_eq!(u.param, "path");
+                    (u.path.display().to_string(), u.access)
+                })
+                .collect()
+        };
+        use FileAccess::{Read, Write};
+        assert_eq!(
+            uses("file_source", serde_json::json!({"path": "in.f32"})),
+            [("in.f32".to_string(), Read)]
+        );
+        assert_eq!(
+            uses(
+                "file_source",
+                serde_json::json!({"path": "r.sigmf-meta", "format": "sigmf"})
+            ),
+            [
+                ("r.sigmf-data".to_string(), Read),
+                ("r.sigmf-meta".to_string(), Read)
+            ]
+        );
+        assert_eq!(
+            uses("file_sink", serde_json::json!({"path": "out/x.f32"})),
+            [("out/x.f32".to_string(), Write)]
+        );
+        assert_eq!(
+            uses(
+                "file_sink",
+                serde_json::json!({"path": "rec", "format": "sigmf"})
+            ),
+            [
+                ("rec.sigmf-data".to_string(), Write),
+                ("rec.sigmf-meta".to_string(), Write)
+            ]
+        );
+        assert_eq!(uses("jsonl_sink", serde_json::json!({})), []);
+        assert_eq!(
+            uses("jsonl_sink", serde_json::json!({"path": "d.jsonl"})),
+            [("d.jsonl".to_string(), Write)]
+        );
+        assert_eq!(uses("null_sink", serde_json::json!({})), []);
+        // Every kind with a path parameter says what it does with it.
+        for d in catalog().iter() {
+            if d.params.iter().any(|p| p.ty == ParamType::Path) {
+                assert!(
+                    d.files.is_some(),
+                    "{} has a path but declares no files",
+                    d.kind
+                );
+            }
+        }
     }
 }

@@ -101,9 +101,26 @@ pub struct SegmentSpec {
     /// Number of replicas (segments that can be replicated only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u32>,
-    /// Host or node this segment should run on.
+    /// Host or node this segment should run on (in a cluster: a node
+    /// selector on `kubernetes.io/hostname`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Kubernetes settings of the segment's pod (node selector, affinity,
+    /// tolerations, resources, image, storage, volumes, capabilities, host
+    /// networking). Free-form here: `flowmesh run` ignores it, and the
+    /// Kubernetes side (`flowmesh-k8s`) checks it against the Kubernetes
+    /// API types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_kubernetes")]
+    pub kubernetes: Option<serde_json::Value>,
+}
+
+fn free_form_kubernetes(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "Kubernetes settings of the segment's pod; see docs/operator.md.",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
 }
 
 /// Scheduler choice.

@@ -60,10 +60,32 @@ pub struct WorkerStatus {
     /// The settable parameters in force, block → parameter → value and the
     /// item offset from which it applies (0: since the start).
     pub params: BTreeMap<String, BTreeMap<String, ParamStatus>>,
+    /// Why the segment was not started (state `failed`): every problem
+    /// the worker's preflight found on this host, each with the element it
+    /// is about; empty once the segment started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preflight: Vec<PreflightProblem>,
     /// The error that ended the graph (`failed`), or the last refused
     /// control request's reason otherwise; `None` if there was none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+/// One problem a worker's preflight found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreflightProblem {
+    /// The element: a place in the FlowGraph (`spec.blocks.src.params.path`)
+    /// or a command-line option (`--listen 0.0.0.0:7400`).
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl std::fmt::Display for PreflightProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
 }
 
 /// Figures of one block.
@@ -151,6 +173,10 @@ mod tests {
             blocks: BTreeMap::new(),
             edges: vec![],
             params: BTreeMap::new(),
+            preflight: vec![PreflightProblem {
+                path: "--listen 0.0.0.0:7400".into(),
+                message: "address in use".into(),
+            }],
             last_error: None,
         };
         let v = serde_json::to_value(&s).unwrap();
@@ -159,6 +185,7 @@ mod tests {
         assert_eq!(v["backlogItems"], 7);
         assert_eq!(v["itemsLost"]["peer_lost"], 5);
         assert!(v.get("lastError").is_none());
+        assert_eq!(v["preflight"][0]["path"], "--listen 0.0.0.0:7400");
         let back: WorkerStatus = serde_json::from_value(v).unwrap();
         assert_eq!(back, s);
     }

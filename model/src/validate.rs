@@ -1395,7 +1395,7 @@ fn check_segments(v: Option<&Value>, sp: &str, dups: &mut Dups, report: &mut Rep
         }
     };
     report_dups_at(&path, dups, report);
-    const FIELDS: [&str; 2] = ["replicas", "host"];
+    const FIELDS: [&str; 3] = ["replicas", "host", "kubernetes"];
     for name in sorted_keys(m) {
         let spath = join(&path, name);
         if !is_dns_label(name) {
@@ -1433,6 +1433,17 @@ fn check_segments(v: Option<&Value>, sp: &str, dups: &mut Dups, report: &mut Rep
                     join(&spath, "host"),
                     format!("must be a host or node name, got {}", describe(h)),
                     "",
+                );
+            }
+        }
+        // Its fields are checked against the Kubernetes API types by
+        // flowmesh-k8s (`flowmesh validate`, the operator, the workers).
+        if let Some(k) = s.get("kubernetes") {
+            if !k.is_object() {
+                report.push(
+                    join(&spath, "kubernetes"),
+                    format!("must be a map of Kubernetes settings, got {}", describe(k)),
+                    "write e.g. `kubernetes: {nodeSelector: {radio: \"true\"}}` (docs/operator.md)",
                 );
             }
         }

@@ -307,7 +307,7 @@ fn unknown_fields_everywhere() {
             (
                 "spec.segments.edge.replics",
                 "unknown field `replics`",
-                "did you mean `replicas`? a segment takes: replicas, host",
+                "did you mean `replicas`? a segment takes: replicas, host, kubernetes",
             ),
             (
                 "spec.runtime.buffer_bytes",
@@ -452,6 +452,34 @@ fn implicit_segments_are_fine() {
          \x20 connections:\n    - [src.out, sink.in]\n  segments:\n    back: {replicas: 2}\n",
     );
     check(&text, &[]);
+}
+
+#[test]
+fn segment_kubernetes_settings_are_a_map_the_model_does_not_read() {
+    // Any map is fine here (flowmesh-k8s checks its fields); anything else is not.
+    let text = doc(
+        "  blocks:\n    src: {kind: signal_source, params: {type: f32, samp_rate: 1e6}, segment: front}\n\
+         \x20   sink: {kind: null_sink, params: {type: f32}, segment: back}\n\
+         \x20 connections:\n    - [src.out, sink.in]\n  segments:\n\
+         \x20   front: {kubernetes: {nodeSelector: {radio: 'yes'}, notChecked: 1}}\n\
+         \x20   back: {kubernetes: [hostNetwork]}\n",
+    );
+    check(
+        &text,
+        &[(
+            "spec.segments.back.kubernetes",
+            "must be a map of Kubernetes settings, got a list",
+            "write e.g. `kubernetes: {nodeSelector: {radio: \"true\"}}` (docs/operator.md)",
+        )],
+    );
+    let fixed = text.replace("[hostNetwork]", "{hostNetwork: true}");
+    let (doc, report) = validate_text(&fixed);
+    assert!(report.is_ok(), "{report}");
+    let front = &doc.unwrap().spec.segments["front"];
+    assert_eq!(
+        front.kubernetes.as_ref().unwrap()["nodeSelector"]["radio"],
+        "yes"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -594,6 +594,74 @@ fn the_consumer_checks_a_zero_crc_and_rejects_frames_without_one() {
     assert_eq!(b.get("sink", "tags"), Some(Pmt::List(vec![])));
 }
 
+/// A connection that ends in the middle of a DATA frame leaves nothing of
+/// that frame behind: the next connection starts at a frame boundary. (The
+/// consumer used to keep the cut frame's header and read the new
+/// connection's first bytes as the rest of its payload: with CRC on, a
+/// CRC32C mismatch and one more reconnect; with CRC off, as here, wrong
+/// items delivered.)
+#[test]
+fn a_connection_cut_inside_a_data_frame_leaves_no_trace_in_the_next_one() {
+    let p = partition(&spec(PAIR)).unwrap();
+    let rx = p.edges[0].source_block.clone();
+    let mem = Mem::new();
+    let resumed = Arc::new(Mutex::new(Vec::new()));
+    let seen = resumed.clone();
+    let items = |r: std::ops::Range<u64>| -> Vec<u8> { r.flat_map(|i| i.to_le_bytes()).collect() };
+    let welcome = |retained_from| {
+        Answer::Welcome {
+            crc: false,
+            retained_from,
+            instance: 77,
+        }
+        .encode()
+    };
+    // First connection: items 0..4, then the header and half the payload
+    // of the frame of items 4..8, then the close. Later ones: from where
+    // the consumer resumes to 8, then EOS.
+    mem.listen(
+        "mem-cut",
+        Arc::new(move |mut s: Box<dyn Stream>| {
+            let hello = accept_hello(&mut s);
+            let r = hello.resume_offset.min(8);
+            let first = {
+                let mut v = seen.lock().unwrap();
+                v.push(hello.resume_offset);
+                v.len() == 1
+            };
+            s.write_all(&welcome(r)).unwrap();
+            if first {
+                let whole = data_frame(0, &items(0..4), 0, 0);
+                let cut = data_frame(4, &items(4..8), 0, 0);
+                s.write_all(&[&whole[..], &cut[..cut.len() - 16]].concat())
+                    .unwrap();
+                return; // closes the connection mid-payload
+            }
+            let mut rest = vec![];
+            if r < 8 {
+                rest = data_frame(r, &items(r..8), 0, 0);
+            }
+            rest.extend_from_slice(&frame::control(FrameType::Eos, 8, 0, &[], false));
+            s.write_all(&rest).unwrap();
+            let mut b = [0u8; 256];
+            while matches!(s.read(&mut b), Ok(k) if k > 0) {}
+        }),
+    )
+    .unwrap();
+    let c = consumer_env(&mem, "mem-cut");
+    let b = segment(&p, "b", &c).wait().expect("the consumer finishes");
+    let Some(Pmt::Vector(TypedVec::U64(data))) = b.get("sink", "data") else {
+        panic!("no data")
+    };
+    assert_eq!(data, (0..8).collect::<Vec<u64>>());
+    assert_eq!(
+        *resumed.lock().unwrap(),
+        [0, 4],
+        "one reconnect, after the last whole frame"
+    );
+    assert_eq!(b.get(&rx, "connections"), Some(Pmt::I64(2)));
+}
+
 // ------------------------------------------------ frames split or packed
 
 /// A DATA frame of u64 items `first..first+count` with `tags` (CRC on).

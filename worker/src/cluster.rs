@@ -17,6 +17,13 @@
 //! - changes that touch only other segments: nothing;
 //! - a spec that fails validation: nothing applied, the problems reported.
 //!
+//! Before it starts anything the worker runs its [`preflight`](crate::preflight)
+//! on the resource. While problems remain it starts nothing: it serves its
+//! control API with `/status` in state `failed` and every problem in its
+//! `preflight` list, checks again on every change of the resource, and
+//! starts the segment as soon as a version passes (or exits when the
+//! resource is deleted).
+//!
 //! A deleted resource stops the segment cleanly. A segment whose streams
 //! have all ended stays up in state `finished` until then (a Deployment
 //! would otherwise restart it and replay the graph).
@@ -30,10 +37,13 @@ use std::sync::{Arc, Mutex};
 use flowmesh_k8s::source::{self, Event, ResourceRef};
 use flowmesh_model::change::{segment_change, SegmentChange};
 use flowmesh_model::naming::PeerTemplate;
+use flowmesh_model::status::PreflightProblem;
+use flowmesh_model::validate::Report as Validation;
 use flowmesh_model::{catalog, params, FlowGraphSpec, Pmt};
 use futures::StreamExt;
 use kube::Client;
 
+use crate::preflight::{self, Host};
 use crate::{plan, start_segment, Config};
 
 /// Errors of cluster mode.
@@ -45,6 +55,13 @@ pub enum Error {
     Worker(#[from] crate::Error),
     #[error("segment `{segment}` failed: {message}")]
     Failed { segment: String, message: String },
+    /// The preflight failed and its problems cannot be served either (the
+    /// control address is taken): nothing was started.
+    #[error("segment `{segment}` was not started; its preflight found:{}", problems.iter().map(|p| format!("\n  {p}")).collect::<String>())]
+    Preflight {
+        segment: String,
+        problems: Vec<PreflightProblem>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -80,6 +97,8 @@ pub struct Applied {
 /// The segment's state as cluster mode sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// Not started: the preflight found problems ([`Report::preflight`]).
+    PreflightFailed,
     Running,
     /// The resource changed in a way only a restart can apply.
     RestartRequired,
@@ -101,6 +120,8 @@ pub struct Report {
     pub restart_reasons: Vec<String>,
     /// The last problem: an invalid new spec, a parameter the block refused.
     pub last_error: Option<String>,
+    /// What the last preflight found (empty once the segment started).
+    pub preflight: Vec<PreflightProblem>,
 }
 
 /// How cluster mode ended.
@@ -134,10 +155,49 @@ fn new_value(spec: &FlowGraphSpec, block: &str, param: &str) -> Option<Pmt> {
     params::resolve(d, &b.params).0.get(param).cloned()
 }
 
+/// Runs the preflight of `cfg`'s segment on a version of its resource (as
+/// [`source::fetch`] or [`source::watch`] gave it): the version if it
+/// passed, and every problem. An invalid spec is a preflight failure with
+/// `flowmesh validate`'s problems; an error reading the resource is an
+/// error. `control_held`: the control address is this worker's already (a
+/// [`Control::waiting`](crate::control::Control::waiting) serves it), so it
+/// is not checked.
+pub fn check(
+    cfg: &ClusterConfig,
+    version: source::Result<source::Fetched>,
+    control_held: bool,
+) -> Result<(Option<source::Fetched>, Vec<PreflightProblem>)> {
+    let host = Host {
+        segment: &cfg.worker.segment,
+        listen: &cfg.worker.listen,
+        control: cfg
+            .control
+            .as_ref()
+            .filter(|_| !control_held)
+            .map(|c| c.addr.as_str()),
+        state_dir: cfg.worker.state_dir.as_deref(),
+    };
+    match version {
+        Ok(f) => {
+            let problems = preflight::check(Some(&f.doc), &Validation::default(), &host);
+            Ok((problems.is_empty().then_some(f), problems))
+        }
+        Err(source::Error::Invalid { report, doc, .. }) => {
+            Ok((None, preflight::check(doc.as_deref(), &report, &host)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs the segment of `cfg` from its resource until the resource is
 /// deleted. `report` is kept up to date throughout.
 pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>) -> Result<Exit> {
-    let fetched = source::fetch(&client, &cfg.resource).await?;
+    let first = source::fetch(&client, &cfg.resource).await;
+    let mut events = Box::pin(source::watch(client, cfg.resource.clone()));
+    let (fetched, held) = match until_clean(&cfg, first, &mut events, &report).await? {
+        Some(x) => x,
+        None => return Ok(Exit::Deleted),
+    };
     let part = plan(&fetched.doc)?;
     let mut worker = cfg.worker.clone();
     worker.peers = peers(&cfg, part.segments.keys().cloned());
@@ -148,14 +208,14 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
     let started = start_segment(&fetched.doc, &worker)?;
     let control = match cfg.control.clone() {
         Some(opts) => {
-            let c = crate::control::Control::start(
-                &started,
-                &fetched.doc,
-                crate::control::Options {
-                    params_from_resource: true,
-                    ..opts
-                },
-            )
+            let opts = crate::control::Options {
+                params_from_resource: true,
+                ..opts
+            };
+            let c = match held {
+                Some(l) => crate::control::Control::start_on(l, &started, &fetched.doc, opts),
+                None => crate::control::Control::start(&started, &fetched.doc, opts),
+            }
             .map_err(|e| Error::Failed {
                 segment: segment.clone(),
                 message: e.to_string(),
@@ -170,6 +230,7 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
         let mut r = report.lock().expect("report lock");
         r.state = State::Running;
         r.generation = fetched.generation;
+        r.preflight.clear();
     }
     // The DSP threads end on their own (streams ended) or when stopped;
     // one plain thread waits for them.
@@ -183,7 +244,6 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
         .expect("spawn a thread");
     let mut done = false;
     let mut current = fetched.doc.spec;
-    let mut events = Box::pin(source::watch(client, cfg.resource.clone()));
     loop {
         tokio::select! {
             r = &mut done_rx, if !done => {
@@ -294,6 +354,83 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
     }
 }
 
+/// Checks `first` (the version read at the start), then, while problems
+/// remain, every new version from `events`, with the control API (if
+/// served) answering in state `failed` with the problems. Returns the first
+/// version that passes, with the control API's socket if it was serving;
+/// `None` if the resource was deleted first.
+async fn until_clean(
+    cfg: &ClusterConfig,
+    first: source::Result<source::Fetched>,
+    events: &mut (impl futures::Stream<Item = Event> + Unpin),
+    report: &Arc<Mutex<Report>>,
+) -> Result<Option<(source::Fetched, Option<std::net::TcpListener>)>> {
+    let segment = &cfg.worker.segment;
+    let mut generation = first.as_ref().map_or(0, |f| f.generation);
+    let (clean, problems) = check(cfg, first, false)?;
+    if let Some(f) = clean {
+        return Ok(Some((f, None)));
+    }
+    let mut waiting = None;
+    let mut problems = problems;
+    loop {
+        for p in &problems {
+            tracing::warn!("segment {segment}: not started (generation {generation}): {p}");
+        }
+        {
+            let mut r = report.lock().expect("report lock");
+            r.state = State::PreflightFailed;
+            r.generation = generation;
+            r.preflight = problems.clone();
+        }
+        let shown = generation.max(0) as u64;
+        match (&waiting, &cfg.control) {
+            (Some(c), _) => crate::control::Control::set_preflight(c, shown, problems.clone()),
+            (None, Some(opts)) => {
+                let c = crate::control::Control::waiting(
+                    &cfg.resource.name,
+                    segment,
+                    shown,
+                    problems.clone(),
+                    crate::control::Options {
+                        params_from_resource: true,
+                        ..opts.clone()
+                    },
+                )
+                .map_err(|_| Error::Preflight {
+                    segment: segment.clone(),
+                    problems: problems.clone(),
+                })?;
+                tracing::info!(
+                    "segment {segment}: control API on http://{} (not started)",
+                    c.addr()
+                );
+                waiting = Some(c);
+            }
+            (None, None) => {}
+        }
+        let version = match events.next().await {
+            None | Some(Event::Deleted) => {
+                tracing::info!("segment {segment}: {} was deleted; exiting", cfg.resource);
+                return Ok(None);
+            }
+            Some(Event::Applied(v)) => *v,
+        };
+        if let Ok(f) = &version {
+            generation = f.generation;
+        }
+        let (clean, found) = check(cfg, version, waiting.is_some())?;
+        if let Some(f) = clean {
+            tracing::info!(
+                "segment {segment}: preflight passed (generation {}); starting",
+                f.generation
+            );
+            return Ok(Some((f, waiting.map(|c| c.into_listener()))));
+        }
+        problems = found;
+    }
+}
+
 impl Report {
     pub fn new() -> Arc<Mutex<Report>> {
         Arc::new(Mutex::new(Report {
@@ -302,6 +439,7 @@ impl Report {
             applied: vec![],
             restart_reasons: vec![],
             last_error: None,
+            preflight: vec![],
         }))
     }
 }

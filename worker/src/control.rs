@@ -13,6 +13,13 @@
 //! | `PUT /params/{block}/{param}` | body: the bare JSON value; answer as GET | always |
 //! | `POST /messages/{block}/{port}` | body: the JSON message | always |
 //!
+//! A segment whose preflight failed is not started; the API then serves
+//! [`Control::waiting`]: `/status` in state `failed` with the problems in
+//! its `preflight` list, `/readyz` 503, and every call about the running
+//! graph 503 `not_started`. When the problems are gone the same listening
+//! socket goes to the segment's API ([`Control::into_listener`],
+//! [`Control::start_on`]).
+//!
 //! Mutating calls need the bearer token and are refused when none is
 //! configured. Values are checked against the catalog with the messages of
 //! `flowmesh validate` before they reach the running graph. Every error
@@ -33,7 +40,7 @@ use axum::{Json, Router};
 use flowmesh_model::catalog::{BlockDescriptor, PortKind, ResolvedKind, Role as BlockRole};
 use flowmesh_model::params::{self, SetRefusal};
 use flowmesh_model::status::{
-    BlockStatus, EdgeRole, EdgeStatus, ParamStatus, WorkerState, WorkerStatus,
+    BlockStatus, EdgeRole, EdgeStatus, ParamStatus, PreflightProblem, WorkerState, WorkerStatus,
 };
 use flowmesh_model::{catalog, partition, FlowGraphDocument, Params, Pmt};
 use flowmesh_runtime::net::env::NetEnv;
@@ -99,8 +106,29 @@ impl Default for Options {
 /// A running control API. Dropping it stops the server.
 pub struct Control {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    served: Served,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// A second handle of the listening socket, for [`Control::into_listener`].
+    listener: Option<std::net::TcpListener>,
+}
+
+/// What the API serves.
+enum Served {
+    /// A started segment.
+    Segment(Arc<Shared>),
+    /// A segment not started because its preflight failed.
+    Waiting(Arc<Waiting>),
+}
+
+/// The API of a segment that was not started.
+struct Waiting {
+    opts: Options,
+    flowgraph: String,
+    segment: String,
+    started: Instant,
+    /// The generation checked last and its problems.
+    checked: Mutex<(u64, Vec<PreflightProblem>)>,
 }
 
 /// A block of the segment as the API sees it.
@@ -209,54 +237,71 @@ fn same_token(a: &str, b: &str) -> bool {
     diff == 0
 }
 
+fn bind(addr: &str) -> Result<std::net::TcpListener, Error> {
+    std::net::TcpListener::bind(addr).map_err(|source| Error::Listen {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
 impl Control {
     /// Starts serving the control API of `seg` (a segment of `doc`).
     pub fn start(seg: &Segment, doc: &FlowGraphDocument, opts: Options) -> Result<Control, Error> {
-        let listener = std::net::TcpListener::bind(&opts.addr).map_err(|source| Error::Listen {
-            addr: opts.addr.clone(),
-            source,
-        })?;
-        listener.set_nonblocking(true).map_err(Error::Start)?;
-        let addr = listener.local_addr().map_err(Error::Start)?;
+        let listener = bind(&opts.addr)?;
+        Self::start_on(listener, seg, doc, opts)
+    }
+
+    /// Serves the control API of `seg` on a socket already listening (the
+    /// one a [`Control::waiting`] served; `opts.addr` is then not bound).
+    pub fn start_on(
+        listener: std::net::TcpListener,
+        seg: &Segment,
+        doc: &FlowGraphDocument,
+        opts: Options,
+    ) -> Result<Control, Error> {
         let shared = Arc::new(Shared::new(seg, doc, opts));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(Error::Start)?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = router(shared.clone());
         let sampler = shared.clone();
-        std::thread::Builder::new()
-            .name("flowmesh-control".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => return tracing::error!("control API: {e}"),
-                    };
-                    tokio::spawn(async move {
-                        let mut tick = tokio::time::interval(Duration::from_secs(1));
-                        loop {
-                            tick.tick().await;
-                            sampler.sample();
-                            sampler.ready();
-                        }
-                    });
-                    let served = axum::serve(listener, app).with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    });
-                    if let Err(e) = served.await {
-                        tracing::error!("control API: {e}");
-                    }
-                })
-            })
-            .map_err(Error::Start)?;
-        Ok(Control {
-            addr,
-            shared,
-            stop: Some(stop),
-        })
+        let tick = async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                sampler.sample();
+                sampler.ready();
+            }
+        };
+        serve(
+            listener,
+            router(shared.clone()),
+            tick,
+            Served::Segment(shared),
+        )
+    }
+
+    /// Serves the API of segment `segment` of FlowGraph `flowgraph`, which
+    /// was not started: its preflight found `problems` in generation
+    /// `generation` ([`Control::set_preflight`] updates them). Only a
+    /// socket is listening; nothing of the segment exists.
+    pub fn waiting(
+        flowgraph: &str,
+        segment: &str,
+        generation: u64,
+        problems: Vec<PreflightProblem>,
+        opts: Options,
+    ) -> Result<Control, Error> {
+        let listener = bind(&opts.addr)?;
+        let w = Arc::new(Waiting {
+            opts,
+            flowgraph: flowgraph.to_string(),
+            segment: segment.to_string(),
+            started: Instant::now(),
+            checked: Mutex::new((generation, problems)),
+        });
+        serve(
+            listener,
+            waiting_router(w.clone()),
+            std::future::pending(),
+            Served::Waiting(w),
+        )
     }
 
     /// The address the API listens on.
@@ -266,7 +311,10 @@ impl Control {
 
     /// Records how the graph ended: `finished`, or `failed` with the error.
     pub fn set_outcome(&self, outcome: Result<(), String>) {
-        let mut l = self.shared.life();
+        let Served::Segment(shared) = &self.served else {
+            return;
+        };
+        let mut l = shared.life();
         if let Err(e) = &outcome {
             l.last_error = Some(e.clone());
         }
@@ -276,13 +324,87 @@ impl Control {
     /// Marks the segment `restartRequired` (a change that cannot be
     /// applied live), with the reason shown in `/status`.
     pub fn set_restart_required(&self, reason: &str) {
-        self.shared.life().restart = Some(reason.to_string());
+        if let Served::Segment(shared) = &self.served {
+            shared.life().restart = Some(reason.to_string());
+        }
+    }
+
+    /// A segment not started: the problems its preflight found in
+    /// `generation` of the FlowGraph, shown in `/status`.
+    pub fn set_preflight(&self, generation: u64, problems: Vec<PreflightProblem>) {
+        if let Served::Waiting(w) = &self.served {
+            *w.checked.lock().unwrap_or_else(|e| e.into_inner()) = (generation, problems);
+        }
     }
 
     /// What `GET /status` answers now.
     pub fn status(&self) -> WorkerStatus {
-        self.shared.status()
+        match &self.served {
+            Served::Segment(s) => s.status(),
+            Served::Waiting(w) => w.status(),
+        }
     }
+
+    /// Stops serving and returns the listening socket, still bound and
+    /// listening (connections that arrive meanwhile wait in its backlog),
+    /// for [`Control::start_on`].
+    pub fn into_listener(mut self) -> std::net::TcpListener {
+        self.shutdown();
+        self.listener.take().expect("kept until now")
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves `app` on `listener` in a thread of its own, with `background`
+/// running beside it.
+fn serve(
+    listener: std::net::TcpListener,
+    app: Router,
+    background: impl std::future::Future<Output = ()> + Send + 'static,
+    served: Served,
+) -> Result<Control, Error> {
+    listener.set_nonblocking(true).map_err(Error::Start)?;
+    let addr = listener.local_addr().map_err(Error::Start)?;
+    let kept = listener.try_clone().map_err(Error::Start)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(Error::Start)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("flowmesh-control".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => return tracing::error!("control API: {e}"),
+                };
+                tokio::spawn(background);
+                let served = axum::serve(listener, app).with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                });
+                if let Err(e) = served.await {
+                    tracing::error!("control API: {e}");
+                }
+            })
+        })
+        .map_err(Error::Start)?;
+    Ok(Control {
+        addr,
+        served,
+        stop: Some(stop),
+        thread: Some(thread),
+        listener: Some(kept),
+    })
 }
 
 impl Drop for Control {
@@ -291,6 +413,100 @@ impl Drop for Control {
             let _ = s.send(());
         }
     }
+}
+
+fn waiting_router(w: Arc<Waiting>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(waiting_readyz))
+        .route("/metrics", get(waiting_metrics))
+        .route("/status", get(waiting_status))
+        .route(
+            "/params/{block}/{param}",
+            get(waiting_read).put(waiting_change),
+        )
+        .route("/messages/{block}/{port}", post(waiting_change))
+        .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(w)
+}
+
+impl Waiting {
+    fn status(&self) -> WorkerStatus {
+        let (generation, problems) = self
+            .checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let n = problems.len();
+        WorkerStatus {
+            flowgraph: self.flowgraph.clone(),
+            segment: self.segment.clone(),
+            generation,
+            state: WorkerState::Failed,
+            restart_reason: None,
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            items_per_second: 0.0,
+            backlog_items: 0,
+            items_lost: CAUSES.iter().map(|c| (c.name().to_string(), 0)).collect(),
+            blocks: BTreeMap::new(),
+            edges: vec![],
+            params: BTreeMap::new(),
+            preflight: problems,
+            last_error: Some(format!(
+                "not started: the preflight found {n} problem{} on this host (listed in \
+                 `preflight`); the segment starts when a new version of the FlowGraph passes",
+                if n == 1 { "" } else { "s" }
+            )),
+        }
+    }
+
+    fn not_started(&self) -> ApiError {
+        let (_, problems) = &*self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        let first = problems.first().map(|p| p.path.clone()).unwrap_or_default();
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_started",
+            first,
+            format!(
+                "segment `{}` was not started: its preflight found {} problem(s) on this host",
+                self.segment,
+                problems.len()
+            ),
+        )
+        .hint("GET /status lists them; fix them (edit the FlowGraph, or the host) and the segment starts")
+    }
+}
+
+async fn waiting_readyz(State(w): State<Arc<Waiting>>) -> ApiError {
+    w.not_started()
+}
+
+async fn waiting_status(State(w): State<Arc<Waiting>>, headers: HeaderMap) -> ApiResult {
+    authorize(&w.opts, &headers, false)?;
+    Ok(Json(w.status()).into_response())
+}
+
+async fn waiting_metrics(State(w): State<Arc<Waiting>>, headers: HeaderMap) -> ApiResult {
+    authorize(&w.opts, &headers, false)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&w.status(), None),
+    )
+        .into_response())
+}
+
+async fn waiting_read(State(w): State<Arc<Waiting>>, headers: HeaderMap) -> ApiResult {
+    authorize(&w.opts, &headers, false)?;
+    Err(w.not_started())
+}
+
+async fn waiting_change(State(w): State<Arc<Waiting>>, headers: HeaderMap) -> ApiResult {
+    authorize(&w.opts, &headers, true)?;
+    Err(w.not_started())
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -544,51 +760,14 @@ impl Shared {
             blocks,
             edges,
             params,
+            preflight: vec![],
             last_error,
         }
     }
 
     /// Checks the bearer token of a request (`mutating`: PUT/POST).
     fn authorize(&self, headers: &HeaderMap, mutating: bool) -> Result<(), ApiError> {
-        if !mutating && self.opts.open_reads {
-            return Ok(());
-        }
-        let Some(want) = self.opts.token.as_deref().filter(|t| !t.is_empty()) else {
-            let message = if mutating {
-                "this worker has no control token, so it accepts no changes: start it with \
-                 FLOWMESH_TOKEN set or with --token-file PATH"
-            } else {
-                "this worker has no control token and its read-only endpoints are closed: start \
-                 it with --open-reads, or with a token (FLOWMESH_TOKEN or --token-file) and send it"
-            };
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "no_token",
-                "headers.authorization",
-                message,
-            ));
-        };
-        let got = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match got {
-            None => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing_token",
-                "headers.authorization",
-                "send the worker's token as `Authorization: Bearer TOKEN` (the flowmesh command \
-                 reads it from FLOWMESH_TOKEN or --token-file)",
-            )),
-            Some(t) if same_token(t.trim(), want) => Ok(()),
-            Some(_) => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "bad_token",
-                "headers.authorization",
-                "the bearer token does not match this worker's (its FLOWMESH_TOKEN or \
-                 --token-file)",
-            )),
-        }
+        authorize(&self.opts, headers, mutating)
     }
 
     fn block(&self, name: &str) -> Result<(&BlockInfo, &'static BlockDescriptor), ApiError> {
@@ -729,6 +908,50 @@ impl Shared {
             (shown.clone(), offset),
         );
         Ok(json!({"value": shown, "offset": offset}))
+    }
+}
+
+/// Checks the bearer token of a request (`mutating`: PUT/POST) against
+/// `opts`.
+fn authorize(opts: &Options, headers: &HeaderMap, mutating: bool) -> Result<(), ApiError> {
+    if !mutating && opts.open_reads {
+        return Ok(());
+    }
+    let Some(want) = opts.token.as_deref().filter(|t| !t.is_empty()) else {
+        let message = if mutating {
+            "this worker has no control token, so it accepts no changes: start it with \
+                 FLOWMESH_TOKEN set or with --token-file PATH"
+        } else {
+            "this worker has no control token and its read-only endpoints are closed: start \
+                 it with --open-reads, or with a token (FLOWMESH_TOKEN or --token-file) and send it"
+        };
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "no_token",
+            "headers.authorization",
+            message,
+        ));
+    };
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match got {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "headers.authorization",
+            "send the worker's token as `Authorization: Bearer TOKEN` (the flowmesh command \
+                 reads it from FLOWMESH_TOKEN or --token-file)",
+        )),
+        Some(t) if same_token(t.trim(), want) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad_token",
+            "headers.authorization",
+            "the bearer token does not match this worker's (its FLOWMESH_TOKEN or \
+                 --token-file)",
+        )),
     }
 }
 
@@ -977,7 +1200,7 @@ async fn post_message(
 async fn metrics_text(State(s): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
     s.authorize(&headers, false)?;
     let st = s.clone();
-    let text = blocking(String::new(), move || render(&st)).await?;
+    let text = blocking(String::new(), move || render(&st.status(), Some(&st))).await?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -1011,9 +1234,9 @@ async fn wrong_method(uri: Uri) -> ApiError {
     .hint("GET /healthz /readyz /metrics /status /params/…; PUT /params/…; POST /messages/…")
 }
 
-/// The metrics text (docs/worker.md).
-fn render(s: &Shared) -> String {
-    let st = s.status();
+/// The metrics text of a status (docs/worker.md); the latency probes'
+/// figures come from the running segment (`live`), if there is one.
+fn render(st: &WorkerStatus, live: Option<&Shared>) -> String {
     let mut t = Text::default();
     let (fg, seg) = (st.flowgraph.as_str(), st.segment.as_str());
     let base = [("flowgraph", fg), ("segment", seg)];
@@ -1196,13 +1419,13 @@ fn render(s: &Shared) -> String {
     }
 
     // Latency, where a latency_probe measures it (while the graph runs).
-    let probes: Vec<&String> = s
-        .blocks
+    let probes: Vec<&String> = live
         .iter()
+        .flat_map(|s| s.blocks.iter())
         .filter(|(_, b)| b.kind == "latency_probe")
         .map(|(n, _)| n)
         .collect();
-    if !probes.is_empty() && !s.handle.is_finished() {
+    if let Some(s) = live.filter(|s| !probes.is_empty() && !s.handle.is_finished()) {
         let mut q = vec![];
         for p in &probes {
             let get = |k: &str| s.handle.get(p, k).ok();

@@ -18,6 +18,10 @@
 //! of its output survived; the result goes to the blocks as a typed
 //! [`BlockSetup`] per block name, not as parameters.
 //!
+//! Before anything starts, [`preflight`] checks every element of the
+//! segment on this host and reports all problems at once; [`exit`] holds
+//! the exit codes of `flowmesh worker`.
+//!
 //! [`control`] serves the segment's control and health API (with
 //! [`metrics`]); [`client`] is the small HTTP client the `flowmesh`
 //! command uses to talk to it.
@@ -26,6 +30,23 @@ pub mod client;
 pub mod cluster;
 pub mod control;
 pub mod metrics;
+pub mod preflight;
+
+/// The exit codes of `flowmesh worker` (docs/worker.md), shared by every
+/// way of running a segment.
+pub mod exit {
+    /// The segment ended: every stream ended (cluster mode: the FlowGraph
+    /// was deleted).
+    pub const ENDED: u8 = 0;
+    /// The segment failed at run time.
+    pub const FAILED: u8 = 1;
+    /// Bad command line, invalid graph, or a failed preflight: nothing was
+    /// started.
+    pub const NOT_STARTED: u8 = 2;
+    /// Stopped by SIGTERM or SIGINT as a planned restart (128 + 15, what a
+    /// shell reports).
+    pub const STOPPED: u8 = 143;
+}
 
 use std::collections::BTreeMap;
 use std::io::BufRead;

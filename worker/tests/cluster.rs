@@ -217,3 +217,258 @@ async fn live_changes_restart_required_and_deletion_through_the_api() {
         assert_eq!(v, want, "item {i} (change at {at})");
     }
 }
+
+/// A GET of the control API at `addr` (off the async threads).
+async fn get(addr: &str, path: &str) -> (u16, Value) {
+    let url = format!("http://{addr}{path}");
+    let r = tokio::task::spawn_blocking(move || {
+        flowmesh_worker::client::request("GET", &url, None, None, Duration::from_secs(10))
+    })
+    .await
+    .unwrap()
+    .expect("the control API answers");
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_preflight_starts_nothing_until_a_fixed_resource_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    // The output directory does not exist yet.
+    let missing = dir.path().join("missing/out.u64");
+    let out = dir.path().join("out.u64");
+    let control = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let (service, mut handle) =
+        tower_test::mock::pair::<Request<kube::client::Body>, Response<B>>();
+    let client = Client::new(service, "radio");
+    let cfg = ClusterConfig {
+        resource: ResourceRef {
+            namespace: "radio".into(),
+            name: "counter".into(),
+        },
+        peer_template: PeerTemplate::default(),
+        worker: Config {
+            segment: "w".into(),
+            listen: "127.0.0.1:0".into(),
+            peers: Default::default(),
+            token: "t".into(),
+            generation: 0,
+            resume: false,
+            threads: None,
+            state_dir: None,
+        },
+        control: Some(flowmesh_worker::control::Options {
+            addr: control.clone(),
+            open_reads: true,
+            ..Default::default()
+        }),
+    };
+    let report = Report::new();
+    let worker = tokio::spawn(cluster::run(client, cfg, report.clone()));
+    let lock = |r: &Arc<Mutex<Report>>| r.lock().unwrap().clone();
+
+    // Generation 1 writes into a directory that does not exist.
+    let (req, send) = next(&mut handle).await;
+    assert_eq!(req.method(), http::Method::GET);
+    ok(send, full(&object(&missing, 1, N, 1, "10")));
+    until("the preflight failed", || {
+        lock(&report).state == State::PreflightFailed
+    })
+    .await;
+    let (code, st) = get(&control, "/status").await;
+    assert_eq!(code, 200, "{st}");
+    assert_eq!(st["state"], "failed");
+    assert_eq!(st["generation"], 1);
+    let problems = st["preflight"].as_array().unwrap().clone();
+    assert_eq!(problems.len(), 1, "{st}");
+    assert_eq!(problems[0]["path"], "spec.blocks.file.params.path");
+    let m = problems[0]["message"].as_str().unwrap();
+    assert!(
+        m.contains(&dir.path().join("missing").display().to_string()) && m.contains("create it"),
+        "{m}"
+    );
+    assert!(st["blocks"].as_object().unwrap().is_empty());
+    let (code, ready) = get(&control, "/readyz").await;
+    assert_eq!(code, 503);
+    assert_eq!(ready["code"], "not_started");
+    let (code, _) = get(&control, "/params/gain/constant").await;
+    assert_eq!(code, 503);
+
+    // The watcher's list and watch; generation 2 adds an unknown kind: both
+    // problems, still nothing started.
+    let (_, send) = next(&mut handle).await;
+    ok(
+        send,
+        full(
+            &json!({"apiVersion": "flowmesh.dev/v1alpha1", "kind": "FlowGraphList",
+                     "metadata": {"resourceVersion": "10"}, "items": [object(&missing, 1, N, 1, "10")]}),
+        ),
+    );
+    let (req, send) = next(&mut handle).await;
+    assert!(req.uri().query().unwrap_or("").contains("watch=true"));
+    let (events, rx) = mpsc::unbounded::<Bytes>();
+    ok(
+        send,
+        BodyExt::boxed(StreamBody::new(
+            rx.map(|b| Ok::<_, Infallible>(Frame::data(b))),
+        )),
+    );
+    let event = |kind: &str, obj: Value| {
+        let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap();
+        line.push(b'\n');
+        events.unbounded_send(Bytes::from(line)).unwrap();
+    };
+    let mut odd = object(&missing, 1, N, 2, "11");
+    odd["spec"]["blocks"]["odd"] = json!({"kind": "no_such_kind", "segment": "w"});
+    event("MODIFIED", odd);
+    until("both problems reported", || {
+        lock(&report).preflight.len() == 2
+    })
+    .await;
+    let (_, st) = get(&control, "/status").await;
+    let paths: Vec<&str> = st["preflight"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["spec.blocks.odd.kind", "spec.blocks.file.params.path"],
+        "{st}"
+    );
+    assert_eq!(st["state"], "failed");
+    assert!(!missing.exists() && !out.exists(), "nothing was written");
+
+    // Generation 3 writes where it can: the segment starts, its control
+    // API on the same address.
+    event("MODIFIED", object(&out, 1, N, 3, "12"));
+    until("the segment runs", || lock(&report).state == State::Running).await;
+    assert!(lock(&report).preflight.is_empty());
+    until("items in the file", || items(&out).len() > 1000).await;
+    let (code, st) = get(&control, "/status").await;
+    assert_eq!(code, 200, "{st}");
+    assert!(st.get("preflight").is_none(), "{st}");
+    assert_ne!(st["state"], "failed");
+    assert!(st["blocks"].as_object().unwrap().contains_key("file"));
+
+    event("DELETED", object(&out, 1, N, 3, "13"));
+    let exit = tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .expect("the worker stops within 30 s")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(exit, Exit::Deleted));
+    // The output's items are the counter's: the graph ran once, from 0.
+    let got = items(&out);
+    assert!(got.iter().enumerate().all(|(i, &v)| v == i as u64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_deleted_before_its_preflight_passes_ends_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing/out.u64");
+    let (service, mut handle) =
+        tower_test::mock::pair::<Request<kube::client::Body>, Response<B>>();
+    let client = Client::new(service, "radio");
+    let cfg = ClusterConfig {
+        resource: ResourceRef {
+            namespace: "radio".into(),
+            name: "counter".into(),
+        },
+        peer_template: PeerTemplate::default(),
+        worker: Config {
+            segment: "w".into(),
+            listen: "127.0.0.1:0".into(),
+            peers: Default::default(),
+            token: "t".into(),
+            generation: 0,
+            resume: false,
+            threads: None,
+            state_dir: None,
+        },
+        control: None,
+    };
+    let report = Report::new();
+    let worker = tokio::spawn(cluster::run(client, cfg, report.clone()));
+    let (_, send) = next(&mut handle).await;
+    ok(send, full(&object(&missing, 1, N, 1, "10")));
+    // The watcher's list finds nothing: the resource is gone.
+    let (_, send) = next(&mut handle).await;
+    ok(
+        send,
+        full(
+            &json!({"apiVersion": "flowmesh.dev/v1alpha1", "kind": "FlowGraphList",
+                     "metadata": {"resourceVersion": "11"}, "items": []}),
+        ),
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .expect("the worker ends within 30 s")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(exit, Exit::Deleted));
+    let r = report.lock().unwrap().clone();
+    assert_eq!(r.state, State::PreflightFailed);
+    assert_eq!(r.preflight.len(), 1);
+    assert!(!missing.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_preflight_with_its_control_address_taken_ends_with_the_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing/out.u64");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let control = held.local_addr().unwrap().to_string();
+    let (service, mut handle) =
+        tower_test::mock::pair::<Request<kube::client::Body>, Response<B>>();
+    let client = Client::new(service, "radio");
+    let cfg = ClusterConfig {
+        resource: ResourceRef {
+            namespace: "radio".into(),
+            name: "counter".into(),
+        },
+        peer_template: PeerTemplate::default(),
+        worker: Config {
+            segment: "w".into(),
+            listen: "127.0.0.1:0".into(),
+            peers: Default::default(),
+            token: "t".into(),
+            generation: 0,
+            resume: false,
+            threads: None,
+            state_dir: None,
+        },
+        control: Some(flowmesh_worker::control::Options {
+            addr: control.clone(),
+            ..Default::default()
+        }),
+    };
+    let worker = tokio::spawn(cluster::run(client, cfg, Report::new()));
+    let (_, send) = next(&mut handle).await;
+    ok(send, full(&object(&missing, 1, N, 1, "10")));
+    let e = tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .expect("the worker ends within 30 s")
+        .unwrap()
+        .unwrap_err();
+    let cluster::Error::Preflight { problems, .. } = &e else {
+        panic!("not a preflight failure: {e}");
+    };
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.blocks.file.params.path".to_string(),
+            format!("--control {control}")
+        ]
+    );
+    assert!(e.to_string().contains("in use"), "{e}");
+    assert!(!missing.exists());
+}

@@ -23,6 +23,42 @@ fn file_sink_durability(p: &Params) -> Durability {
     }
 }
 
+/// The files a block with a `path` and a `format` (raw or SigMF) uses: the
+/// file `path` names, or both files of a SigMF recording.
+pub(super) fn path_files(p: &Params, access: FileAccess) -> Vec<FileUse> {
+    let Some(path) = p.str("path") else {
+        return vec![];
+    };
+    let path = std::path::Path::new(path);
+    let paths = match p.str("format") {
+        Some("sigmf") => {
+            let (d, m) = sigmf_paths(path);
+            vec![d, m]
+        }
+        _ => vec![path.to_path_buf()],
+    };
+    paths
+        .into_iter()
+        .map(|path| FileUse {
+            param: "path",
+            path,
+            access,
+        })
+        .collect()
+}
+
+fn file_sink_files(p: &Params) -> Vec<FileUse> {
+    path_files(p, FileAccess::Write)
+}
+
+/// A `jsonl_sink` writes its file unless `path` is `-` (standard output).
+fn jsonl_sink_files(p: &Params) -> Vec<FileUse> {
+    match p.str("path") {
+        None | Some("-") => vec![],
+        Some(_) => path_files(p, FileAccess::Write),
+    }
+}
+
 /// The data and metadata paths of a SigMF recording named by `path`: the
 /// `.sigmf-data` / `.sigmf-meta` pair beside it, whichever of the two (or
 /// neither, then both are added to the name) `path` names.
@@ -85,13 +121,15 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .input(PortDescriptor::typed("in", "items to write"))
         .tags(TagPolicy::None)
         .rate_param("samp_rate")
-        .durable(file_sink_durability),
+        .durable(file_sink_durability)
+        .files(file_sink_files),
         BlockDescriptor::new(
             "jsonl_sink",
             Category::Sink,
             "Writes each message as one JSON line to a file, or to standard output when `path` is `-`.",
         )
         .param(ParamDescriptor::new("path", ParamType::Path, "output file, `-` for standard output").default("-"))
-        .input(PortDescriptor::message("in", "messages to write").optional()),
+        .input(PortDescriptor::message("in", "messages to write").optional())
+        .files(jsonl_sink_files),
     ]
 }

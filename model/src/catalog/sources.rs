@@ -76,7 +76,8 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(samp_rate().optional())
         .output(PortDescriptor::typed("out", "file contents"))
         .source(SourceKind::Replayable)
-        .rate_param("samp_rate"),
+        .rate_param("samp_rate")
+        .files(|p| super::sinks::path_files(p, FileAccess::Read)),
         BlockDescriptor::new(
             "counter_source",
             Category::Source,

@@ -922,6 +922,13 @@ impl Block for NetSource {
                 drop(g);
                 let mut conn = w.conn;
                 conn.set_waker(io.waker().clone())?;
+                // A new connection starts at a frame boundary. A read that
+                // found the last one closed mid-frame put the cut frame's
+                // header back into `rx` after `drop_conn` had cleared it;
+                // carried over, it would take this connection's first bytes
+                // as the rest of its payload.
+                self.rx = Rx::Header;
+                (self.st_lo, self.st_hi) = (0, 0);
                 self.peer = conn.peer_addr();
                 self.crc = w.crc;
                 if self.instance != 0 && w.instance != self.instance {
