@@ -15,18 +15,18 @@
 
 use std::collections::BTreeMap;
 
+use flowmesh_k8s::{SegmentKubernetes, Storage};
 use flowmesh_model::change::segment_hash;
 use flowmesh_model::naming::{dns_label, service_name, MAX_LABEL};
 use flowmesh_model::partition::Partition;
 use flowmesh_model::FlowGraphSpec;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, PersistentVolumeClaim, ResourceRequirements, Secret, Service,
-    ServiceAccount, Toleration, Volume, VolumeMount,
+    Capabilities, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::labels;
@@ -71,61 +71,6 @@ impl Default for Settings {
     }
 }
 
-/// Storage of a segment: one PersistentVolumeClaim, holding its files
-/// (`mountPath`, default `/data`) and its resume state (`/state`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Storage {
-    /// Requested size, e.g. `10Gi`.
-    pub size: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_class_name: Option<String>,
-    /// Default `[ReadWriteOnce]`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub access_modes: Vec<String>,
-    /// Keep the claim when the FlowGraph is deleted (default true:
-    /// recordings outlive the graph).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_on_delete: Option<bool>,
-    /// Where the segment's files go (default `/data`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mount_path: Option<String>,
-}
-
-/// A segment's Kubernetes settings (`spec.segments.<s>.kubernetes`),
-/// typed with k8s-openapi.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SegmentSettings {
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub node_selector: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<Affinity>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tolerations: Vec<Toleration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-    /// Image override for this segment's worker.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_pull_policy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage: Option<Storage>,
-    /// Extra volumes (a device path, a config map…) and where to mount them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub volumes: Vec<Volume>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub volume_mounts: Vec<VolumeMount>,
-    /// Linux capabilities added to the worker (all others are dropped).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub capabilities_add: Vec<String>,
-    /// Run in the node's network namespace (a radio front end on the host
-    /// network).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_network: Option<bool>,
-}
-
 /// What the build stage gets: a validated FlowGraph.
 #[derive(Debug, Clone)]
 pub struct Input<'a> {
@@ -136,7 +81,7 @@ pub struct Input<'a> {
     pub spec: &'a FlowGraphSpec,
     pub partition: &'a Partition,
     /// Per segment; absent: no settings.
-    pub kubernetes: &'a BTreeMap<String, SegmentSettings>,
+    pub kubernetes: &'a BTreeMap<String, SegmentKubernetes>,
 }
 
 /// Every child the FlowGraph should have (the token Secret aside).
@@ -257,7 +202,7 @@ pub fn build(input: &Input, settings: &Settings) -> Result<Children> {
     if settings.network_policy {
         out.network_policy = Some(network_policy(input, settings)?);
     }
-    let none = SegmentSettings::default();
+    let none = SegmentKubernetes::default();
     for seg in input.partition.segments.keys() {
         let k = input.kubernetes.get(seg).unwrap_or(&none);
         let hash = segment_hash(input.spec, seg).ok_or_else(|| Error::Build {
@@ -328,7 +273,7 @@ fn service(input: &Input, seg: &str) -> Result<Service> {
 
 fn claim(input: &Input, seg: &str, s: &Storage) -> Result<PersistentVolumeClaim> {
     let fg = input.name;
-    let keep = s.keep_on_delete.unwrap_or(true);
+    let keep = s.keep_on_delete;
     let mut m = json!({
         "name": claim_name(fg, seg),
         "namespace": input.namespace,
@@ -338,14 +283,9 @@ fn claim(input: &Input, seg: &str, s: &Storage) -> Result<PersistentVolumeClaim>
     if !keep {
         m["ownerReferences"] = owner(input);
     }
-    let modes = if s.access_modes.is_empty() {
-        vec!["ReadWriteOnce".to_string()]
-    } else {
-        s.access_modes.clone()
-    };
     let mut spec = json!({
-        "accessModes": modes,
-        "resources": {"requests": {"storage": s.size}},
+        "accessModes": s.access_modes,
+        "resources": {"requests": {"storage": s.size.0}},
     });
     if let Some(c) = &s.storage_class_name {
         spec["storageClassName"] = json!(c);
@@ -360,7 +300,7 @@ fn deployment(
     input: &Input,
     settings: &Settings,
     seg: &str,
-    k: &SegmentSettings,
+    k: &SegmentKubernetes,
     hash: &str,
 ) -> Result<Deployment> {
     let fg = input.name;
@@ -397,7 +337,7 @@ fn deployment(
         volumes.push(
             json!({"name": "storage", "persistentVolumeClaim": {"claimName": claim_name(fg, seg)}}),
         );
-        mounts.push(json!({"name": "storage", "mountPath": s.mount_path.as_deref().unwrap_or("/data"), "subPath": "data"}));
+        mounts.push(json!({"name": "storage", "mountPath": s.mount_path, "subPath": "data"}));
         mounts.push(json!({"name": "storage", "mountPath": "/state", "subPath": "state"}));
     }
     for v in &k.volumes {
@@ -455,10 +395,10 @@ fn deployment(
             source,
         })?;
     }
-    let mut node_selector = k.node_selector.clone();
-    if let Some(host) = input.spec.segments.get(seg).and_then(|s| s.host.clone()) {
-        node_selector.insert("kubernetes.io/hostname".into(), host);
-    }
+    let node_selector = match input.spec.segments.get(seg) {
+        Some(s) => k.node_selector(s),
+        None => k.node_selector.clone(),
+    };
     let mut pod = json!({
         "serviceAccountName": worker_account(fg),
         "securityContext": {"fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},

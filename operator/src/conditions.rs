@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use serde::{Deserialize, Serialize};
 
 /// Condition types.
 pub const READY: &str = "Ready";
@@ -14,34 +13,7 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const INVALID: &str = "Invalid";
 
-/// The phase of a FlowGraph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Phase {
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-    Invalid,
-}
-
-impl Phase {
-    pub const ALL: [Phase; 5] = [
-        Phase::Pending,
-        Phase::Running,
-        Phase::Succeeded,
-        Phase::Failed,
-        Phase::Invalid,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Running => "Running",
-            Phase::Succeeded => "Succeeded",
-            Phase::Failed => "Failed",
-            Phase::Invalid => "Invalid",
-        }
-    }
-}
+pub use flowmesh_k8s::Phase;
 
 /// What was observed of one segment: its Deployment, its pods, and (from
 /// the live loop) its worker's `/status`.

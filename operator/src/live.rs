@@ -71,20 +71,6 @@ fn round3(x: f64) -> f64 {
     (x / mag).round() * mag
 }
 
-/// `2.05M items/s`.
-pub fn human_rate(x: f64) -> String {
-    let (v, unit) = if x >= 1e9 {
-        (x / 1e9, "G")
-    } else if x >= 1e6 {
-        (x / 1e6, "M")
-    } else if x >= 1e3 {
-        (x / 1e3, "k")
-    } else {
-        (x, "")
-    };
-    format!("{v:.3}{unit} items/s")
-}
-
 fn figures(s: &WorkerStatus) -> Figures {
     let state = serde_json::to_value(s.state)
         .ok()
@@ -120,7 +106,7 @@ pub fn figures_patch(current: &Value, figs: &BTreeMap<String, Figures>) -> Optio
         );
     }
     let patch = json!({
-        "throughput": if known { human_rate(total) } else { "Unknown".into() },
+        "throughput": if known { flowmesh_k8s::status::format_throughput(total) } else { "Unknown".into() },
         "segments": segs,
     });
     (!merge_is_noop(current, &patch)).then_some(patch)
@@ -243,7 +229,7 @@ mod tests {
             },
         )]);
         let patch = figures_patch(&Value::Null, &figs).expect("a first write");
-        assert_eq!(patch["throughput"], "2.050M items/s");
+        assert_eq!(patch["throughput"], "2.05M items/s");
         assert_eq!(patch["segments"]["dsp"]["itemsPerSecond"], 2_050_000.0);
         // The status now holds them: no second write.
         assert_eq!(figures_patch(&patch, &figs), None);

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowmesh_k8s::source::ResourceRef;
-use flowmesh_model::naming::{fnv1a64, service_name, PeerTemplate, DEFAULT_PEER_TEMPLATE};
+use flowmesh_model::naming::{fnv1a64, PeerTemplate, DEFAULT_PEER_TEMPLATE};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -349,21 +349,21 @@ pub fn status_patch(
     let template = PeerTemplate::parse(DEFAULT_PEER_TEMPLATE).expect("the default template parses");
     let mut segs = serde_json::Map::new();
     for (seg, o) in segments {
+        // The worker's own state (restartRequired among them) is the
+        // live loop's `state` field.
         let seg_phase = match o.worker_state.as_deref() {
-            Some("finished") => "Succeeded",
-            Some("failed") => "Failed",
-            Some("restartRequired") => "RestartRequired",
-            _ if o.ready_replicas > 0 => "Running",
-            _ => "Pending",
+            Some("finished") => Phase::Succeeded,
+            Some("failed") => Phase::Failed,
+            _ if o.ready_replicas > 0 => Phase::Running,
+            _ => Phase::Pending,
         };
         segs.insert(
             seg.clone(),
             json!({
                 "replicas": 1,
                 "readyReplicas": o.ready_replicas,
-                "phase": seg_phase,
+                "phase": seg_phase.as_str(),
                 "address": template.render(fg, ns, seg),
-                "service": service_name(fg, seg),
                 "restarts": o.restarts,
                 "lastError": o.worker_error.clone().or_else(|| o.pod_error.clone()),
             }),

@@ -107,3 +107,48 @@ fn a_new_operator_version_changes_every_pod_template() {
         );
     }
 }
+
+#[test]
+fn radio_settings_reach_the_pods_and_storage_makes_a_kept_claim() {
+    let c = children("radio.yaml", &settings());
+    golden("radio.yaml", &c);
+    assert_eq!(c.claims.len(), 1);
+    let claim = &c.claims[0];
+    assert_eq!(claim.metadata.name.as_deref(), Some("radio-recorder-data"));
+    // Kept when the FlowGraph goes: no owner reference.
+    assert!(claim.metadata.owner_references.is_none());
+    let dep = |n: &str| {
+        c.deployments
+            .iter()
+            .find(|d| d.metadata.name.as_deref() == Some(n))
+            .unwrap()
+            .spec
+            .clone()
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+    };
+    let rec = dep("radio-recorder");
+    let args = rec.containers[0].args.clone().unwrap();
+    assert!(
+        args.windows(2).any(|w| w == ["--state-dir", "/state"]),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--resume".to_string()));
+    assert_eq!(
+        rec.containers[0].image.as_deref(),
+        Some("registry.example/flowmesh:custom")
+    );
+    let fe = dep("radio-frontend");
+    assert_eq!(fe.host_network, Some(true));
+    assert_eq!(fe.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
+    let caps = fe.containers[0]
+        .security_context
+        .clone()
+        .unwrap()
+        .capabilities
+        .unwrap();
+    assert_eq!(caps.add, Some(vec!["SYS_NICE".to_string()]));
+    assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
+}
