@@ -20,7 +20,7 @@ pub struct OperatorArgs {
     namespaces: Vec<String>,
     /// Take part in leader election on a Lease (one replica reconciles,
     /// the others stand by).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long)]
     leader_elect: bool,
     /// The Lease's name.
     #[arg(long, default_value = "flowmesh-operator")]
@@ -47,6 +47,10 @@ pub struct OperatorArgs {
     /// and the operator reach the workers' ports.
     #[arg(long)]
     network_policies: bool,
+    /// Print the configuration these options and the environment give, as
+    /// JSON, and exit without contacting the cluster.
+    #[arg(long)]
+    print_config: bool,
 }
 
 pub fn operator(a: OperatorArgs) -> Result<()> {
@@ -83,6 +87,26 @@ pub fn operator(a: OperatorArgs) -> Result<()> {
         max_concurrent: a.max_concurrent_reconciles.max(1),
         settings,
     };
+    if a.print_config {
+        println!(
+            "{}",
+            serde_json::json!({
+                "watchNamespaces": opts.namespaces,
+                "leaderElect": opts.leader_elect,
+                "leaseName": opts.lease_name,
+                "leaseNamespace": opts.lease_namespace,
+                "identity": opts.identity,
+                "http": opts.http,
+                "maxConcurrentReconciles": opts.max_concurrent,
+                "workerImage": opts.settings.worker_image,
+                "workerImagePullPolicy": opts.settings.pull_policy,
+                "networkPolicies": opts.settings.network_policy,
+                "operatorVersion": opts.settings.operator_version,
+                "logFormat": if a.log_format == LogFormat::Json { "json" } else { "text" },
+            })
+        );
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("fm-operator")
