@@ -81,9 +81,6 @@ enum Cmd {
         /// Print `LISTEN addr`, then read `PEER seg addr` lines until `GO` from stdin.
         #[arg(long)]
         stdin_peers: bool,
-        /// Generation of the FlowGraph (consumers of another generation are refused).
-        #[arg(long, default_value_t = 0)]
-        generation: u64,
         /// This is a restart: resume inputs from what this segment's
         /// `mode: append` file sinks already hold and where the consumers
         /// of its network sinks resume.
@@ -95,8 +92,9 @@ enum Cmd {
         threads: Option<u32>,
         /// Directory where the segment records which producer instance each
         /// input edge reads, so that `--resume` names it and a producer that
-        /// restarted too is detected and marked (keep it with the segment's
-        /// files).
+        /// restarted too is detected and marked, and the live parameter
+        /// changes it applied (`params.jsonl`), which `--resume` replays at
+        /// their item offsets (keep it with the segment's files).
         #[arg(long)]
         state_dir: Option<PathBuf>,
         /// Where to serve the control and health API (docs/worker.md).
@@ -282,7 +280,6 @@ fn main() -> ExitCode {
             listen,
             peers,
             stdin_peers,
-            generation,
             resume,
             threads,
             state_dir,
@@ -298,7 +295,6 @@ fn main() -> ExitCode {
                 listen,
                 peers,
                 stdin_peers,
-                generation,
                 resume,
                 threads,
                 state_dir,

@@ -9,6 +9,13 @@
 //! connections become `net_message_sink` / `net_message_source` pairs the
 //! same way.
 //!
+//! Every edge has a *generation* ([`edge_generation`]): a hash of its
+//! contract — what a consumer built from one version of the spec may rely
+//! on when it joins a producer built from another. Both ends of the edge
+//! carry it as their `generation` parameter and the producer refuses a
+//! consumer whose generation differs, so an edit elsewhere in the graph
+//! leaves the edge's generation, and its connection, alone.
+//!
 //! Edge ids and the generated block names derive from names only, and
 //! blocks and connections are sorted, so the result is the same, byte for
 //! byte, whatever the order of blocks and connections in the file. The
@@ -19,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::json;
 
 use crate::catalog::{ResolvedKind, Role};
-use crate::spec::{BlockSpec, Connection, Endpoint, FlowGraphSpec, SegmentSpec};
+use crate::spec::{BlockSpec, Connection, Endpoint, FlowGraphSpec, NetworkSpec, SegmentSpec};
 use crate::{catalog, params, StreamType};
 
 /// The block kind the catalog declares for a network edge role.
@@ -82,6 +89,51 @@ pub struct NetEdge {
     /// Generated block names: the sink in `from_segment`, the source in `to_segment`.
     pub sink_block: String,
     pub source_block: String,
+    /// The hash of the edge's contract ([`edge_generation`]), given to both
+    /// ends as their `generation` parameter.
+    pub generation: u64,
+}
+
+/// The generation of an edge: a hash of its contract, the things both ends
+/// must agree on for a consumer built from one version of the spec to read
+/// a producer built from another. The contract is
+/// - the edge id (producing `block.port` and consuming segment) and the
+///   producing segment;
+/// - stream or message, and for a stream the item type and vector length;
+/// - of the producing `net_sink`'s settings, `crc` (`spec.runtime.network.crc`):
+///   it changes what the frames carry and what the consumer can check.
+///
+/// Not part of it: `retentionBytes`, `flushMicros` and `lingerSeconds`
+/// change how long the producer holds data and when it sends it, never what
+/// a consumer receives (a reconnecting consumer learns what is retained from
+/// WELCOME), and the DSP blocks on either side, whose edits are each
+/// segment's own business. Message edges always carry CRCs, so no network
+/// setting is part of theirs.
+///
+/// The hash is FNV-1a 64 ([`crate::naming::fnv1a64`]) of a canonical text
+/// encoding, shifted to 63 bits (HELLO carries it as a non-negative CBOR
+/// integer) and never 0 (the `generation` parameter's default, for edges
+/// written by hand). The operator and every worker compute it with this
+/// one function.
+pub fn edge_generation(
+    id: &str,
+    from_segment: &str,
+    kind: EdgeKind,
+    network: Option<&NetworkSpec>,
+) -> u64 {
+    // Fields are separated by NUL, which names and settings cannot contain.
+    let text = match kind {
+        EdgeKind::Stream(st) => {
+            let crc = network.and_then(|n| n.crc).unwrap_or(true);
+            format!(
+                "flowmesh-edge-v1\0{id}\0{from_segment}\0stream\0{}\0{}\0crc={crc}",
+                st.item.name(),
+                st.vlen
+            )
+        }
+        EdgeKind::Message => format!("flowmesh-edge-v1\0{id}\0{from_segment}\0message"),
+    };
+    (crate::naming::fnv1a64(text.as_bytes()) >> 1).max(1)
 }
 
 /// The partition of a spec.
@@ -175,9 +227,11 @@ pub fn partition(spec: &FlowGraphSpec) -> Result<Partition> {
             }),
             ResolvedKind::Message => EdgeKind::Message,
         };
+        let network = spec.runtime.as_ref().and_then(|r| r.network.as_ref());
         let edge = edges.entry(id.clone()).or_insert_with(|| NetEdge {
             sink_block: generated_name("tx", &from, &id),
             source_block: generated_name("rx", &from, &id),
+            generation: edge_generation(&id, &fs, kind, network),
             id: id.clone(),
             kind,
             from_segment: fs.clone(),
@@ -210,6 +264,7 @@ pub fn partition(spec: &FlowGraphSpec) -> Result<Partition> {
             ),
         };
         sink_params["edge"] = json!(e.id);
+        sink_params["generation"] = json!(e.generation);
         if let (EdgeKind::Stream(_), Some(net)) = (
             e.kind,
             spec.runtime.as_ref().and_then(|r| r.network.as_ref()),
@@ -228,6 +283,7 @@ pub fn partition(spec: &FlowGraphSpec) -> Result<Partition> {
             }
         }
         source_params["edge"] = json!(e.id);
+        source_params["generation"] = json!(e.generation);
         source_params["from"] = json!(e.from_segment);
         let (from, _) = e.id.split_once('>').expect("edge id has >");
         let to_map = |v: serde_json::Value| -> BTreeMap<String, serde_json::Value> {
@@ -368,6 +424,132 @@ spec:
         expect.sort();
         assert_eq!(p.segments["default"].connections, expect);
         assert_eq!(p.segments["default"].blocks, s.blocks);
+    }
+
+    const TWO_EDGES: &str = r#"
+blocks:
+  src:   {kind: signal_source, params: {type: f32, samp_rate: 1e6, frequency: 1e3}, segment: a}
+  gain:  {kind: multiply_const, params: {type: f32, constant: 2}, segment: a}
+  sink:  {kind: null_sink, params: {type: f32}, segment: b}
+  count: {kind: counter_source, params: {n: 10}, segment: a}
+  sink2: {kind: null_sink, params: {type: u64}, segment: c}
+  strobe: {kind: message_strobe, params: {count: 3}, segment: a}
+  dbg:   {kind: message_debug, segment: b}
+connections:
+  - [src.out, gain.in]
+  - [gain.out, sink.in]
+  - [count.out, sink2.in]
+  - [strobe.out, dbg.in]
+"#;
+
+    fn bare(text: &str) -> FlowGraphSpec {
+        serde_json::from_value(parse_yaml_value(text).unwrap()).unwrap()
+    }
+
+    /// Edge id → generation, checking that both ends carry it.
+    fn generations(s: &FlowGraphSpec) -> BTreeMap<String, u64> {
+        let p = partition(s).unwrap();
+        p.edges
+            .iter()
+            .map(|e| {
+                for (seg, block) in [
+                    (&e.from_segment, &e.sink_block),
+                    (&e.to_segment, &e.source_block),
+                ] {
+                    assert_eq!(
+                        p.segments[seg].blocks[block].params["generation"],
+                        json!(e.generation),
+                        "{block}"
+                    );
+                }
+                assert!(e.generation > 0 && e.generation < 1 << 63);
+                (e.id.clone(), e.generation)
+            })
+            .collect()
+    }
+
+    fn set(s: &mut FlowGraphSpec, block: &str, param: &str, v: serde_json::Value) {
+        s.blocks
+            .get_mut(block)
+            .unwrap()
+            .params
+            .insert(param.into(), v);
+    }
+
+    #[test]
+    fn edits_of_dsp_blocks_and_other_edges_keep_an_edges_generation() {
+        let base = bare(TWO_EDGES);
+        let g0 = generations(&base);
+        assert_eq!(g0.len(), 3);
+        // DSP parameters upstream of the edge, settable or not.
+        let mut s = base.clone();
+        set(&mut s, "gain", "constant", json!(3));
+        set(&mut s, "src", "frequency", json!(2e3));
+        set(&mut s, "src", "waveform", json!("square"));
+        assert_eq!(generations(&s), g0);
+        // Another edge's producer changes type: only that edge changes.
+        let mut s = base.clone();
+        set(&mut s, "count", "n", json!(99));
+        s.blocks.get_mut("sink2").unwrap().segment = Some("d".into());
+        let g = generations(&s);
+        assert_eq!(g["gain.out>b"], g0["gain.out>b"]);
+        assert_eq!(g["strobe.out>b"], g0["strobe.out>b"]);
+        assert!(!g.contains_key("count.out>c"));
+        // Network settings that only change timing and holding.
+        let mut s = base.clone();
+        s.runtime = Some(crate::spec::RuntimeSpec {
+            network: Some(NetworkSpec {
+                retention_bytes: Some(1 << 20),
+                flush_micros: Some(10),
+                linger_seconds: Some(5),
+                crc: Some(true),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(generations(&s), g0);
+    }
+
+    #[test]
+    fn a_changed_contract_changes_the_edges_generation() {
+        let base = bare(TWO_EDGES);
+        let g0 = generations(&base);
+        // Item type.
+        let mut s = base.clone();
+        for b in ["src", "gain", "sink"] {
+            set(&mut s, b, "type", json!("cf32"));
+        }
+        let g = generations(&s);
+        assert_ne!(g["gain.out>b"], g0["gain.out>b"]);
+        assert_eq!(g["count.out>c"], g0["count.out>c"]);
+        // Vector length (partitioning reads the producing port; validation
+        // would also want the blocks around it changed).
+        let mut s = base.clone();
+        set(&mut s, "gain", "vlen", json!(4));
+        let g = generations(&s);
+        assert_ne!(g["gain.out>b"], g0["gain.out>b"]);
+        assert_eq!(g["count.out>c"], g0["count.out>c"]);
+        // The producer's crc: every stream edge, no message edge.
+        let mut s = base.clone();
+        s.runtime = Some(crate::spec::RuntimeSpec {
+            network: Some(NetworkSpec {
+                crc: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let g = generations(&s);
+        assert_ne!(g["gain.out>b"], g0["gain.out>b"]);
+        assert_ne!(g["count.out>c"], g0["count.out>c"]);
+        assert_eq!(g["strobe.out>b"], g0["strobe.out>b"]);
+        // The consuming segment (a new edge id) and the producing one.
+        let mut s = base.clone();
+        s.blocks.get_mut("sink").unwrap().segment = Some("e".into());
+        assert!(!generations(&s).contains_key("gain.out>b"));
+        let mut s = base.clone();
+        for b in ["src", "gain"] {
+            s.blocks.get_mut(b).unwrap().segment = Some("z".into());
+        }
+        assert_ne!(generations(&s)["gain.out>b"], g0["gain.out>b"]);
     }
 
     fn shuffled(s: &FlowGraphSpec, seed: u64) -> FlowGraphSpec {

@@ -35,7 +35,9 @@ pub struct WorkerStatus {
     pub flowgraph: String,
     /// The segment this worker runs.
     pub segment: String,
-    /// Generation of the FlowGraph spec the worker runs.
+    /// The FlowGraph resource's `metadata.generation` the worker was
+    /// started from (cluster mode; 0 for a file). Live parameter changes do
+    /// not change it.
     pub generation: u64,
     pub state: WorkerState,
     /// Why the state is `restartRequired`, if it is.
@@ -118,8 +120,9 @@ pub struct EdgeStatus {
     /// The edge id (`blockA.out->blockB.in`, as the partitioner names it).
     pub edge: String,
     pub role: EdgeRole,
-    /// Generation of the FlowGraph spec this end runs (a peer of another
-    /// generation is refused).
+    /// The edge's generation this end runs: a hash of the edge's contract
+    /// (`partition::edge_generation`); a consumer of another generation is
+    /// refused.
     pub generation: u64,
     /// Connections established so far (1 after the first; each reconnect adds one).
     pub connections: u64,

@@ -101,6 +101,9 @@ pub struct BuiltBlock {
     pub min_input_bytes: usize,
     /// Minimum size in bytes of this block's output buffers.
     pub min_output_bytes: usize,
+    /// Parameter changes at item offsets, in offset order (from the block's
+    /// [`BlockSetup`](crate::blocks::BlockSetup)); the scheduler applies them.
+    pub scheduled: Vec<crate::blocks::ScheduledSet>,
 }
 
 impl BuiltBlock {
@@ -115,6 +118,7 @@ impl BuiltBlock {
             live: false,
             min_input_bytes: 0,
             min_output_bytes: 0,
+            scheduled: vec![],
         }
     }
     fn port(name: &str, kind: ResolvedKind, optional: bool) -> ResolvedPort {

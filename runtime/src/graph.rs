@@ -167,6 +167,8 @@ impl Graph {
                 message,
             })?;
         built.live |= desc.source == SourceKind::Live;
+        built.scheduled = self.env.setup_of(name).sets.clone();
+        built.scheduled.sort_by_key(|s| s.offset);
         let idx = self.add_built(name, built)?;
         self.nodes[idx].kind = kind.to_string();
         self.nodes[idx].descriptor = Some(desc);

@@ -23,6 +23,7 @@ use flowmesh_model::spec::SchedulerKind;
 use flowmesh_model::{params, Pmt};
 
 use crate::block::{Block, BlockError, Work};
+use crate::blocks::ScheduledSet;
 use crate::buffer::{self, Shared};
 use crate::graph::Graph;
 use crate::io::{InputPort, OutputPort, Poster, WorkIo};
@@ -73,6 +74,9 @@ struct Node {
     finished: bool,
     sleep_until: Option<Instant>,
     deadline: Option<Instant>,
+    /// Parameter changes still to apply at item offsets, in offset order
+    /// ([`ScheduledSet`]).
+    scheduled: std::collections::VecDeque<ScheduledSet>,
     /// Time spent in `work` (ns), and where [`BlockStats`] reads it (only
     /// this node's thread writes it: a plain store, no locked add).
     busy_ns: u64,
@@ -605,6 +609,7 @@ pub fn start(graph: Graph) -> Result<Running> {
             finished: false,
             sleep_until: None,
             deadline: None,
+            scheduled: gnode.built.scheduled.into(),
             busy_ns: 0,
             busy,
         }));
@@ -764,6 +769,66 @@ fn guarded<T>(name: &str, f: impl FnOnce() -> Result<T, BlockError>) -> Result<T
 }
 
 /// Applies a parameter change; returns the offset where it takes effect.
+/// Where a block stands for parameter changes: items of its first stream
+/// output, or of its first stream input for a block without outputs.
+fn position(node: &Node) -> u64 {
+    node.outputs
+        .first()
+        .map(|o| o.writer.position())
+        .or_else(|| node.inputs.first().map(|i| i.reader.position()))
+        .unwrap_or(0)
+}
+
+/// Applies the scheduled parameter changes the block has reached, and
+/// limits this `work` call (after its ports were refreshed) so that it stops
+/// at the next one: output room (or, for a block without outputs, input
+/// items) up to that offset. Returns whether it limited anything. One check
+/// per `work` call, none per item.
+fn run_scheduled(node: &mut Node) -> bool {
+    let at = position(node);
+    while node.scheduled.front().is_some_and(|s| s.offset <= at) {
+        let s = node.scheduled.pop_front().expect("checked");
+        match apply_set(node, &s.name, &s.value) {
+            Ok(offset) => tracing::info!(
+                block = %node.name,
+                "{} = {} from item {offset} (scheduled at {})",
+                s.name,
+                s.value,
+                s.offset
+            ),
+            Err(e) => tracing::warn!(
+                block = %node.name,
+                "scheduled change of {} at item {} not applied: {e}",
+                s.name,
+                s.offset
+            ),
+        }
+    }
+    let Some(next) = node.scheduled.front() else {
+        return false;
+    };
+    let room = usize::try_from(next.offset - at).unwrap_or(usize::MAX);
+    let mut limited = false;
+    if node.outputs.is_empty() {
+        for i in node.inputs.iter_mut() {
+            if i.avail > room {
+                i.avail = room;
+                // More is coming after the change: not the end yet.
+                i.writer_done = false;
+                limited = true;
+            }
+        }
+    } else {
+        for o in node.outputs.iter_mut() {
+            if o.space > room {
+                o.space = room;
+                limited = true;
+            }
+        }
+    }
+    limited
+}
+
 fn apply_set(node: &mut Node, name: &str, value: &Pmt) -> Result<u64, String> {
     let value = match node.descriptor {
         Some(d) => {
@@ -779,12 +844,7 @@ fn apply_set(node: &mut Node, name: &str, value: &Pmt) -> Result<u64, String> {
         }
         None => value.clone(),
     };
-    let offset = node
-        .outputs
-        .first()
-        .map(|o| o.writer.position())
-        .or_else(|| node.inputs.first().map(|i| i.reader.position()))
-        .unwrap_or(0);
+    let offset = position(node);
     let n = node.name.clone();
     guarded(&n, || node.block.set(name, &value)).map_err(|e| match e {
         Error::Block { message, .. } | Error::Panic { message, .. } => message,
@@ -970,6 +1030,10 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
     let mut all_space = true;
     for o in node.outputs.iter_mut() {
         all_space &= o.refresh() > 0;
+    }
+    if !node.scheduled.is_empty() && run_scheduled(node) {
+        // Held back before a change: not a block that cannot move.
+        all_space = false;
     }
 
     let name = node.name.clone();

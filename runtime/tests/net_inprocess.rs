@@ -24,14 +24,14 @@ fn consume(
     token: &str,
     seg: &FlowGraphSpec,
 ) -> Result<Report, flowmesh_runtime::scheduler::Error> {
-    let env = NetEnv::new(transport.clone(), "t", 1, token);
+    let env = NetEnv::new(transport.clone(), "t", "a", token);
     env.set_peer("a", "mem-a");
     run(Graph::from_spec_in(seg, Env::new(env)).unwrap())
 }
 
 /// Starts segment `a` of a two-segment graph as the producer at `mem-a`.
 fn produce(transport: &Arc<dyn Transport>, token: &str, seg: &FlowGraphSpec) -> Running {
-    let env = NetEnv::new(transport.clone(), "t", 1, token);
+    let env = NetEnv::new(transport.clone(), "t", "a", token);
     env.listen("mem-a").unwrap();
     start(Graph::from_spec_in(seg, Env::new(env)).unwrap()).unwrap()
 }
@@ -45,7 +45,7 @@ fn run_segments(
     let p = partition(spec).unwrap();
     let mut envs = vec![];
     for seg in p.segments.keys() {
-        let env = NetEnv::new(transport.clone(), "t", 1, token);
+        let env = NetEnv::new(transport.clone(), "t", "a", token);
         env.listen(&format!("mem-{seg}")).unwrap();
         envs.push((seg.clone(), env));
     }

@@ -39,10 +39,10 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A consumer's environment (flowgraph `t`, generation 1, token `tok`)
+/// A consumer's environment (flowgraph `t`, token `tok`)
 /// that finds segment `a` at `producer_at`.
 fn consumer_env(mem: &Mem, producer_at: &str) -> Arc<NetEnv> {
-    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    let c = NetEnv::new(Arc::new(mem.clone()), "t", "a", "tok");
     c.set_peer("a", producer_at);
     c
 }
@@ -245,7 +245,7 @@ fn only_gap(tags: &[Pmt]) -> &Pmt {
 /// transport that can be killed (the first producer of a restart test).
 fn killable_producer(mem: &Mem, p: &Partition, seg: &str) -> (Killable, Running) {
     let kill = Killable::new(mem);
-    let env = NetEnv::new(Arc::new(kill.clone()), "t", 1, "tok");
+    let env = NetEnv::new(Arc::new(kill.clone()), "t", "a", "tok");
     env.listen("mem-a1").unwrap();
     (kill, segment(p, seg, &env))
 }
@@ -261,7 +261,7 @@ fn replace_producer(
 ) -> Running {
     kill.kill();
     first.handle().stop();
-    let env = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    let env = NetEnv::new(Arc::new(mem.clone()), "t", "a", "tok");
     env.listen("mem-a2").unwrap();
     segment(p, seg, &env)
 }
@@ -459,7 +459,7 @@ fn a_producer_speaking_another_version_fails_the_consumer_with_a_clear_message()
 fn a_consumer_speaking_another_version_is_refused_and_the_producer_serves_others() {
     let p = partition(&spec(PAIR)).unwrap();
     let mem = Mem::new();
-    let prod = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    let prod = NetEnv::new(Arc::new(mem.clone()), "t", "a", "tok");
     prod.listen("mem-a").unwrap();
     let producer = segment(&p, "a", &prod);
 
@@ -830,7 +830,7 @@ fn on_a_slow_link_the_consumer_polls_in_vain_at_most_once_a_millisecond() {
 fn hello(edge: &str, instance: u64, resume_offset: u64) -> frame::Hello {
     frame::Hello {
         flowgraph: "t".into(),
-        generation: 1,
+        generation: 0,
         edge: edge.into(),
         item_type: flowmesh_model::ItemType::U64,
         vlen: 1,
@@ -865,10 +865,10 @@ fn a_prepared_edge_continues_the_stream_its_first_consumer_names_and_only_while_
         vlen: 1,
     });
     let mem = Mem::new();
-    let env = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
-    env.prepare("e1", st, true);
-    env.prepare("e2", st, true);
-    env.prepare("e3", st, false);
+    let env = NetEnv::new(Arc::new(mem.clone()), "t", "a", "tok");
+    env.prepare("e1", st, 0, true);
+    env.prepare("e2", st, 0, true);
+    env.prepare("e3", st, 0, false);
     env.listen("mem-prepared").unwrap();
 
     // The consumer of e1 was reading instance 77 and wants item 500 next:
@@ -879,7 +879,7 @@ fn a_prepared_edge_continues_the_stream_its_first_consumer_names_and_only_while_
     );
     assert_eq!(env.resume_point("e1", Duration::from_secs(2)), Some(500));
     // The block built for e1 takes over instance 77 and the parked consumer.
-    let (served, instance) = env.serve("e1", st, true);
+    let (served, instance) = env.serve("e1", st, true, 0);
     assert_eq!(instance, 77);
     // (The acceptor parks the connection just after writing WELCOME.)
     let mut parked = None;
@@ -901,7 +901,7 @@ fn a_prepared_edge_continues_the_stream_its_first_consumer_names_and_only_while_
     // is the prepared one, whatever the consumer names.
     let (i3, _) = welcome(&mem, "mem-prepared", &hello("e3", 77, 900));
     assert_ne!(i3, 77);
-    assert_eq!(env.serve("e3", st, true).1, i3);
+    assert_eq!(env.serve("e3", st, true, 0).1, i3);
 }
 
 // ------------------------------------------------ message producer ending first
@@ -966,7 +966,7 @@ fn delivered_plus_lost_is_the_next_offset_at_every_moment_across_a_retention_gap
         .source_block
         .clone();
     let mem = Mem::new();
-    let env = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    let env = NetEnv::new(Arc::new(mem.clone()), "t", "a", "tok");
     env.listen("mem-a1").unwrap();
     let producer = segment(&p, "a", &env);
 
@@ -992,7 +992,7 @@ fn delivered_plus_lost_is_the_next_offset_at_every_moment_across_a_retention_gap
     // The first consumer's connections can be cut as if it crashed (a
     // consumer that stops cleanly tells the producer it is done).
     let kill = Killable::new(&mem);
-    let c1 = NetEnv::new(Arc::new(kill.clone()), "t", 1, "tok");
+    let c1 = NetEnv::new(Arc::new(kill.clone()), "t", "a", "tok");
     c1.set_peer("a", "mem-a1");
     let first = segment(&p, "b", &c1);
     let t0 = Instant::now();
@@ -1144,12 +1144,12 @@ fn a_live_source_overflowing_to_the_end_sends_its_final_gap_with_eos() {
     const N: u64 = 100_000;
     let p = partition(&spec(&end_drop_spec(N, 1e6))).unwrap();
     let mem = Mem::new();
-    let a = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    let a = NetEnv::new(Arc::new(mem.clone()), "t", "a", "tok");
     a.listen("mem-a1").unwrap();
     let producer = segment(&p, "a", &a);
     // The consumer does not know where `a` is until the producer's throttle
     // has dropped to the end of its stream.
-    let c = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    let c = NetEnv::new(Arc::new(mem.clone()), "t", "a", "tok");
     let consumer = segment(&p, "b", &c);
     wait_for_the_throttle_to_end(&producer, N);
     c.set_peer("a", "mem-a1");
@@ -1167,14 +1167,14 @@ fn a_consumer_restarted_after_its_producer_dropped_to_the_end_gets_the_final_gap
     let edge = p.edges.iter().find(|e| e.id == "thr.out>b").unwrap();
     let rx = edge.source_block.clone();
     let mem = Mem::new();
-    let a = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    let a = NetEnv::new(Arc::new(mem.clone()), "t", "a", "tok");
     a.listen("mem-a1").unwrap();
     let producer = segment(&p, "a", &a);
 
     // The first consumer reads a while and dies (its connections cut, as
     // for a killed process).
     let kill = Killable::new(&mem);
-    let c1 = NetEnv::new(Arc::new(kill.clone()), "t", 1, "tok");
+    let c1 = NetEnv::new(Arc::new(kill.clone()), "t", "a", "tok");
     c1.set_peer("a", "mem-a1");
     let first = segment(&p, "b", &c1);
     wait_until("the first consumer receives 50000 items", || {
@@ -1222,7 +1222,7 @@ fn a_consumer_coming_after_the_producer_gave_up_waiting_is_told_what_is_lost() {
     );
     let p = partition(&spec(&text)).unwrap();
     let mem = Mem::new();
-    let a = NetEnv::new(Arc::new(mem.clone()), "t", 1, "tok");
+    let a = NetEnv::new(Arc::new(mem.clone()), "t", "a", "tok");
     a.listen("mem-a1").unwrap();
     let producer = segment(&p, "a", &a);
     producer

@@ -563,3 +563,90 @@ fn end_of_stream_tags_pass_a_block_that_leaves_an_incomplete_group() {
     assert_eq!(out.items::<u64>(0).len(), 7);
     assert!(out.tags(0).is_empty(), "{:?}", out.tags(0));
 }
+
+#[test]
+fn a_scheduled_set_lands_exactly_at_its_offset_with_its_param_tag() {
+    // multiply_const ×1 on a counter, with changes scheduled at output items
+    // 0 (before the first work call), 300, 301 and 70 000 (past several
+    // buffer laps), and one past the end of the stream (never reached). A
+    // vector_sink without outputs gets one at input item 5 000 of its own
+    // (`constant`-free: it is refused and logged, the stream goes on).
+    use flowmesh_runtime::blocks::{BlockSetup, Env, ScheduledSet};
+    let set = |offset: u64, value: u64| ScheduledSet {
+        offset,
+        name: "constant".into(),
+        value: Pmt::I64(value as i64),
+    };
+    for cfg in configs() {
+        let mut g = Graph::new();
+        g.config = cfg;
+        let mut env = Env::default();
+        env.setup.insert(
+            "mul".into(),
+            BlockSetup {
+                sets: vec![
+                    set(70_000, 2),
+                    set(300, 5),
+                    set(0, 1),
+                    set(301, 7),
+                    set(1 << 40, 9),
+                ],
+                ..Default::default()
+            },
+        );
+        env.setup.insert(
+            "sink".into(),
+            BlockSetup {
+                sets: vec![set(5_000, 3)],
+                ..Default::default()
+            },
+        );
+        g.env = env;
+        g.add_block("src", "counter_source", &params(json!({"n": 100_000})))
+            .unwrap();
+        g.add_block(
+            "mul",
+            "multiply_const",
+            &params(json!({"type": "u64", "constant": 4})),
+        )
+        .unwrap();
+        g.add_block("sink", "vector_sink", &params(json!({"type": "u64"})))
+            .unwrap();
+        g.connect("src.out", "mul.in").unwrap();
+        g.connect("mul.out", "sink.in").unwrap();
+        let r = run(g).unwrap();
+        let v = u64s(r.get("sink", "data").unwrap());
+        let want: Vec<u64> = (0..100_000u64)
+            .map(|i| match i {
+                0..300 => i,
+                300 => 5 * i,
+                301..70_000 => 7 * i,
+                _ => 2 * i,
+            })
+            .collect();
+        assert_eq!(v.len(), want.len());
+        if let Some(k) = (0..v.len()).find(|&k| v[k] != want[k]) {
+            panic!("item {k}: got {}, want {}", v[k], want[k]);
+        }
+        // The param tags sit on the items where each change took effect.
+        let Pmt::List(tags) = r.get("sink", "tags").unwrap() else {
+            panic!("tags")
+        };
+        let at: Vec<(u64, f64)> = tags
+            .iter()
+            .filter(|t| t.get("key").and_then(Pmt::as_str) == Some(keys::PARAM))
+            .map(|t| {
+                (
+                    t.get("offset").and_then(Pmt::as_u64).unwrap(),
+                    // Coerced to the parameter's type (complex).
+                    t.get("value")
+                        .and_then(|v| v.get("constant"))
+                        .and_then(Pmt::as_complex)
+                        .unwrap()
+                        .re,
+                )
+            })
+            .collect();
+        assert_eq!(at, vec![(0, 1.0), (300, 5.0), (301, 7.0), (70_000, 2.0)]);
+    }
+}

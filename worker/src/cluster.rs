@@ -201,6 +201,7 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
     let part = plan(&fetched.doc)?;
     let mut worker = cfg.worker.clone();
     worker.peers = peers(&cfg, part.segments.keys().cloned());
+    worker.generation = fetched.generation.max(0) as u64;
     let segment = worker.segment.clone();
     for (s, a) in &worker.peers {
         tracing::info!("segment {segment}: peer {s} at {a}");
@@ -226,6 +227,7 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
         None => None,
     };
     let handle = started.running.handle();
+    let param_log = started.param_log.clone();
     {
         let mut r = report.lock().expect("report lock");
         r.state = State::Running;
@@ -296,12 +298,28 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
                             SegmentChange::Live { params } => {
                                 for c in params {
                                     let Some(value) = new_value(&f.doc.spec, &c.block, &c.param) else { continue };
+                                    let old = new_value(&current, &c.block, &c.param)
+                                        .map_or(serde_json::Value::Null, |v| params::value_json(&v));
                                     let h = handle.clone();
                                     let (b, p, v) = (c.block.clone(), c.param.clone(), value.clone());
                                     let r = tokio::task::spawn_blocking(move || h.set(&b, &p, v))
                                         .await
                                         .expect("set does not panic");
+                                    // Durable before it is reported: a resume replays it at this offset.
+                                    let recorded = match &r {
+                                        Ok(offset) => {
+                                            let (log, b, p, new, at) = (param_log.clone(), c.block.clone(), c.param.clone(), params::value_json(&value), *offset);
+                                            tokio::task::spawn_blocking(move || log.record(&b, &p, old, new, at))
+                                                .await
+                                                .expect("recording does not panic")
+                                        }
+                                        Err(_) => Ok(None),
+                                    };
                                     let mut rep = report.lock().expect("report lock");
+                                    if let Err(e) = recorded {
+                                        tracing::error!("segment {segment}: {e}");
+                                        rep.last_error = Some(e.to_string());
+                                    }
                                     match r {
                                         Ok(offset) => {
                                             tracing::info!(

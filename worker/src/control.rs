@@ -163,6 +163,8 @@ struct Shared {
     generation: u64,
     handle: Handle,
     env: Arc<NetEnv>,
+    /// Where applied changes are recorded for a resume.
+    param_log: crate::param_log::ParamLog,
     blocks: BTreeMap<String, BlockInfo>,
     /// Blocks of the other segments → their segment.
     elsewhere: BTreeMap<String, String>,
@@ -576,9 +578,10 @@ impl Shared {
             opts,
             flowgraph: seg.env.flowgraph.clone(),
             segment: seg.name.clone(),
-            generation: seg.env.generation,
+            generation: seg.generation,
             handle: seg.running.handle(),
             env: seg.env.clone(),
+            param_log: seg.param_log.clone(),
             blocks,
             elsewhere,
             inputs,
@@ -708,7 +711,7 @@ impl Shared {
                         Role::Source => EdgeRole::Input,
                         Role::Sink => EdgeRole::Output,
                     },
-                    generation: self.generation,
+                    generation: g(&s.generation),
                     connections: g(&s.connections),
                     items: g(&s.items),
                     bytes: g(&s.bytes),
@@ -903,10 +906,30 @@ impl Shared {
         let r = blocking(param_path(block, param), move || me.handle.set(&b, &p, v)).await?;
         let offset = r.map_err(|e| runtime_error(e, param_path(block, param)))?;
         let shown = params::value_json(&value);
-        self.life().changes.insert(
-            (block.to_string(), param.to_string()),
-            (shown.clone(), offset),
-        );
+        let key = (block.to_string(), param.to_string());
+        let old = {
+            let l = self.life();
+            match l.changes.get(&key) {
+                Some((v, _)) => v.clone(),
+                None => self
+                    .blocks
+                    .get(block)
+                    .and_then(|b| b.params.get(param))
+                    .map_or(Value::Null, params::value_json),
+            }
+        };
+        // Durable before it is reported: a resume replays it at this offset.
+        let me = self.clone();
+        let (b, p, new) = (block.to_string(), param.to_string(), shown.clone());
+        let recorded = blocking(param_path(block, param), move || {
+            me.param_log.record(&b, &p, old, new, offset)
+        })
+        .await?;
+        if let Err(e) = recorded {
+            tracing::error!("{e}");
+            self.life().last_error = Some(e.to_string());
+        }
+        self.life().changes.insert(key, (shown.clone(), offset));
         Ok(json!({"value": shown, "offset": offset}))
     }
 }
@@ -1244,7 +1267,7 @@ fn render(st: &WorkerStatus, live: Option<&Shared>) -> String {
     t.family(
         "flowmesh_worker_info",
         Kind::Gauge,
-        "The worker's segment and the FlowGraph generation it runs (always 1).",
+        "The worker's segment and the FlowGraph resource generation it was started from (0 for a file).",
     )
     .sample(&[base[0], base[1], ("generation", &gen)], 1.0);
     let state = format!("{:?}", st.state);

@@ -21,6 +21,8 @@
 //! Before anything starts, [`preflight`] checks every element of the
 //! segment on this host and reports all problems at once; [`exit`] holds
 //! the exit codes of `flowmesh worker`.
+//! Live parameter changes are recorded in the state directory and replayed
+//! at the same item offsets on a resume ([`param_log`]).
 //!
 //! [`control`] serves the segment's control and health API (with
 //! [`metrics`]); [`client`] is the small HTTP client the `flowmesh`
@@ -47,6 +49,7 @@ pub mod exit {
     /// shell reports).
     pub const STOPPED: u8 = 143;
 }
+pub mod param_log;
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -88,6 +91,8 @@ pub enum Error {
     },
     #[error("peer table: {0}")]
     Peers(String),
+    #[error(transparent)]
+    ParamLog(#[from] param_log::Error),
     #[error("cannot use the state directory {}: {source}; check that it is writable", dir.display())]
     StateDir {
         dir: std::path::PathBuf,
@@ -107,7 +112,11 @@ pub struct Config {
     pub peers: BTreeMap<String, String>,
     /// Shared secret every consumer must present.
     pub token: String,
-    /// Generation of the FlowGraph spec (consumers of another generation are refused).
+    /// The FlowGraph resource's `metadata.generation` the spec came from
+    /// (cluster mode; 0 for a file), for `/status` only. Peers are checked
+    /// per edge instead: each network edge has its own generation, a hash
+    /// of its contract set by the partitioner
+    /// ([`partition::edge_generation`]).
     pub generation: u64,
     /// A restart: ask each input edge to start where this segment's output
     /// (its `append` file sinks) left off.
@@ -117,7 +126,9 @@ pub struct Config {
     pub threads: Option<u32>,
     /// Where the segment's `net_source`s record which producer instance
     /// they read (`<edge>.json`), so that a restart with `resume` names it
-    /// and a producer restarted too is detected (None: not recorded).
+    /// and a producer restarted too is detected, and where live parameter
+    /// changes are recorded for a resume ([`param_log`]; None: nothing is
+    /// recorded).
     pub state_dir: Option<std::path::PathBuf>,
 }
 
@@ -358,14 +369,53 @@ pub fn mixer_starts(sub: &FlowGraphSpec, sources: &BTreeMap<String, u64>) -> BTr
     out
 }
 
+/// For each block downstream of a resumed `net_source` (`sources`: block →
+/// its start, in its output's numbering), and the sources themselves, where
+/// the block's first item sits in an uninterrupted run — on its first stream
+/// output, or its first stream input for a block without outputs (where
+/// `Handle::set` counts): the source's start carried through the rates up to
+/// there (the smallest if several reach it). Blocks not listed start at 0.
+/// Recorded parameter changes are kept in this numbering ([`param_log`]).
+pub fn block_bases(sub: &FlowGraphSpec, sources: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    let mut put = |blk: &str, y: u64| {
+        let e = out.entry(blk.to_string()).or_insert(y);
+        *e = (*e).min(y);
+    };
+    for (name, &x) in sources {
+        put(name, x);
+        walk_down(sub, name, |blk, desc, p, at| {
+            let has_output = desc
+                .resolve_ports(p)
+                .1
+                .iter()
+                .any(|o| matches!(o.kind, ResolvedKind::Stream(_)));
+            let (i, d) = if has_output {
+                let (ri, rd) = desc.rate.eval(p).unwrap_or((1, 1));
+                (at.i * ri as u128, at.d * rd as u128)
+            } else {
+                (at.i, at.d)
+            };
+            put(blk, (x as u128 * i / d.max(1)) as u64);
+            true
+        });
+    }
+    out
+}
+
 /// A segment that has been built and started.
 pub struct Segment {
     pub name: String,
+    /// The resource generation it was started from ([`Config::generation`]).
+    pub generation: u64,
     pub listening: String,
     pub env: Arc<NetEnv>,
     pub running: Running,
-    /// The segment's own graph (as partitioned, with what a restart set).
+    /// The segment's own graph (as partitioned, with what a restart set:
+    /// parameters as in force where each block starts).
     pub spec: FlowGraphSpec,
+    /// Where live parameter changes are recorded ([`param_log`]).
+    pub param_log: param_log::ParamLog,
 }
 
 /// Partitions the document and returns the partition (for listing segments).
@@ -391,12 +441,7 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         let rt = sub.runtime.get_or_insert_with(Default::default);
         rt.threads.get_or_insert(t.max(1));
     }
-    let env = NetEnv::new(
-        Arc::new(Tcp),
-        &doc.metadata.name,
-        cfg.generation,
-        &cfg.token,
-    );
+    let env = NetEnv::new(Arc::new(Tcp), &doc.metadata.name, &cfg.segment, &cfg.token);
     // What each block is told beyond its parameters, by block name.
     let mut setup: BTreeMap<String, BlockSetup> = BTreeMap::new();
     let states = match &cfg.state_dir {
@@ -404,6 +449,10 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
         None => BTreeMap::new(),
     };
     let mut listening = None;
+    let mut bases = BTreeMap::new();
+    if let (Some(dir), false) = (&cfg.state_dir, cfg.resume) {
+        param_log::reset(dir)?;
+    }
     if cfg.resume {
         let relays = relay_sinks(&sub);
         let downstream = if relays.is_empty() {
@@ -413,7 +462,12 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
             listening = Some(listen(&env, cfg)?);
             ask_consumers(&sub, &env, &relays, &cfg.segment)
         };
-        plan_resume(&sub, &downstream, &states, &cfg.segment, &mut setup);
+        let sources = plan_resume(&sub, &downstream, &states, &cfg.segment, &mut setup);
+        bases = block_bases(&sub, &sources);
+        if let Some(dir) = &cfg.state_dir {
+            let changes = param_log::load(dir)?;
+            param_log::replay(&mut sub, &changes, &bases, &mut setup);
+        }
     }
     let sub = &sub;
     // The graph first: its network sinks are then served from the first
@@ -440,16 +494,26 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
     })?;
     Ok(Segment {
         name: cfg.segment.clone(),
+        generation: cfg.generation,
         listening,
         env,
         running,
         spec: sub.clone(),
+        param_log: param_log::ParamLog::new(cfg.state_dir.clone(), bases),
     })
 }
 
 /// The `edge` parameter of a network block.
 fn edge_of(b: &flowmesh_model::spec::BlockSpec) -> &str {
     b.params.get("edge").and_then(|e| e.as_str()).unwrap_or("")
+}
+
+/// The `generation` parameter of a network block (0: none).
+fn generation_of(b: &flowmesh_model::spec::BlockSpec) -> u64 {
+    b.params
+        .get("generation")
+        .and_then(|e| e.as_u64())
+        .unwrap_or(0)
 }
 
 /// Points each `net_source` of `sub` at its state file in `dir` (created if
@@ -492,9 +556,16 @@ fn announce_edges(sub: &FlowGraphSpec, env: &NetEnv, relays: &[String]) {
                 else {
                     continue;
                 };
-                env.prepare(edge_of(b), ServedKind::Stream(st), relays.contains(name));
+                env.prepare(
+                    edge_of(b),
+                    ServedKind::Stream(st),
+                    generation_of(b),
+                    relays.contains(name),
+                );
             }
-            Role::NetMessageSink => env.prepare(edge_of(b), ServedKind::Message, false),
+            Role::NetMessageSink => {
+                env.prepare(edge_of(b), ServedKind::Message, generation_of(b), false)
+            }
             _ => {}
         }
     }
@@ -533,14 +604,15 @@ fn ask_consumers(
 /// [`append_skips`]) and where each output-indexed block (a
 /// `freq_xlating_fir`'s mixer) continues ([`mixer_starts`]) in their
 /// `setup`, asking in the recorded producer instance's numbering where a
-/// state file names one.
+/// state file names one. Returns where each `net_source` starts in its
+/// output's numbering ([`durable_positions`]).
 fn plan_resume(
     sub: &FlowGraphSpec,
     downstream: &BTreeMap<String, u64>,
     states: &BTreeMap<String, std::path::PathBuf>,
     segment: &str,
     setup: &mut BTreeMap<String, BlockSetup>,
-) {
+) -> BTreeMap<String, u64> {
     let sources = durable_positions(sub, downstream);
     let mut starts = relay_starts(sub, &sources);
     starts.retain(|k, _| downstream.contains_key(k));
@@ -581,6 +653,7 @@ fn plan_resume(
             setup.entry(block).or_default().skip = skip;
         }
     }
+    sources
 }
 
 /// The producer instance a state file records, if it names one; a file

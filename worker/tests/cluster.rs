@@ -110,7 +110,7 @@ async fn live_changes_restart_required_and_deletion_through_the_api() {
             generation: 0,
             resume: false,
             threads: None,
-            state_dir: None,
+            state_dir: Some(dir.path().join("state")),
         },
         control: None,
     };
@@ -176,6 +176,17 @@ async fn live_changes_restart_required_and_deletion_through_the_api() {
     );
     let at = applied.offset;
     assert!(at >= 200_000, "applied at {at}");
+    // Recorded (before it was reported) for a resume to replay.
+    assert_eq!(
+        flowmesh_worker::param_log::load(&dir.path().join("state")).unwrap(),
+        vec![flowmesh_worker::param_log::Change {
+            block: "gain".into(),
+            param: "constant".into(),
+            old: json!("1+0j"),
+            new: json!("3+0j"),
+            offset: at,
+        }]
+    );
     assert_eq!(lock(&report).state, State::Running);
 
     // Not settable: restart required, nothing else changes.

@@ -13,6 +13,16 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             "edge id, `block.port>segment` (derived from names by the partitioner)",
         )
     };
+    let generation = || {
+        ParamDescriptor::new(
+            "generation",
+            ParamType::Int,
+            "hash of the edge's contract, set by the partitioner (`partition::edge_generation`): the \
+             producer refuses a consumer whose generation differs; 0 for an edge written by hand",
+        )
+        .default(0i64)
+        .min(0.0)
+    };
     vec![
         BlockDescriptor::new(
             "net_sink",
@@ -24,6 +34,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::item_type(&ItemType::ALL))
         .param(ParamDescriptor::vlen())
         .param(edge())
+        .param(generation())
         .param(ParamDescriptor::new("retention_bytes", ParamType::Int, "unacknowledged data kept for resume").unit("bytes").default(16i64 << 20).min(65536.0))
         .param(ParamDescriptor::new("crc", ParamType::Bool, "protect data frames with CRC32C").default(true))
         .param(ParamDescriptor::new("flush_us", ParamType::Int, "longest time a partial batch waits before it is sent").unit("µs").default(1000i64).min(0.0).max(1e6))
@@ -40,6 +51,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::item_type(&ItemType::ALL))
         .param(ParamDescriptor::vlen())
         .param(edge())
+        .param(generation())
         .param(ParamDescriptor::new("from", ParamType::String, "segment that produces the edge"))
         .param(ParamDescriptor::new("samp_rate", ParamType::Float, "sample rate of the edge (for validation)").unit("Hz").optional())
         .output(PortDescriptor::typed("out", "received items"))
@@ -53,6 +65,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             "Producing end of a message edge: sends messages in order with sequence numbers, retried until acknowledged.",
         )
         .param(edge())
+        .param(generation())
         .input(PortDescriptor::message("in", "messages to send"))
         .role(Role::NetMessageSink),
         BlockDescriptor::new(
@@ -61,6 +74,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             "Consuming end of a message edge: delivers each message once, in order.",
         )
         .param(edge())
+        .param(generation())
         .param(ParamDescriptor::new("from", ParamType::String, "segment that produces the edge"))
         .output(PortDescriptor::message("out", "received messages"))
         .role(Role::NetMessageSource),

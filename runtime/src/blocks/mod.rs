@@ -58,6 +58,7 @@ impl Env {
             producer: None,
             state_file: None,
             skip: 0,
+            sets: Vec::new(),
         };
         self.setup.get(name).unwrap_or(&NONE)
     }
@@ -78,8 +79,9 @@ impl Default for Env {
 /// - a [`Role::NetSource`](flowmesh_model::catalog::Role::NetSource):
 ///   `start`, `producer`, `state_file`;
 /// - a [`Role::NetSink`](flowmesh_model::catalog::Role::NetSink): `start`;
-/// - a block with [`Durability::AppendFile`]: `skip`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// - a block with [`Durability::AppendFile`]: `skip`;
+/// - any block with settable parameters: `sets` (the scheduler applies them).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct BlockSetup {
     /// Edge offset of the first item: the one a network source asks its
     /// producer for, or the one a network sink numbers its first input item.
@@ -94,6 +96,27 @@ pub struct BlockSetup {
     /// Input items a durable sink drops before writing: what the restart
     /// delivers again.
     pub skip: u64,
+    /// Parameter changes to apply at given item offsets of this block (a
+    /// restart replaying items from before a live change, see
+    /// [`ScheduledSet`]).
+    pub sets: Vec<ScheduledSet>,
+}
+
+/// A settable parameter to set when the block reaches an item offset: the
+/// scheduler limits the block's `work` calls so that none runs past the
+/// offset, then sets the value exactly there (as [`Handle::set`] would, with
+/// its `param` tag), so a restarted segment replaying items from before a
+/// live change gives the output of a run with the change at that offset.
+/// The offset counts as [`Handle::set`]'s answer does: items of the block's
+/// first stream output, or of its first stream input for a block without
+/// outputs, from 0 at its start.
+///
+/// [`Handle::set`]: crate::scheduler::Handle::set
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledSet {
+    pub offset: u64,
+    pub name: String,
+    pub value: flowmesh_model::Pmt,
 }
 
 /// A producer instance and where its numbering sits in a network source's

@@ -38,6 +38,12 @@ pub(super) const BLOCKS: &[Implementation] = &[
     },
 ];
 
+/// The edge's generation (the partitioner's hash of its contract; 0 for an
+/// edge written by hand).
+fn generation(p: &Params) -> u64 {
+    p.u64("generation").unwrap_or(0)
+}
+
 pub fn net_sink(p: &Params, env: &Env, setup: &BlockSetup) -> Result<BuiltBlock, String> {
     let st = stream_type(p);
     let retention = p.u64("retention_bytes").unwrap_or(16 << 20) as usize;
@@ -45,12 +51,13 @@ pub fn net_sink(p: &Params, env: &Env, setup: &BlockSetup) -> Result<BuiltBlock,
     let sink = NetSink::new(
         &env.net,
         edge,
+        generation(p),
         st,
         retention,
         p.bool("crc").unwrap_or(true),
         Duration::from_micros(p.u64("flush_us").unwrap_or(1000)),
-        setup.start,
     )
+    .starting_at(setup.start)
     .lingering(
         p.u64("linger_s")
             .map_or(crate::net::sink::DEFAULT_LINGER, Duration::from_secs),
@@ -64,7 +71,9 @@ pub fn net_source(p: &Params, env: &Env, setup: &BlockSetup) -> Result<BuiltBloc
     let st = stream_type(p);
     let edge = p.str("edge").ok_or("missing edge")?;
     let from = p.str("from").ok_or("missing from")?;
-    let mut source = NetSource::new(env.net.clone(), edge, from, st).resume_from(setup.start);
+    let mut source = NetSource::new(env.net.clone(), edge, from, st)
+        .generation(generation(p))
+        .resume_from(setup.start);
     if let Some(path) = &setup.state_file {
         source = source.recording_state(path.clone());
     }
@@ -78,17 +87,19 @@ pub fn net_source(p: &Params, env: &Env, setup: &BlockSetup) -> Result<BuiltBloc
 
 pub fn net_message_sink(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
     let edge = p.str("edge").ok_or("missing edge")?;
-    Ok(BuiltBlock::new(NetMessageSink::new(&env.net, edge)))
+    Ok(BuiltBlock::new(NetMessageSink::new(
+        &env.net,
+        edge,
+        generation(p),
+    )))
 }
 
 pub fn net_message_source(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
     let edge = p.str("edge").ok_or("missing edge")?;
     let from = p.str("from").ok_or("missing from")?;
-    Ok(BuiltBlock::new(NetMessageSource::new(
-        env.net.clone(),
-        edge,
-        from,
-    )))
+    Ok(BuiltBlock::new(
+        NetMessageSource::new(env.net.clone(), edge, from).generation(generation(p)),
+    ))
 }
 
 /// `stream_checker`: input `in` (u64 counter items); parameter `expect`.

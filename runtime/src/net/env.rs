@@ -1,8 +1,11 @@
 //! A process's network environment: its transport, identity (flowgraph,
-//! generation, token), where the other segments listen, and the edges it
-//! serves. The acceptor checks every consumer's HELLO here, before the
-//! running graph sees the connection, so a wrong peer is refused with a
-//! clear reason on both sides and nothing running is disturbed.
+//! segment, token), where the other segments listen, and the edges it
+//! serves, each with its generation. The acceptor checks every consumer's
+//! HELLO here, before the running graph sees the connection, so a wrong
+//! peer is refused with a clear reason on both sides and nothing running is
+//! disturbed. Generations are per edge
+//! ([`flowmesh_model::partition::edge_generation`]): a consumer built from
+//! an edited spec joins as long as its edge's contract did not change.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
@@ -48,6 +51,9 @@ pub struct Served {
     /// Whether the producing block sends CRCs when asked (WELCOME grants
     /// `crc` only if the consumer asked and this is set).
     pub crc: AtomicBool,
+    /// The edge's generation: a consumer whose HELLO names another is
+    /// refused.
+    pub generation: AtomicU64,
     /// Registered by [`NetEnv::prepare`] before the producing block exists
     /// (a worker resuming a relay): the next [`NetEnv::serve`] keeps this
     /// entry's instance and parked connection instead of starting afresh.
@@ -105,7 +111,8 @@ impl Served {
 pub struct NetEnv {
     pub transport: Arc<dyn Transport>,
     pub flowgraph: String,
-    pub generation: u64,
+    /// The segment this process runs (named in refusals).
+    pub segment: String,
     pub token: String,
     peers: Mutex<BTreeMap<String, String>>,
     peers_cv: Condvar,
@@ -117,13 +124,13 @@ impl NetEnv {
     pub fn new(
         transport: Arc<dyn Transport>,
         flowgraph: &str,
-        generation: u64,
+        segment: &str,
         token: &str,
     ) -> Arc<NetEnv> {
         Arc::new(NetEnv {
             transport,
             flowgraph: flowgraph.to_string(),
-            generation,
+            segment: segment.to_string(),
             token: token.to_string(),
             peers: Mutex::new(BTreeMap::new()),
             peers_cv: Condvar::new(),
@@ -154,7 +161,7 @@ impl NetEnv {
 
     /// An in-process environment (tests, and blocks built outside a worker).
     pub fn in_process() -> Arc<NetEnv> {
-        NetEnv::new(Arc::new(Mem::new()), "local", 0, "")
+        NetEnv::new(Arc::new(Mem::new()), "local", "local", "")
     }
 
     /// Records where segment `segment` listens.
@@ -186,8 +193,16 @@ impl NetEnv {
         }
     }
 
-    fn entry(&self, edge: &str, kind: ServedKind, crc: bool, instance: u64) -> Arc<Served> {
-        self.served
+    fn entry(
+        &self,
+        edge: &str,
+        kind: ServedKind,
+        crc: bool,
+        generation: u64,
+        instance: u64,
+    ) -> Arc<Served> {
+        let served = self
+            .served
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(edge.to_string())
@@ -199,12 +214,15 @@ impl NetEnv {
                     retained_from: AtomicU64::new(0),
                     instance: AtomicU64::new(instance),
                     crc: AtomicBool::new(crc),
+                    generation: AtomicU64::new(generation),
                     prepared: AtomicBool::new(false),
                     adoption: Mutex::new(Adoption::Off),
                     finished: Mutex::new(None),
                 })
             })
-            .clone()
+            .clone();
+        served.generation.store(generation, Ordering::Release);
+        served
     }
 
     /// Announces an edge before its producing block is built, so that its
@@ -216,9 +234,10 @@ impl NetEnv {
     /// the restarted producer continues the stream in the same numbering
     /// (its block must then start numbering where the consumer resumes; see
     /// [`NetEnv::resume_point`]). `retained_from` in that WELCOME is the
-    /// consumer's own resume offset.
-    pub fn prepare(&self, edge: &str, kind: ServedKind, adopt: bool) {
-        let served = self.entry(edge, kind, true, new_instance());
+    /// consumer's own resume offset. `generation` is the edge's (consumers
+    /// of another are refused).
+    pub fn prepare(&self, edge: &str, kind: ServedKind, generation: u64, adopt: bool) {
+        let served = self.entry(edge, kind, true, generation, new_instance());
         served.prepared.store(true, Ordering::Release);
         *served.adoption() = if adopt { Adoption::Open } else { Adoption::Off };
     }
@@ -251,13 +270,19 @@ impl NetEnv {
         }
     }
 
-    /// Registers the block producing an edge: chooses its instance id
-    /// (returned) and whether it grants CRC. A block built again for the
+    /// Registers the block producing an edge at `generation`: chooses its
+    /// instance id (returned) and whether it grants CRC. A block built again for the
     /// same edge is a new instance: consumers see a restart — unless the
     /// edge was [`prepare`](Self::prepare)d, whose instance (adopted or
     /// not) and parked consumer this block takes over.
-    pub fn serve(&self, edge: &str, kind: ServedKind, crc: bool) -> (Arc<Served>, u64) {
-        let served = self.entry(edge, kind, crc, new_instance());
+    pub fn serve(
+        &self,
+        edge: &str,
+        kind: ServedKind,
+        crc: bool,
+        generation: u64,
+    ) -> (Arc<Served>, u64) {
+        let served = self.entry(edge, kind, crc, generation, new_instance());
         served.crc.store(crc, Ordering::Release);
         if served.prepared.swap(false, Ordering::AcqRel) {
             // From now on a late first consumer adopts nothing: its stream
@@ -376,12 +401,13 @@ impl NetEnv {
                 format!("edge {}: wrong authentication token", hello.edge),
             ));
         }
-        if hello.flowgraph != self.flowgraph || hello.generation != self.generation {
+        if hello.flowgraph != self.flowgraph {
             return Err(refuse(
                 Reason::WrongFlowgraph,
                 format!(
-                    "edge {}: this producer runs flowgraph {} generation {}, the consumer asked for {} generation {}",
-                    hello.edge, self.flowgraph, self.generation, hello.flowgraph, hello.generation
+                    "edge {}: this producer (segment {}) runs flowgraph {}, the consumer asked for \
+                     flowgraph {}: point the consumer's peer address at a segment of its own FlowGraph",
+                    hello.edge, self.segment, self.flowgraph, hello.flowgraph
                 ),
             ));
         }
@@ -397,6 +423,13 @@ impl NetEnv {
                     format!("edge {} is not produced here", hello.edge),
                 )
             })?;
+        let generation = served.generation.load(Ordering::Acquire);
+        if hello.generation != generation {
+            return Err(refuse(
+                Reason::WrongFlowgraph,
+                self.generation_mismatch(&hello, served.kind, generation),
+            ));
+        }
         match served.kind {
             ServedKind::Stream(st) => {
                 if hello.item_type != st.item
@@ -483,6 +516,38 @@ impl NetEnv {
         s.write_all(&welcome.encode())
             .map_err(|e| refuse(Reason::Protocol, e.to_string()))?;
         Ok((hello, served, crc, instance))
+    }
+}
+
+impl NetEnv {
+    /// The refusal of a consumer built for another generation of an edge:
+    /// both generations, what each side carries, and which segment to
+    /// restart.
+    fn generation_mismatch(&self, hello: &Hello, kind: ServedKind, ours: u64) -> String {
+        let consumer = hello
+            .edge
+            .rsplit_once('>')
+            .map_or("?", |(_, segment)| segment);
+        let carries = match kind {
+            ServedKind::Stream(st) => {
+                let theirs = format!("{}x{}", hello.item_type, hello.vlen);
+                let ours = format!("{}x{}", st.item, st.vlen);
+                if theirs == ours {
+                    String::new()
+                } else {
+                    format!(" (the producer sends {ours}, the consumer expects {theirs})")
+                }
+            }
+            ServedKind::Message => String::new(),
+        };
+        format!(
+            "edge {}: this producer (segment {}) serves edge generation {ours}, the consumer \
+             (segment {consumer}) was built for generation {}{carries}: the two segments were \
+             started from FlowGraph versions that disagree on this edge's contract (item type, \
+             vector length, crc; docs/protocol.md); restart the segment that runs the older \
+             version with the current spec: `{}` if the consumer has it, else `{consumer}`",
+            hello.edge, self.segment, hello.generation, self.segment
+        )
     }
 }
 

@@ -409,6 +409,8 @@ pub fn decode_tags_each(b: &[u8], mut each: impl FnMut(u64, &str, Pmt)) -> Resul
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hello {
     pub flowgraph: String,
+    /// The generation of the edge the consumer was built for (a hash of its
+    /// contract, `partition::edge_generation`): the producer refuses another.
     pub generation: u64,
     pub edge: String,
     pub item_type: ItemType,

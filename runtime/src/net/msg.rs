@@ -103,9 +103,10 @@ pub struct NetMessageSink {
 }
 
 impl NetMessageSink {
-    pub fn new(env: &NetEnv, edge: &str) -> Self {
+    /// The producing end of message edge `edge` at `generation`.
+    pub fn new(env: &NetEnv, edge: &str, generation: u64) -> Self {
         // Message frames always carry a CRC.
-        let (served, instance) = env.serve(edge, ServedKind::Message, true);
+        let (served, instance) = env.serve(edge, ServedKind::Message, true, generation);
         NetMessageSink {
             served,
             instance,
@@ -268,6 +269,8 @@ impl Block for NetMessageSink {
 pub struct NetMessageSource {
     env: Arc<NetEnv>,
     edge: String,
+    /// The edge's generation, sent in HELLO.
+    generation: u64,
     from: String,
     shared: Arc<Connector>,
     started: bool,
@@ -297,6 +300,7 @@ impl NetMessageSource {
             stats: env.edge_stats(edge, Role::Source),
             env,
             edge: edge.to_string(),
+            generation: 0,
             from: from.to_string(),
             shared: Connector::new(),
             started: false,
@@ -313,6 +317,13 @@ impl NetMessageSource {
             last_rx: Instant::now(),
             last_tx: Instant::now(),
         }
+    }
+
+    /// Asks for the edge at `generation` (0 by default).
+    pub fn generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        EdgeStats::set(&self.stats.generation, generation);
+        self
     }
 
     fn drop_conn(&mut self, why: &str) {
@@ -340,7 +351,7 @@ impl Block for NetMessageSource {
                 .signal = Some(io.waker().clone());
             let hello = Hello {
                 flowgraph: self.env.flowgraph.clone(),
-                generation: self.env.generation,
+                generation: self.generation,
                 edge: self.edge.clone(),
                 item_type: ItemType::U8,
                 vlen: 0,

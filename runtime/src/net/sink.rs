@@ -125,17 +125,20 @@ pub struct NetSink {
 }
 
 impl NetSink {
+    /// The producing end of `edge` at `generation` (its contract's hash,
+    /// [`flowmesh_model::partition::edge_generation`]).
     pub fn new(
         env: &NetEnv,
         edge: &str,
+        generation: u64,
         st: StreamType,
         retention: usize,
         crc: bool,
         flush: Duration,
-        origin: u64,
     ) -> Self {
-        let (served, instance) = env.serve(edge, ServedKind::Stream(st), crc);
+        let (served, instance) = env.serve(edge, ServedKind::Stream(st), crc, generation);
         let stats = env.edge_stats(edge, Role::Sink);
+        EdgeStats::set(&stats.generation, generation);
         let retain_items = (retention / st.item_size()).max(1) as u64;
         EdgeStats::set(&stats.item_size, st.item_size() as u64);
         EdgeStats::set(&stats.retention, retain_items);
@@ -143,7 +146,7 @@ impl NetSink {
             stats,
             served,
             instance,
-            origin,
+            origin: 0,
             edge: edge.to_string(),
             st,
             retain_items,
@@ -171,6 +174,13 @@ impl NetSink {
             absent_since: None,
             end_logged: false,
         }
+    }
+
+    /// Numbers the first input item `origin` on the wire instead of 0 (a
+    /// restarted relay continuing the stream its consumer reads).
+    pub fn starting_at(mut self, origin: u64) -> Self {
+        self.origin = origin;
+        self
     }
 
     /// Sets how long the block waits, once its input has ended and no

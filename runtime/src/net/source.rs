@@ -127,6 +127,8 @@ const SPIN_QUIET: Duration = Duration::from_millis(1);
 pub struct NetSource {
     env: Arc<NetEnv>,
     edge: String,
+    /// The edge's generation, sent in HELLO.
+    generation: u64,
     from: String,
     st: StreamType,
     shared: Arc<Connector>,
@@ -216,6 +218,7 @@ impl NetSource {
             stats,
             env,
             edge: edge.to_string(),
+            generation: 0,
             from: from.to_string(),
             st,
             shared: Connector::new(),
@@ -252,6 +255,14 @@ impl NetSource {
             state_path: None,
             saved: None,
         }
+    }
+
+    /// Asks for the edge at `generation` (its contract's hash,
+    /// [`flowmesh_model::partition::edge_generation`]; 0 by default).
+    pub fn generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        EdgeStats::set(&self.stats.generation, generation);
+        self
     }
 
     /// Records the producer instance and the numbering in `path` on every
@@ -312,7 +323,7 @@ impl NetSource {
         let env = self.env.clone();
         let hello = Hello {
             flowgraph: env.flowgraph.clone(),
-            generation: env.generation,
+            generation: self.generation,
             edge: self.edge.clone(),
             item_type: self.st.item,
             vlen: self.st.vlen as u64,

@@ -62,6 +62,8 @@ pub struct EdgeStats {
     pub retention: AtomicU64,
     /// Size of one item in bytes.
     pub item_size: AtomicU64,
+    /// The edge's generation this end runs (its `generation` parameter).
+    pub generation: AtomicU64,
 }
 
 impl EdgeStats {
