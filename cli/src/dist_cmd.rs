@@ -365,6 +365,14 @@ fn cluster_worker(
             "--peer and --stdin-peers do not go with --flowgraph: peers come from --peer-template",
         ));
     }
+    // In a cluster anyone on the pod network could join an edge without a
+    // token; the operator mounts one from the FlowGraph's Secret.
+    if token().is_empty() {
+        return Err(not_started(
+            "cluster mode needs a token: FLOWMESH_TOKEN is empty, so the edges would accept \
+             anyone; set it (the operator sets it from the FlowGraph's `<name>-token` Secret)",
+        ));
+    }
     let cfg = ClusterConfig {
         resource,
         peer_template,

@@ -240,7 +240,7 @@ fn network_policy(input: &Input, settings: &Settings) -> Result<NetworkPolicy> {
                         // The operator reads the workers' /status.
                         "from": [{
                             "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": settings.operator_namespace}},
-                            "podSelector": {"matchLabels": {labels::NAME: "flowmesh-operator"}},
+                            "podSelector": {"matchLabels": {labels::NAME: "flowmesh", labels::COMPONENT: "operator"}},
                         }],
                         "ports": [{"protocol": "TCP", "port": CONTROL_PORT}],
                     },

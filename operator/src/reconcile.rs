@@ -341,10 +341,10 @@ pub fn status_patch(
     phase: Phase,
     conds: Vec<Condition>,
     segments: &BTreeMap<String, SegmentObserved>,
-    fg: &str,
-    ns: &str,
+    what: &ResourceRef,
     operator_version: &str,
 ) -> Value {
+    let (fg, ns) = (what.name.as_str(), what.namespace.as_str());
     let ready = segments.values().filter(|s| s.ready_replicas > 0).count();
     let template = PeerTemplate::parse(DEFAULT_PEER_TEMPLATE).expect("the default template parses");
     let mut segs = serde_json::Map::new();
@@ -589,8 +589,7 @@ async fn reconcile_stages(obj: &DynamicObject, ctx: &Context) -> Result<(Action,
         phase,
         conds,
         &segs,
-        &name,
-        &ns,
+        &what,
         &ctx.settings.operator_version,
     );
     write_status(ctx, obj, patch).await?;
