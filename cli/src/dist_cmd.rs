@@ -6,8 +6,14 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use anyhow::{bail, Context, Result};
 use flowmesh_worker::control::{self, Control};
+use flowmesh_worker::exit;
+use flowmesh_worker::lifecycle::{self, StopKind};
 use flowmesh_worker::{parse_peer, read_peers, start_segment, Config};
 
 /// Options of `flowmesh worker`.
@@ -24,6 +30,31 @@ pub struct WorkerArgs {
     pub token_file: Option<std::path::PathBuf>,
     pub open_reads: bool,
     pub quiet: bool,
+    /// How long a planned stop (SIGTERM, SIGINT) may take.
+    pub grace: Duration,
+}
+
+/// Why `flowmesh worker` did not end with its segment: the error, and the
+/// exit code that tells a supervisor which kind of end it was
+/// ([`flowmesh_worker::exit`]).
+pub struct WorkerFailure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+/// Marks an error as one before anything was started
+/// ([`exit::NOT_STARTED`]).
+trait BeforeStart<T> {
+    fn before_start(self) -> Result<T, WorkerFailure>;
+}
+
+impl<T, E: Into<anyhow::Error>> BeforeStart<T> for std::result::Result<T, E> {
+    fn before_start(self) -> Result<T, WorkerFailure> {
+        self.map_err(|e| WorkerFailure {
+            code: exit::NOT_STARTED,
+            error: e.into(),
+        })
+    }
 }
 
 fn token() -> String {
@@ -58,7 +89,10 @@ impl Source {
     }
 }
 
-pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
+/// `flowmesh worker`: runs the segment; returns its exit code
+/// ([`flowmesh_worker::exit`]): the segment ended, or was stopped for a
+/// restart by SIGTERM or SIGINT (docs/worker.md, "Lifecycle").
+pub fn worker(source: Source, a: WorkerArgs) -> Result<u8, WorkerFailure> {
     let file = match source {
         Source::File(f) => f,
         Source::Resource {
@@ -67,10 +101,10 @@ pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
         } => return cluster_worker(resource, &peer_template, a),
     };
     let file = file.as_path();
-    let doc = crate::load(file)?;
+    let doc = crate::load(file).before_start()?;
     let mut peers = BTreeMap::new();
     for p in &a.peers {
-        let (s, addr) = parse_peer(p)?;
+        let (s, addr) = parse_peer(p).before_start()?;
         peers.insert(s, addr);
     }
     let cfg = Config {
@@ -83,27 +117,69 @@ pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
         threads: a.threads,
         state_dir: a.state_dir.clone(),
     };
-    let control_token = crate::ctl_cmd::token(a.token_file.as_deref())?;
-    let seg = start_segment(&doc, &cfg)?;
-    let control = Control::start(
-        &seg,
-        &doc,
-        control::Options {
-            addr: a.control.clone(),
-            token: control_token,
-            open_reads: a.open_reads,
-            ..Default::default()
-        },
-    )?;
+    let control_token = crate::ctl_cmd::token(a.token_file.as_deref()).before_start()?;
+    let seg = start_segment(&doc, &cfg).before_start()?;
+    let control = Arc::new(
+        Control::start(
+            &seg,
+            &doc,
+            control::Options {
+                addr: a.control.clone(),
+                token: control_token,
+                open_reads: a.open_reads,
+                ..Default::default()
+            },
+        )
+        .before_start()?,
+    );
+    let label = format!("[{}] ", seg.name);
+    // SIGTERM (and SIGINT) from now on: a planned stop for a restart. The
+    // workers of `flowmesh run --distributed` (--stdin-peers) take SIGINT,
+    // a Ctrl-C in its terminal, as `flowmesh run` does: end of stream.
+    let presses = Arc::new(AtomicUsize::new(0));
+    let stop_kind = Arc::new(AtomicU8::new(0));
+    let stop_started = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    {
+        let (handle, control) = (seg.running.handle(), control.clone());
+        let (presses, stop_kind, stop_started) =
+            (presses.clone(), stop_kind.clone(), stop_started.clone());
+        let (label, grace) = (label.clone(), a.grace);
+        lifecycle::watch(a.grace, label.clone(), a.stdin_peers, move |name, kind| {
+            presses.fetch_add(1, Ordering::SeqCst);
+            *stop_started.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            match kind {
+                StopKind::Restart => {
+                    stop_kind.store(1, Ordering::SeqCst);
+                    eprintln!(
+                        "{label}{name}: stopping for a restart within {} s: sources stop, the \
+                         graph drains into its sinks, output edges hand over what they hold \
+                         without end of stream (another signal exits at once)",
+                        grace.as_secs_f64()
+                    );
+                    control.set_stopping();
+                    handle.suspend();
+                }
+                StopKind::EndOfStream => {
+                    stop_kind.store(2, Ordering::SeqCst);
+                    eprintln!(
+                        "{label}{name}: stopping: sources end and the graph drains (Ctrl-C again \
+                         to abort)"
+                    );
+                    handle.stop();
+                }
+            }
+        })
+        .context("cannot listen for SIGTERM and SIGINT")
+        .before_start()?;
+    }
     if a.stdin_peers {
         println!("CONTROL {}", control.addr());
         println!("LISTEN {}", seg.listening);
-        std::io::stdout().flush()?;
-        read_peers(std::io::stdin().lock(), &seg.env)?;
+        std::io::stdout().flush().before_start()?;
+        read_peers(std::io::stdin().lock(), &seg.env).before_start()?;
     } else {
         eprintln!(
-            "[{}] listening on {}, control API on http://{}",
-            seg.name,
+            "{label}listening on {}, control API on http://{}",
             seg.listening,
             control.addr()
         );
@@ -114,15 +190,27 @@ pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
         .iter()
         .map(|(n, b)| (n.clone(), b.kind.clone()))
         .collect();
-    let r = crate::run_cmd::supervise(
-        seg.running,
-        None,
-        &kinds,
-        a.quiet,
-        &format!("[{}] ", seg.name),
-    );
+    let r = crate::run_cmd::supervise(seg.running, None, &kinds, a.quiet, &label, Some(presses));
     control.set_outcome(r.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
-    r
+    match r {
+        Err(error) => Err(WorkerFailure {
+            code: exit::FAILED,
+            error,
+        }),
+        Ok(()) if stop_kind.load(Ordering::SeqCst) == 1 => {
+            let took = stop_started
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .map_or(0.0, |t| t.elapsed().as_secs_f64());
+            eprintln!(
+                "{label}stopped for a restart in {took:.1} s (exit {}): its stream did not end; \
+                 start it again with --resume to continue",
+                exit::STOPPED
+            );
+            Ok(exit::STOPPED)
+        }
+        Ok(()) => Ok(exit::ENDED),
+    }
 }
 
 fn random_token() -> String {
@@ -160,6 +248,21 @@ pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
             .mode(0o600)
             .open(&token_file)?;
         writeln!(f, "{token}")?;
+    }
+    // Ctrl-C in the terminal reaches every worker too (one process group):
+    // each takes SIGINT as the end of the stream (--stdin-peers) and drains,
+    // as `flowmesh run` does; this process waits for them. A second Ctrl-C
+    // aborts (the workers exit at once on their second signal too).
+    let presses = Arc::new(AtomicUsize::new(0));
+    {
+        let presses = presses.clone();
+        let _ = ctrlc::set_handler(move || {
+            if presses.fetch_add(1, Ordering::SeqCst) == 0 {
+                eprintln!("\nstopping: the workers end their sources and drain (Ctrl-C again to abort)");
+            } else {
+                std::process::exit(130);
+            }
+        });
     }
     let mut children = vec![];
     for seg in plan.segments.keys() {
@@ -288,13 +391,14 @@ fn cluster_worker(
     resource: flowmesh_k8s::ResourceRef,
     template: &str,
     a: WorkerArgs,
-) -> Result<()> {
+) -> Result<u8, WorkerFailure> {
     use flowmesh_worker::cluster::{self, ClusterConfig, Exit, Report};
-    let peer_template = flowmesh_model::naming::PeerTemplate::parse(template)?;
+    let peer_template = flowmesh_model::naming::PeerTemplate::parse(template).before_start()?;
     if !a.peers.is_empty() || a.stdin_peers {
-        bail!(
+        return Err(anyhow::anyhow!(
             "--peer and --stdin-peers do not go with --flowgraph: peers come from --peer-template"
-        );
+        ))
+        .before_start();
     }
     let cfg = ClusterConfig {
         resource,
@@ -311,25 +415,42 @@ fn cluster_worker(
         },
         control: Some(control::Options {
             addr: a.control.clone(),
-            token: crate::ctl_cmd::token(a.token_file.as_deref())?,
+            token: crate::ctl_cmd::token(a.token_file.as_deref()).before_start()?,
             open_reads: a.open_reads,
             params_from_resource: true,
             ..Default::default()
         }),
+        grace: a.grace,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("fm-control")
         .enable_all()
         .build()
-        .context("cannot start the control-plane runtime")?;
-    rt.block_on(async move {
-        let client = kube::Client::try_default().await.context(
-            "cannot reach the Kubernetes API (no in-cluster service account, no usable KUBECONFIG)",
-        )?;
+        .context("cannot start the control-plane runtime")
+        .before_start()?;
+    let r = rt.block_on(async move {
+        let client = kube::Client::try_default()
+            .await
+            .context(
+                "cannot reach the Kubernetes API (no in-cluster service account, no usable \
+                 KUBECONFIG)",
+            )
+            .before_start()?;
         let report = Report::new();
-        match cluster::run(client, cfg, report).await? {
-            Exit::Deleted => Ok(()),
+        match cluster::run(client, cfg, report).await {
+            Ok(Exit::Deleted | Exit::Stopped { ended: true }) => Ok(exit::ENDED),
+            Ok(Exit::Stopped { ended: false }) => Ok(exit::STOPPED),
+            Err(e @ cluster::Error::Failed { .. }) => Err(WorkerFailure {
+                code: exit::FAILED,
+                error: e.into(),
+            }),
+            // Reading the resource, or building the segment: nothing ran.
+            Err(e) => Err(e).before_start(),
         }
-    })
+    });
+    // The segment's threads may still run (a grace period that ran out):
+    // the process ends with them, without waiting.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    r
 }

@@ -20,11 +20,14 @@
 //!
 //! [`control`] serves the segment's control and health API (with
 //! [`metrics`]); [`client`] is the small HTTP client the `flowmesh`
-//! command uses to talk to it.
+//! command uses to talk to it. [`lifecycle`] turns SIGTERM and SIGINT into a
+//! planned stop for a restart; [`exit`] holds the process's exit codes.
 
 pub mod client;
 pub mod cluster;
 pub mod control;
+pub mod exit;
+pub mod lifecycle;
 pub mod metrics;
 
 use std::collections::BTreeMap;

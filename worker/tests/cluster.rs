@@ -113,6 +113,7 @@ async fn live_changes_restart_required_and_deletion_through_the_api() {
             state_dir: None,
         },
         control: None,
+        grace: flowmesh_worker::lifecycle::DEFAULT_GRACE,
     };
     let report = Report::new();
     let worker = tokio::spawn(cluster::run(client, cfg, report.clone()));
