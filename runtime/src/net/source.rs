@@ -1095,7 +1095,8 @@ impl Block for NetSource {
             conn.shutdown_write();
             self.conn = None;
             tracing::info!(
-                "edge {}: stopping for a restart at item {} (acknowledged); the producer keeps                  what follows for the restarted segment",
+                "edge {}: stopping for a restart at item {} (acknowledged); the producer keeps \
+                 what follows for the restarted segment",
                 self.edge,
                 self.expected
             );
