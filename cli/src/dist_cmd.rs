@@ -258,7 +258,9 @@ pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
         let presses = presses.clone();
         let _ = ctrlc::set_handler(move || {
             if presses.fetch_add(1, Ordering::SeqCst) == 0 {
-                eprintln!("\nstopping: the workers end their sources and drain (Ctrl-C again to abort)");
+                eprintln!(
+                    "\nstopping: the workers end their sources and drain (Ctrl-C again to abort)"
+                );
             } else {
                 std::process::exit(130);
             }

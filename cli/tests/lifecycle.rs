@@ -61,7 +61,10 @@ fn log(dir: &Path) -> String {
 fn wait_logged(dir: &Path, child: &mut Child, what: &str) {
     while !log(dir).contains(what) {
         if let Some(s) = child.try_wait().unwrap() {
-            panic!("the worker exited ({s}) before logging {what:?}:\n{}", log(dir));
+            panic!(
+                "the worker exited ({s}) before logging {what:?}:\n{}",
+                log(dir)
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -97,7 +100,10 @@ fn nothing_started_is_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let file = graph(dir.path(), true);
     let cases: [(&str, Vec<&str>); 3] = [
-        ("a missing file", vec!["worker", "/nonexistent/graph.yaml", "--segment", "a"]),
+        (
+            "a missing file",
+            vec!["worker", "/nonexistent/graph.yaml", "--segment", "a"],
+        ),
         (
             "an unknown segment",
             vec!["worker", file.to_str().unwrap(), "--segment", "zz"],
@@ -141,11 +147,22 @@ fn sigterm_stops_for_a_restart_with_exit_143_and_whole_items() {
         std::thread::sleep(Duration::from_millis(10));
     }
     sigterm(&child);
-    assert_eq!(exit_code(dir.path(), &mut child), Some(143), "{}", log(dir.path()));
+    assert_eq!(
+        exit_code(dir.path(), &mut child),
+        Some(143),
+        "{}",
+        log(dir.path())
+    );
     let l = log(dir.path());
-    assert!(l.contains("SIGTERM: stopping for a restart within 20 s"), "{l}");
+    assert!(
+        l.contains("SIGTERM: stopping for a restart within 20 s"),
+        "{l}"
+    );
     assert!(l.contains("stopped for a restart in "), "{l}");
-    assert!(!l.contains("grace period of"), "it stopped well within the grace:\n{l}");
+    assert!(
+        !l.contains("grace period of"),
+        "it stopped well within the grace:\n{l}"
+    );
     let data = std::fs::read(dir.path().join("out.u64")).unwrap();
     assert_eq!(data.len() % 8, 0, "a torn item at the end");
     let first_wrong = data
@@ -164,9 +181,17 @@ fn the_grace_period_bounds_a_stop_whose_consumer_is_away() {
     let mut child = worker(dir.path(), &file, &["--grace-period", "1"]);
     wait_logged(dir.path(), &mut child, "listening on");
     sigterm(&child);
-    assert_eq!(exit_code(dir.path(), &mut child), Some(143), "{}", log(dir.path()));
+    assert_eq!(
+        exit_code(dir.path(), &mut child),
+        Some(143),
+        "{}",
+        log(dir.path())
+    );
     let l = log(dir.path());
-    assert!(l.contains("serving the "), "the net_sink's planned stop:\n{l}");
+    assert!(
+        l.contains("serving the "),
+        "the net_sink's planned stop:\n{l}"
+    );
     assert!(
         l.contains("the grace period of 1 s is over and the segment has not stopped"),
         "{l}"

@@ -1350,7 +1350,10 @@ fn sigterm(w: &mut Worker, others: &mut [&mut Worker]) {
     }
     let took = t0.elapsed();
     let status = w.poll().expect("exited");
-    println!("{label} exited {status} {:.2} s after SIGTERM", took.as_secs_f64());
+    println!(
+        "{label} exited {status} {:.2} s after SIGTERM",
+        took.as_secs_f64()
+    );
     assert_eq!(
         status.code(),
         Some(143),
@@ -1382,7 +1385,11 @@ fn sigterm_and_resume(victim: &str) {
         ]
     };
     let dist = lab.render_to("netns-sigterm.yaml", "sigterm-dist.yaml", &vars(&dist_out));
-    let local = lab.render_to("netns-sigterm.yaml", "sigterm-local.yaml", &vars(&local_out));
+    let local = lab.render_to(
+        "netns-sigterm.yaml",
+        "sigterm-local.yaml",
+        &vars(&local_out),
+    );
     let state = |seg: &str| lab.path(&format!("state-{seg}")).display().to_string();
     let (state_b, state_c) = (state("b"), state("c"));
     let grace = GRACE_S.to_string();
@@ -1417,14 +1424,24 @@ fn sigterm_and_resume(victim: &str) {
         );
         // b closed its edge without an end of stream: c waits for it,
         // and holds every item b had (the last one acknowledged).
-        assert_logged(&mut b, &["edge lpf.out>c: stopped for a restart at item ", "closed without end of stream"]);
+        assert_logged(
+            &mut b,
+            &[
+                "edge lpf.out>c: stopped for a restart at item ",
+                "closed without end of stream",
+            ],
+        );
         std::thread::sleep(Duration::from_millis(1500));
         assert!(
             c.poll().is_none(),
             "c ended after b was stopped by SIGTERM: its stream did not end\n{}",
             c.describe()
         );
-        assert_eq!(file_len(&dist_out) / 8, held, "c wrote items while b was down");
+        assert_eq!(
+            file_len(&dist_out) / 8,
+            held,
+            "c wrote items while b was down"
+        );
         let c_log = c.stderr();
         assert!(
             find_line(&c_log, &["edge lpf.out>c: connection to "]).is_some(),
@@ -1445,7 +1462,11 @@ fn sigterm_and_resume(victim: &str) {
         // stream for c's return.
         assert_logged(&mut c, &["edge lpf.out>c: stopping for a restart at item "]);
         std::thread::sleep(Duration::from_millis(1000));
-        assert!(b.poll().is_none(), "b ended while c was down\n{}", b.describe());
+        assert!(
+            b.poll().is_none(),
+            "b ended while c was down\n{}",
+            b.describe()
+        );
         let c2 = lab.spawn("c", &dist, TOKEN, &refs(&args(&state_c, true)));
         (b, c2)
     };
@@ -1460,7 +1481,11 @@ fn sigterm_and_resume(victim: &str) {
     }
     // Nothing reported lost: no gap tag reached c, no producer restart.
     let gaps = printed_tags(&c.stdout());
-    assert!(gaps.is_empty(), "c saw gap tags: {gaps:?}\n{}", c.describe());
+    assert!(
+        gaps.is_empty(),
+        "c saw gap tags: {gaps:?}\n{}",
+        c.describe()
+    );
     let c_log = c.stderr();
     assert!(
         find_line(&c_log, &["the producer restarted"]).is_none(),

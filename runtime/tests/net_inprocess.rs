@@ -288,20 +288,27 @@ fn a_suspended_producer_hands_over_everything_without_ending_the_stream() {
         .find(|s| s.name == "src")
         .unwrap()
         .items_out() as i64;
-    assert_eq!(sent, written, "the producer sent everything its source made");
+    assert_eq!(
+        sent, written,
+        "the producer sent everything its source made"
+    );
     assert_eq!(acked, written, "and the consumer acknowledged all of it");
     // The consumer's stream did not end: it still runs, waiting for the
     // producer to come back; what it has is exactly what was acknowledged.
-    assert!(!consumer.is_finished(), "the consumer took the stop for an end of stream");
+    assert!(
+        !consumer.is_finished(),
+        "the consumer took the stop for an end of stream"
+    );
     let h = consumer.handle();
     let acc = h.get(&net_source, "accounting").unwrap();
-    let Pmt::Map(m) = acc else { panic!("accounting: {acc}") };
+    let Pmt::Map(m) = acc else {
+        panic!("accounting: {acc}")
+    };
     assert_eq!(m.get("expected"), Some(&Pmt::I64(acked)));
     assert_eq!(m.get("lost"), Some(&Pmt::I64(0)));
     h.stop();
     let c = consumer.wait().unwrap();
-    let Some(Pmt::Vector(flowmesh_model::pmt::TypedVec::U64(data))) = c.get("sink", "data")
-    else {
+    let Some(Pmt::Vector(flowmesh_model::pmt::TypedVec::U64(data))) = c.get("sink", "data") else {
         panic!("no u64 data in the sink")
     };
     assert_eq!(data.len() as i64, acked);
