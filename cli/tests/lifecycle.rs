@@ -180,6 +180,29 @@ fn the_grace_period_bounds_a_stop_whose_consumer_is_away() {
     let file = graph(dir.path(), false);
     let mut child = worker(dir.path(), &file, &["--grace-period", "1"]);
     wait_logged(dir.path(), &mut child, "listening on");
+    // Once its edge holds items for the consumer that never comes.
+    let l = log(dir.path());
+    let url = l
+        .split("control API on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("the control API's address")
+        .to_string();
+    loop {
+        let out = Command::new(FM)
+            .args(["status", "--worker", &url, "--json"])
+            .env("FLOWMESH_TOKEN", "t")
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if v["backlogItems"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("the worker exited ({s}):\n{}", log(dir.path()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     sigterm(&child);
     assert_eq!(
         exit_code(dir.path(), &mut child),

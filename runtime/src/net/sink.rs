@@ -367,7 +367,8 @@ impl Block for NetSink {
         if planned && !self.end_logged {
             self.end_logged = true;
             tracing::info!(
-                "edge {}: stopping for a restart at item {}: serving the {} items not yet                  acknowledged to the consumer, then closing without end of stream",
+                "edge {}: stopping for a restart at item {}: serving the {} items not yet \
+                 acknowledged to the consumer, then closing without end of stream",
                 self.edge,
                 self.origin + written,
                 written - self.acked.min(written)
