@@ -8,6 +8,7 @@ mod run_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -115,6 +116,12 @@ enum Cmd {
         preflight: bool,
         #[arg(long, short)]
         quiet: bool,
+        /// On SIGTERM or SIGINT (a planned restart) the segment drains and
+        /// hands its output edges over for at most this many seconds, then
+        /// exits anyway (exit 143); keep it below the supervisor's own
+        /// (Kubernetes: terminationGracePeriodSeconds, 30 by default).
+        #[arg(long, value_name = "SECONDS", default_value_t = 25.0)]
+        grace_period: f64,
     },
     /// Show a worker's status (its control API's /status).
     Status {
@@ -288,23 +295,34 @@ fn main() -> ExitCode {
             open_reads,
             preflight,
             quiet,
-        } => dist_cmd::worker(
-            dist_cmd::Source::new(file, flowgraph, namespace, peer_template),
-            dist_cmd::WorkerArgs {
-                segment,
-                listen,
-                peers,
-                stdin_peers,
-                resume,
-                threads,
-                state_dir,
-                control,
-                token_file,
-                open_reads,
-                preflight,
-                quiet,
-            },
-        ),
+            grace_period,
+        } => {
+            // Its exit code tells how the segment ended (docs/worker.md).
+            return match dist_cmd::worker(
+                dist_cmd::Source::new(file, flowgraph, namespace, peer_template),
+                dist_cmd::WorkerArgs {
+                    segment,
+                    listen,
+                    peers,
+                    stdin_peers,
+                    resume,
+                    threads,
+                    state_dir,
+                    control,
+                    token_file,
+                    open_reads,
+                    preflight,
+                    quiet,
+                    grace: Duration::from_secs_f64(grace_period.clamp(0.0, 86_400.0)),
+                },
+            ) {
+                Ok(code) => ExitCode::from(code),
+                Err(f) => {
+                    eprintln!("error: {:#}", f.error);
+                    ExitCode::from(f.code)
+                }
+            };
+        }
         Cmd::Status {
             worker,
             token_file,
