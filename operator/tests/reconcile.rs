@@ -144,7 +144,11 @@ async fn first_apply_creates_the_children_and_a_second_reconcile_writes_nothing(
     assert_eq!(svc["spec"]["clusterIP"], "None");
     assert_eq!(svc["spec"]["publishNotReadyAddresses"], true);
     let token = fake.get("secrets", NS, "tone-token").unwrap();
-    assert_eq!(token["stringData"]["token"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        token["data"]["token"].as_str().unwrap().len(),
+        88,
+        "{token}"
+    );
     let st = fake.get("flowgraphs", NS, "tone").unwrap()["status"].clone();
     assert_eq!(st["phase"], "Pending");
     assert_eq!(st["ready"], "0/2");
@@ -317,4 +321,80 @@ async fn conditions_keep_their_transition_times_when_nothing_flips() {
     let st = fake.get("flowgraphs", NS, "tone").unwrap()["status"].clone();
     assert_eq!(st["phase"], "Running");
     assert_eq!(st["ready"], "2/2");
+}
+
+/// A probe that answers every worker's `/status` with `state` at `rate`.
+struct FakeProbe {
+    state: &'static str,
+    rate: f64,
+}
+
+impl flowmesh_operator::live::Probe for FakeProbe {
+    fn status(
+        &self,
+        url: &str,
+        token: &str,
+    ) -> Result<flowmesh_model::status::WorkerStatus, String> {
+        assert_eq!(token.len(), 64, "the graph's token is sent");
+        assert!(url.ends_with(".radio.svc:9400"), "{url}");
+        let v = json!({
+            "flowgraph": "tone", "segment": "x", "generation": 1, "state": self.state,
+            "uptimeSeconds": 1.0, "itemsPerSecond": self.rate, "backlogItems": 0,
+            "itemsLost": {"peer_lost": 3}, "blocks": {}, "edges": [], "params": {}
+        });
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+}
+
+#[tokio::test]
+async fn the_live_loop_writes_figures_only_when_they_change_and_feeds_the_phase() {
+    use kube::runtime::reflector;
+    let (ctx, fake) = setup();
+    fake.put("flowgraphs", flowgraph("0.5", 1000, true));
+    run(&ctx, &fake).await;
+    let mut writer = reflector::store::Writer::<DynamicObject>::new(
+        flowmesh_operator::reconcile::flowgraph_resource(),
+    );
+    let store = writer.as_reader();
+    let obj: DynamicObject =
+        serde_json::from_value(fake.get("flowgraphs", NS, "tone").unwrap()).unwrap();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(obj));
+    let probe: Arc<dyn flowmesh_operator::live::Probe> = Arc::new(FakeProbe {
+        state: "running",
+        rate: 2_051_234.0,
+    });
+    let writes = flowmesh_operator::live::poll_once(&ctx, probe.clone(), &[store.clone()]).await;
+    assert_eq!(writes, 1);
+    let st = fake.get("flowgraphs", NS, "tone").unwrap()["status"].clone();
+    assert_eq!(st["throughput"], "2.05M items/s");
+    assert_eq!(st["segments"]["back"]["state"], "running");
+    assert_eq!(st["segments"]["back"]["itemsLost"]["peer_lost"], 3);
+    // The same figures again: nothing written.
+    let obj: DynamicObject =
+        serde_json::from_value(fake.get("flowgraphs", NS, "tone").unwrap()).unwrap();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(obj));
+    assert_eq!(
+        flowmesh_operator::live::poll_once(&ctx, probe, &[store.clone()]).await,
+        0
+    );
+    // Every worker finished: the next reconcile's phase is Succeeded.
+    let done: Arc<dyn flowmesh_operator::live::Probe> = Arc::new(FakeProbe {
+        state: "finished",
+        rate: 0.0,
+    });
+    flowmesh_operator::live::poll_once(&ctx, done, &[store]).await;
+    let action = run(&ctx, &fake).await;
+    assert_eq!(action, Action::await_change());
+    let st = fake.get("flowgraphs", NS, "tone").unwrap()["status"].clone();
+    assert_eq!(st["phase"], "Succeeded");
+    // The metrics count the reconciles and the phase.
+    let text = ctx.metrics.render();
+    assert!(
+        text.contains("flowmesh_operator_flowgraphs{phase=\"Succeeded\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("flowmesh_operator_reconciles_total{result=\"ok\"} 2"),
+        "{text}"
+    );
 }

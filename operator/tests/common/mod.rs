@@ -259,6 +259,21 @@ impl Fake {
                 }
                 o["metadata"]["namespace"] = json!(ns);
                 o["metadata"]["uid"] = json!(format!("uid-{n}"));
+                // A Secret's stringData is stored as base64 data.
+                if let Some(sd) = o.as_object_mut().unwrap().remove("stringData") {
+                    use base64::Engine;
+                    let data: serde_json::Map<String, Value> = sd
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .map(|(k, v)| {
+                            let b = base64::engine::general_purpose::STANDARD
+                                .encode(v.as_str().unwrap_or("").as_bytes());
+                            (k.clone(), json!(b))
+                        })
+                        .collect();
+                    o["data"] = Value::Object(data);
+                }
                 o["metadata"]["resourceVersion"] = json!(self.next_version());
                 objects.insert(key(&n), o.clone());
                 ok(&o)
