@@ -6,9 +6,15 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use anyhow::{bail, Context, Result};
 use flowmesh_model::status::PreflightProblem;
 use flowmesh_worker::control::{self, Control};
+use flowmesh_worker::exit;
+use flowmesh_worker::lifecycle::{self, StopKind};
 use flowmesh_worker::preflight::{self, Host};
 use flowmesh_worker::{parse_peer, read_peers, start_segment, Config};
 
@@ -75,6 +81,44 @@ pub struct WorkerArgs {
     /// Check and exit: start nothing.
     pub preflight: bool,
     pub quiet: bool,
+    /// How long a planned stop (SIGTERM, SIGINT) may take.
+    pub grace: Duration,
+}
+
+/// Why `flowmesh worker` did not end with its segment: the error, and the
+/// exit code that tells a supervisor which kind of end it was
+/// ([`flowmesh_worker::exit`]).
+pub struct WorkerFailure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl From<anyhow::Error> for WorkerFailure {
+    /// A [`NotStarted`] error is [`exit::NOT_STARTED`]; any other, a
+    /// failure at run time.
+    fn from(error: anyhow::Error) -> Self {
+        let code = if error.downcast_ref::<NotStarted>().is_some() {
+            exit::NOT_STARTED
+        } else {
+            exit::FAILED
+        };
+        WorkerFailure { code, error }
+    }
+}
+
+/// Marks an error as one before anything was started
+/// ([`exit::NOT_STARTED`]).
+trait BeforeStart<T> {
+    fn before_start(self) -> Result<T, WorkerFailure>;
+}
+
+impl<T, E: Into<anyhow::Error>> BeforeStart<T> for std::result::Result<T, E> {
+    fn before_start(self) -> Result<T, WorkerFailure> {
+        self.map_err(|e| WorkerFailure {
+            code: exit::NOT_STARTED,
+            error: e.into(),
+        })
+    }
 }
 
 fn token() -> String {
@@ -111,7 +155,10 @@ impl Source {
     }
 }
 
-pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
+/// `flowmesh worker`: runs the segment; returns its exit code
+/// ([`flowmesh_worker::exit`]): the segment ended, or was stopped for a
+/// restart by SIGTERM or SIGINT (docs/worker.md, "Lifecycle").
+pub fn worker(source: Source, a: WorkerArgs) -> Result<u8, WorkerFailure> {
     let (file, template) = match source {
         Source::File(f, t) => (f, t),
         Source::Resource {
@@ -138,14 +185,14 @@ pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
     let what = format!("segment `{}` of {}", a.segment, file.display());
     let doc = match preflight::check_text(&text, &host) {
         (Some(doc), problems) if problems.is_empty() => doc,
-        (_, problems) => return Err(preflight_failed(&what, &problems)),
+        (_, problems) => return Err(preflight_failed(&what, &problems).into()),
     };
     if let Some(t) = &template {
         template_peers(&doc, t, &a.segment, &mut peers)?;
     }
     if a.preflight {
         println!("preflight passed: {what} can start on this host");
-        return Ok(());
+        return Ok(exit::ENDED);
     }
     let cfg = Config {
         segment: a.segment.clone(),
@@ -157,26 +204,68 @@ pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
         threads: a.threads,
         state_dir: a.state_dir.clone(),
     };
-    let seg = start_segment(&doc, &cfg).map_err(not_started)?;
-    let control = Control::start(
-        &seg,
-        &doc,
-        control::Options {
-            addr: a.control.clone(),
-            token: control_token,
-            open_reads: a.open_reads,
-            ..Default::default()
-        },
-    )?;
+    let seg = start_segment(&doc, &cfg).before_start()?;
+    let control = Arc::new(
+        Control::start(
+            &seg,
+            &doc,
+            control::Options {
+                addr: a.control.clone(),
+                token: control_token,
+                open_reads: a.open_reads,
+                ..Default::default()
+            },
+        )
+        .before_start()?,
+    );
+    let label = format!("[{}] ", seg.name);
+    // SIGTERM (and SIGINT) from now on: a planned stop for a restart. The
+    // workers of `flowmesh run --distributed` (--stdin-peers) take SIGINT,
+    // a Ctrl-C in its terminal, as `flowmesh run` does: end of stream.
+    let presses = Arc::new(AtomicUsize::new(0));
+    let stop_kind = Arc::new(AtomicU8::new(0));
+    let stop_started = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    {
+        let (handle, control) = (seg.running.handle(), control.clone());
+        let (presses, stop_kind, stop_started) =
+            (presses.clone(), stop_kind.clone(), stop_started.clone());
+        let (label, grace) = (label.clone(), a.grace);
+        lifecycle::watch(a.grace, label.clone(), a.stdin_peers, move |name, kind| {
+            presses.fetch_add(1, Ordering::SeqCst);
+            *stop_started.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            match kind {
+                StopKind::Restart => {
+                    stop_kind.store(1, Ordering::SeqCst);
+                    eprintln!(
+                        "{label}{name}: stopping for a restart within {} s: sources stop, the \
+                         graph drains into its sinks, output edges hand over what they hold \
+                         without end of stream (another signal exits at once)",
+                        grace.as_secs_f64()
+                    );
+                    control.set_stopping();
+                    handle.suspend();
+                }
+                StopKind::EndOfStream => {
+                    stop_kind.store(2, Ordering::SeqCst);
+                    eprintln!(
+                        "{label}{name}: stopping: sources end and the graph drains (Ctrl-C again \
+                         to abort)"
+                    );
+                    handle.stop();
+                }
+            }
+        })
+        .context("cannot listen for SIGTERM and SIGINT")
+        .before_start()?;
+    }
     if a.stdin_peers {
         println!("CONTROL {}", control.addr());
         println!("LISTEN {}", seg.listening);
-        std::io::stdout().flush()?;
-        read_peers(std::io::stdin().lock(), &seg.env)?;
+        std::io::stdout().flush().before_start()?;
+        read_peers(std::io::stdin().lock(), &seg.env).before_start()?;
     } else {
         eprintln!(
-            "[{}] listening on {}, control API on http://{}",
-            seg.name,
+            "{label}listening on {}, control API on http://{}",
             seg.listening,
             control.addr()
         );
@@ -187,15 +276,27 @@ pub fn worker(source: Source, a: WorkerArgs) -> Result<()> {
         .iter()
         .map(|(n, b)| (n.clone(), b.kind.clone()))
         .collect();
-    let r = crate::run_cmd::supervise(
-        seg.running,
-        None,
-        &kinds,
-        a.quiet,
-        &format!("[{}] ", seg.name),
-    );
+    let r = crate::run_cmd::supervise(seg.running, None, &kinds, a.quiet, &label, Some(presses));
     control.set_outcome(r.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
-    r
+    match r {
+        Err(error) => Err(WorkerFailure {
+            code: exit::FAILED,
+            error,
+        }),
+        Ok(()) if stop_kind.load(Ordering::SeqCst) == 1 => {
+            let took = stop_started
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .map_or(0.0, |t| t.elapsed().as_secs_f64());
+            eprintln!(
+                "{label}stopped for a restart in {took:.1} s (exit {}): its stream did not end; \
+                 start it again with --resume to continue",
+                exit::STOPPED
+            );
+            Ok(exit::STOPPED)
+        }
+        Ok(()) => Ok(exit::ENDED),
+    }
 }
 
 /// File mode with `--peer-template`: the address of every other segment of
@@ -253,6 +354,23 @@ pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
             .mode(0o600)
             .open(&token_file)?;
         writeln!(f, "{token}")?;
+    }
+    // Ctrl-C in the terminal reaches every worker too (one process group):
+    // each takes SIGINT as the end of the stream (--stdin-peers) and drains,
+    // as `flowmesh run` does; this process waits for them. A second Ctrl-C
+    // aborts (the workers exit at once on their second signal too).
+    let presses = Arc::new(AtomicUsize::new(0));
+    {
+        let presses = presses.clone();
+        let _ = ctrlc::set_handler(move || {
+            if presses.fetch_add(1, Ordering::SeqCst) == 0 {
+                eprintln!(
+                    "\nstopping: the workers end their sources and drain (Ctrl-C again to abort)"
+                );
+            } else {
+                std::process::exit(130);
+            }
+        });
     }
     let mut children = vec![];
     for seg in plan.segments.keys() {
@@ -381,14 +499,24 @@ fn cluster_worker(
     resource: flowmesh_k8s::ResourceRef,
     template: &str,
     a: WorkerArgs,
-) -> Result<()> {
+) -> Result<u8, WorkerFailure> {
     use flowmesh_worker::cluster::{self, ClusterConfig, Exit, Report};
     let peer_template =
         flowmesh_model::naming::PeerTemplate::parse(template).map_err(not_started)?;
     if !a.peers.is_empty() || a.stdin_peers {
         return Err(not_started(
             "--peer and --stdin-peers do not go with --flowgraph: peers come from --peer-template",
-        ));
+        )
+        .into());
+    }
+    // In a cluster anyone on the pod network could join an edge without a
+    // token; the operator mounts one from the FlowGraph's Secret.
+    if token().is_empty() {
+        return Err(not_started(
+            "cluster mode needs a token: FLOWMESH_TOKEN is empty, so the edges would accept \
+             anyone; set it (the operator sets it from the FlowGraph's `<name>-token` Secret)",
+        )
+        .into());
     }
     let cfg = ClusterConfig {
         resource,
@@ -411,14 +539,16 @@ fn cluster_worker(
             params_from_resource: true,
             ..Default::default()
         }),
+        grace: a.grace,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("fm-control")
         .enable_all()
         .build()
-        .context("cannot start the control-plane runtime")?;
-    rt.block_on(async move {
+        .context("cannot start the control-plane runtime")
+        .before_start()?;
+    let r = rt.block_on(async move {
         let client = kube::Client::try_default().await.map_err(|e| {
             not_started(format!(
                 "cannot reach the Kubernetes API (no in-cluster service account, no usable \
@@ -430,20 +560,28 @@ fn cluster_worker(
             let first = flowmesh_k8s::source::fetch(&client, &cfg.resource).await;
             let (_, problems) = cluster::check(&cfg, first, false).map_err(not_started)?;
             if !problems.is_empty() {
-                return Err(preflight_failed(&what, &problems));
+                return Err(preflight_failed(&what, &problems).into());
             }
             println!("preflight passed: {what} can start on this host");
-            return Ok(());
+            return Ok(exit::ENDED);
         }
         let report = Report::new();
         match cluster::run(client, cfg, report).await {
-            Ok(Exit::Deleted) => Ok(()),
-            Err(e @ cluster::Error::Failed { .. }) => Err(e.into()),
+            Ok(Exit::Deleted | Exit::Stopped { ended: true }) => Ok(exit::ENDED),
+            Ok(Exit::Stopped { ended: false }) => Ok(exit::STOPPED),
+            Err(e @ cluster::Error::Failed { .. }) => Err(WorkerFailure {
+                code: exit::FAILED,
+                error: e.into(),
+            }),
             Err(cluster::Error::Preflight { problems, .. }) => {
-                Err(preflight_failed(&what, &problems))
+                Err(preflight_failed(&what, &problems).into())
             }
-            // Reading the resource or building the segment: nothing started.
-            Err(e) => Err(not_started(e)),
+            // Reading the resource, or building the segment: nothing ran.
+            Err(e) => Err(not_started(e).into()),
         }
-    })
+    });
+    // The segment's threads may still run (a grace period that ran out):
+    // the process ends with them, without waiting.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    r
 }

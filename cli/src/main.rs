@@ -4,10 +4,12 @@ mod blocks_cmd;
 mod compose_cmd;
 mod ctl_cmd;
 mod dist_cmd;
+mod operator_cmd;
 mod run_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -33,6 +35,9 @@ enum GraphFormat {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the Kubernetes operator: reconcile FlowGraph resources into
+    /// segment workloads (in-cluster service account, or KUBECONFIG).
+    Operator(operator_cmd::OperatorArgs),
     /// Run a FlowGraph file on the local runtime (no cluster needed).
     Run {
         file: PathBuf,
@@ -115,6 +120,12 @@ enum Cmd {
         preflight: bool,
         #[arg(long, short)]
         quiet: bool,
+        /// On SIGTERM or SIGINT (a planned restart) the segment drains and
+        /// hands its output edges over for at most this many seconds, then
+        /// exits anyway (exit 143); keep it below the supervisor's own
+        /// (Kubernetes: terminationGracePeriodSeconds, 30 by default).
+        #[arg(long, value_name = "SECONDS", default_value_t = 25.0)]
+        grace_period: f64,
     },
     /// Write a Docker Compose project for a FlowGraph (one service per
     /// segment; docs/compose.md), and start or stop it.
@@ -259,13 +270,26 @@ fn invalid(file: &Path, report: &Report) -> anyhow::Error {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLOWMESH_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = Cli::parse();
+    // The operator logs at info by default, and as JSON lines on request.
+    let (default_level, json) = match &cli.cmd {
+        Cmd::Operator(a) => ("info", a.log_format == operator_cmd::LogFormat::Json),
+        _ => ("warn", false),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOWMESH_LOG")
+        .unwrap_or_else(|_| default_level.into());
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     // Panics inside blocks are reported as run errors naming the block; keep
     // the default hook's backtrace noise for panics elsewhere only.
     let default_hook = std::panic::take_hook();
@@ -277,8 +301,8 @@ fn main() -> ExitCode {
             default_hook(info);
         }
     }));
-    let cli = Cli::parse();
     let r = match cli.cmd {
+        Cmd::Operator(a) => operator_cmd::operator(a),
         Cmd::Run {
             file,
             quiet,
@@ -308,23 +332,34 @@ fn main() -> ExitCode {
             open_reads,
             preflight,
             quiet,
-        } => dist_cmd::worker(
-            dist_cmd::Source::new(file, flowgraph, namespace, peer_template),
-            dist_cmd::WorkerArgs {
-                segment,
-                listen,
-                peers,
-                stdin_peers,
-                resume,
-                threads,
-                state_dir,
-                control,
-                token_file,
-                open_reads,
-                preflight,
-                quiet,
-            },
-        ),
+            grace_period,
+        } => {
+            // Its exit code tells how the segment ended (docs/worker.md).
+            return match dist_cmd::worker(
+                dist_cmd::Source::new(file, flowgraph, namespace, peer_template),
+                dist_cmd::WorkerArgs {
+                    segment,
+                    listen,
+                    peers,
+                    stdin_peers,
+                    resume,
+                    threads,
+                    state_dir,
+                    control,
+                    token_file,
+                    open_reads,
+                    preflight,
+                    quiet,
+                    grace: Duration::from_secs_f64(grace_period.clamp(0.0, 86_400.0)),
+                },
+            ) {
+                Ok(code) => ExitCode::from(code),
+                Err(f) => {
+                    eprintln!("error: {:#}", f.error);
+                    ExitCode::from(f.code)
+                }
+            };
+        }
         Cmd::Compose {
             file,
             output,

@@ -55,21 +55,25 @@ pub fn run(file: &Path, quiet: bool) -> Result<()> {
         .iter()
         .map(|(n, b)| (n.clone(), b.kind.clone()))
         .collect();
-    supervise(start(graph)?, head, &kinds, quiet, "")
+    supervise(start(graph)?, head, &kinds, quiet, "", None)
 }
 
 /// Shows progress of a running graph, handles Ctrl-C, prints the summary
-/// (each line prefixed with `label`).
+/// (each line prefixed with `label`). `signals`: the caller handles the
+/// signals itself and counts them there (`flowmesh worker`); `None`: Ctrl-C
+/// stops the sources and drains, a second aborts.
 pub fn supervise(
     running: Running,
     head: Option<(String, u64)>,
     kinds: &[(String, String)],
     quiet: bool,
     label: &str,
+    signals: Option<Arc<AtomicUsize>>,
 ) -> Result<()> {
     let handle = running.handle();
-    let presses = Arc::new(AtomicUsize::new(0));
-    {
+    let own = signals.is_none();
+    let presses = signals.unwrap_or_default();
+    if own {
         let handle = handle.clone();
         let presses = presses.clone();
         let _ = ctrlc::set_handler(move || {

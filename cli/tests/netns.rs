@@ -643,7 +643,7 @@ fn expect_success(ws: &mut [&mut Worker], limit: Duration) {
                         w.kill();
                     }
                     let note = if s.signal().is_some_and(|n| n != 9) {
-                        " — this harness only sends KILL, STOP and CONT: \
+                        " — this harness only sends KILL, TERM, STOP and CONT: \
                          something else on the machine signalled the worker"
                     } else {
                         ""
@@ -1429,6 +1429,207 @@ fn killed_filtering_consumer_restarted_with_resume_writes_the_fault_free_file() 
     );
     assert!(!dist_out.with_extension("sigmf-meta.journal").exists());
     assert_no_crc_mismatch(&mut [&mut a, &mut b2]);
+}
+
+// ---------------------------------------------------------------------------
+// 6d. SIGTERM: a planned restart (docs/worker.md, "Lifecycle")
+
+/// The grace period the SIGTERM tests give their workers.
+const GRACE_S: u64 = 10;
+
+/// Sends SIGTERM to `w` and waits for it to exit: it must exit with 143
+/// within the grace period, having logged its planned stop.
+fn sigterm(w: &mut Worker, others: &mut [&mut Worker]) {
+    let t0 = Instant::now();
+    w.signal("TERM");
+    let label = w.label.clone();
+    let limit = Duration::from_secs(GRACE_S + 5);
+    while w.poll().is_none() {
+        if t0.elapsed() > limit {
+            let mut all: Vec<&mut Worker> = vec![w];
+            all.extend(others.iter_mut().map(|o| &mut **o));
+            panic!(
+                "{label} still running {limit:?} after SIGTERM\n{}",
+                describe_all(&mut all)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t0.elapsed();
+    let status = w.poll().expect("exited");
+    println!(
+        "{label} exited {status} {:.2} s after SIGTERM",
+        took.as_secs_f64()
+    );
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "{label}: SIGTERM is a planned restart: exit code 143\n{}",
+        w.describe()
+    );
+    assert!(
+        took < Duration::from_secs(GRACE_S),
+        "{label} took {took:?} to stop, more than its grace period of {GRACE_S} s"
+    );
+    assert_logged(w, &["SIGTERM: stopping for a restart within "]);
+    assert_logged(w, &["stopped for a restart in "]);
+}
+
+/// a → b → c (tone + noise, a decimating low-pass filter in b, an `append`
+/// file in c); SIGTERM to `victim` mid-stream, then `victim` again with
+/// `--resume`: the file equals the single-process run's byte for byte and
+/// c reports nothing lost. Both b and c keep their state in a state dir.
+fn sigterm_and_resume(victim: &str) {
+    const N: u64 = 3_000_000;
+    const RATE: f64 = 1e6;
+    let mut lab = Lab::chain(&["a", "b", "c"]);
+    let (dist_out, local_out) = (lab.path("dist.cf32"), lab.path("local.cf32"));
+    let vars = |out: &Path| {
+        vec![
+            ("N", N.to_string()),
+            ("RATE", RATE.to_string()),
+            ("OUT", out.display().to_string()),
+        ]
+    };
+    let dist = lab.render_to("netns-sigterm.yaml", "sigterm-dist.yaml", &vars(&dist_out));
+    let local = lab.render_to(
+        "netns-sigterm.yaml",
+        "sigterm-local.yaml",
+        &vars(&local_out),
+    );
+    let state = |seg: &str| lab.path(&format!("state-{seg}")).display().to_string();
+    let (state_b, state_c) = (state("b"), state("c"));
+    let grace = GRACE_S.to_string();
+    let args = |state: &str, resume: bool| -> Vec<String> {
+        let mut v = vec!["--state-dir", state, "--grace-period", &grace];
+        if resume {
+            v.push("--resume");
+        }
+        v.into_iter().map(String::from).collect()
+    };
+    fn refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(|s| s.as_str()).collect()
+    }
+    let (args_b, args_c) = (args(&state_b, false), args(&state_c, false));
+    let t0 = Instant::now();
+    let mut a = lab.spawn("a", &dist, TOKEN, &[]);
+    let mut b = lab.spawn("b", &dist, TOKEN, &refs(&args_b));
+    let mut c = lab.spawn("c", &dist, TOKEN, &refs(&args_c));
+    // cf32: 8 bytes an item.
+    wait_for(
+        "c to write 150000 items",
+        Duration::from_secs(30),
+        &mut [&mut a, &mut b, &mut c],
+        || file_len(&dist_out) >= 150_000 * 8,
+    );
+    let (mut b, mut c) = if victim == "b" {
+        sigterm(&mut b, &mut [&mut a, &mut c]);
+        let held = file_len(&dist_out) / 8;
+        println!(
+            "b stopped at {:.1} s, c holding {held} items",
+            t0.elapsed().as_secs_f64()
+        );
+        // b closed its edge without an end of stream: c waits for it,
+        // and holds every item b had (the last one acknowledged).
+        assert_logged(
+            &mut b,
+            &[
+                "edge lpf.out>c: stopped for a restart at item ",
+                "closed without end of stream",
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            c.poll().is_none(),
+            "c ended after b was stopped by SIGTERM: its stream did not end\n{}",
+            c.describe()
+        );
+        assert_eq!(
+            file_len(&dist_out) / 8,
+            held,
+            "c wrote items while b was down"
+        );
+        let c_log = c.stderr();
+        assert!(
+            find_line(&c_log, &["edge lpf.out>c: connection to "]).is_some(),
+            "c should have seen its connection to b end and be reconnecting\n{}",
+            c.describe()
+        );
+        let b2 = lab.spawn("b", &dist, TOKEN, &refs(&args(&state_b, true)));
+        (b2, c)
+    } else {
+        sigterm(&mut c, &mut [&mut a, &mut b]);
+        let held = file_len(&dist_out) / 8;
+        assert_eq!(held * 8, file_len(&dist_out), "c left a torn item");
+        println!(
+            "c stopped at {:.1} s holding {held} items",
+            t0.elapsed().as_secs_f64()
+        );
+        // c's input closed without telling b that it finished: b keeps its
+        // stream for c's return.
+        assert_logged(&mut c, &["edge lpf.out>c: stopping for a restart at item "]);
+        std::thread::sleep(Duration::from_millis(1000));
+        assert!(
+            b.poll().is_none(),
+            "b ended while c was down\n{}",
+            b.describe()
+        );
+        let c2 = lab.spawn("c", &dist, TOKEN, &refs(&args(&state_c, true)));
+        (b, c2)
+    };
+    expect_success(&mut [&mut a, &mut b, &mut c], Duration::from_secs(120));
+    println!("run took {:.1} s", t0.elapsed().as_secs_f64());
+    for w in [&b, &c] {
+        for l in w.stderr().lines() {
+            if l.contains("resum") || l.contains("drops") || l.contains("connected") {
+                println!("  {}: {}", w.label, l.trim());
+            }
+        }
+    }
+    // Nothing reported lost: no gap tag reached c, no producer restart.
+    let gaps = printed_tags(&c.stdout());
+    assert!(
+        gaps.is_empty(),
+        "c saw gap tags: {gaps:?}\n{}",
+        c.describe()
+    );
+    let c_log = c.stderr();
+    assert!(
+        find_line(&c_log, &["the producer restarted"]).is_none(),
+        "c should see its stream continue, not a restarted producer\n{}",
+        c.describe()
+    );
+    let mut one = lab.local(&["run", "--quiet", &local.display().to_string()]);
+    expect_success(&mut [&mut one], Duration::from_secs(120));
+    let (d, l) = (fs::read(&dist_out).unwrap(), fs::read(&local_out).unwrap());
+    assert_eq!(l.len() as u64, N / 4 * 8, "the reference run");
+    assert_eq!(d.len(), l.len(), "the resumed file's length");
+    let first_diff = d.iter().zip(&l).position(|(x, y)| x != y);
+    assert_eq!(
+        first_diff.map(|i| i / 8),
+        None,
+        "the resumed file differs from the uninterrupted one from this item on"
+    );
+    assert_no_crc_mismatch(&mut [&mut a, &mut b, &mut c]);
+}
+
+#[test]
+fn sigterm_to_the_relay_then_resume_writes_the_uninterrupted_file() {
+    let Some(_lock) = prepare("sigterm_to_the_relay_then_resume_writes_the_uninterrupted_file")
+    else {
+        return;
+    };
+    sigterm_and_resume("b");
+}
+
+#[test]
+fn sigterm_to_the_last_worker_then_resume_writes_the_uninterrupted_file() {
+    let Some(_lock) =
+        prepare("sigterm_to_the_last_worker_then_resume_writes_the_uninterrupted_file")
+    else {
+        return;
+    };
+    sigterm_and_resume("c");
 }
 
 // ---------------------------------------------------------------------------

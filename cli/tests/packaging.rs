@@ -213,7 +213,7 @@ fn contract_grants() -> BTreeSet<Grant> {
 /// Leader election: create any Lease, read and renew only the operator's.
 fn lease_grants(lease: &str) -> BTreeSet<Grant> {
     let mut out = grant_set(&[("coordination.k8s.io", &["leases"], &["create"])]);
-    for v in ["get", "update"] {
+    for v in ["get", "patch"] {
         out.insert((
             "coordination.k8s.io".into(),
             "leases".into(),
@@ -737,4 +737,48 @@ fn every_k8s_example_passes_flowmesh_validate() {
     assert_eq!(segment("noise"), "frontend");
     assert_eq!(segment("detector"), "detector");
     assert_eq!(segment("events"), "events");
+}
+
+/// The operator binary accepts the arguments the chart and `deploy/` give
+/// it (`flowmesh operator … --print-config` parses them and exits without
+/// a cluster), and they mean what the manifests intend.
+#[test]
+fn the_operator_accepts_the_arguments_of_chart_and_deploy() {
+    let Some(bin) = tools("the_operator_accepts_the_arguments_of_chart_and_deploy") else {
+        return;
+    };
+    for (what, docs) in [
+        ("deploy/".to_string(), kustomized(&bin)),
+        ("the chart".to_string(), chart(&bin, &[])),
+        (
+            "the chart with watchNamespaces".to_string(),
+            chart(&bin, &["watchNamespaces={radio,survey}"]),
+        ),
+    ] {
+        let a = args(&docs);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowmesh"))
+            .args(&a)
+            .arg("--print-config")
+            .env("POD_NAMESPACE", NAMESPACE)
+            .env("POD_NAME", "flowmesh-operator-0")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: flowmesh {} refused: {}",
+            a.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cfg: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(cfg["leaderElect"], true, "{what}: {cfg}");
+        assert_eq!(cfg["leaseNamespace"], NAMESPACE, "{what}: {cfg}");
+        assert_eq!(cfg["identity"], "flowmesh-operator-0", "{what}: {cfg}");
+        assert_eq!(cfg["http"], "0.0.0.0:8080", "{what}: {cfg}");
+        if what.contains("watchNamespaces") {
+            assert_eq!(
+                cfg["watchNamespaces"],
+                serde_json::json!(["radio", "survey"])
+            );
+        }
+    }
 }

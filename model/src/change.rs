@@ -154,6 +154,37 @@ pub fn segment_change(old: &FlowGraphSpec, new: &FlowGraphSpec, segment: &str) -
     }
 }
 
+/// A hash of `segment`'s part of the graph that leaves out the values of
+/// settable parameters (with the catalog's defaults filled in, so writing a
+/// default explicitly changes nothing): equal hashes mean
+/// [`segment_change`] is `None` or `Live`, so the segment's workers need no
+/// restart. The operator puts it into the segment's pod template: a
+/// settable-parameter edit rolls nothing, any other change rolls exactly
+/// the segments it touches. `None` when the spec does not partition or has
+/// no such segment.
+pub fn segment_hash(spec: &FlowGraphSpec, segment: &str) -> Option<String> {
+    let p = partition(spec).ok()?;
+    let sub = p.segments.get(segment)?;
+    let mut text = String::new();
+    for (name, (kind, params)) in effective(sub) {
+        text.push_str(&format!("block {name} {kind}\n"));
+        for (k, v) in params {
+            if !is_settable(kind, &k) {
+                text.push_str(&format!("  {k}={v}\n"));
+            }
+        }
+    }
+    // Connections, placement and runtime settings as the partition wrote
+    // them (BTreeMaps and Vecs: a stable order).
+    let rest = serde_json::json!({
+        "connections": sub.connections,
+        "segments": sub.segments,
+        "runtime": sub.runtime,
+    });
+    text.push_str(&rest.to_string());
+    Some(format!("{:016x}", crate::naming::fnv1a64(text.as_bytes())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,5 +298,29 @@ spec:
             .params
             .insert("amplitude".into(), serde_json::json!(1.0));
         assert_eq!(segment_change(&old, &new, "a"), SegmentChange::None);
+    }
+
+    #[test]
+    fn the_segment_hash_ignores_settable_values_and_other_segments() {
+        let base = graph("0.5", 100, "");
+        let h = |g: &FlowGraphSpec, s: &str| segment_hash(g, s).unwrap();
+        // A settable parameter: no segment's hash changes.
+        let live = graph("0.25+1j", 100, "");
+        assert_eq!(h(&base, "a"), h(&live, "a"));
+        assert_eq!(h(&base, "b"), h(&live, "b"));
+        // A parameter that is not settable: only its segment's hash changes.
+        let roll = graph("0.5", 200, "");
+        assert_eq!(h(&base, "a"), h(&roll, "a"));
+        assert_ne!(h(&base, "b"), h(&roll, "b"));
+        // A default written out changes nothing.
+        let mut explicit = base.clone();
+        explicit
+            .blocks
+            .get_mut("src")
+            .unwrap()
+            .params
+            .insert("amplitude".into(), serde_json::json!(1.0));
+        assert_eq!(h(&base, "a"), h(&explicit, "a"));
+        assert_eq!(segment_hash(&base, "zzz"), None);
     }
 }

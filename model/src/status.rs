@@ -21,6 +21,13 @@ pub enum WorkerState {
     /// Running, but what it runs no longer matches what it should run (a
     /// change that cannot be applied live); restart the segment.
     RestartRequired,
+    /// A planned stop for a restart (SIGTERM, SIGINT) is under way: the
+    /// sources stopped, the graph drains into its sinks and output edges,
+    /// within the grace period.
+    Stopping,
+    /// Stopped for a restart: the stream did not end (start the segment
+    /// again with `--resume`).
+    Stopped,
     /// The graph ended normally (end of stream).
     Finished,
     /// The graph ended with an error (`lastError`).

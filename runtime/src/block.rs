@@ -81,6 +81,13 @@ pub trait Block: Send {
     fn stop(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Called once, instead of `stop`, when the block finished during a
+    /// planned stop for a restart ([`crate::Handle::suspend`]): the stream
+    /// did not end. Keep what a restarted run resumes from (sync files and
+    /// state), and tell no peer that the stream ended. By default `stop`.
+    fn suspend(&mut self) -> Result<()> {
+        self.stop()
+    }
 }
 
 /// A block ready to be placed in a graph, with the ports it implements.

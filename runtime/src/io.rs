@@ -108,6 +108,8 @@ pub struct WorkIo<'a> {
     pub(crate) posted: usize,
     pub(crate) signal: &'a Arc<crate::signal::Signal>,
     pub(crate) messages_ended: bool,
+    /// The graph is stopping for a restart ([`crate::Handle::suspend`]).
+    pub(crate) planned: bool,
 }
 
 fn check_type<T: Item>(dir: &str, i: usize, st: StreamType) {
@@ -277,6 +279,13 @@ impl<'a> WorkIo<'a> {
     /// their messages were delivered).
     pub fn messages_ended(&self) -> bool {
         self.messages_ended
+    }
+    /// True when the graph is stopping for a restart (a planned stop,
+    /// [`crate::Handle::suspend`]), not ending its stream: an input that
+    /// ends now ended because its sources stopped, and a block that talks to
+    /// peers (a network sink) must not tell them the stream ended.
+    pub fn stopping_for_restart(&self) -> bool {
+        self.planned
     }
     /// The signal that wakes this block's scheduler thread, for blocks that
     /// wait on something outside the graph (sockets, timers in other threads).

@@ -14,7 +14,7 @@
 //! message outputs.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -107,8 +107,17 @@ impl BlockStats {
     }
 }
 
+/// [`Ctx::stop`]: the graph runs.
+const RUN: u8 = 0;
+/// [`Ctx::stop`]: end of stream ([`Handle::stop`]).
+const STOP: u8 = 1;
+/// [`Ctx::stop`]: a planned stop for a restart ([`Handle::suspend`]).
+const SUSPEND: u8 = 2;
+
 struct Ctx {
-    stop: AtomicBool,
+    /// [`RUN`], [`STOP`] or [`SUSPEND`]: one load per block visit tells both
+    /// whether sources end and whether the stop is a planned one.
+    stop: AtomicU8,
     /// Workers still running; requests to a graph with none are refused.
     alive: std::sync::atomic::AtomicUsize,
     /// Signalled when the last worker ends.
@@ -197,11 +206,33 @@ impl Handle {
     }
 
     /// Asks the graph to stop: sources and live blocks end, the rest drains.
+    /// This is the end of the stream: network sinks send it (EOS) to their
+    /// consumers once everything went out.
     pub fn stop(&self) {
-        self.ctx.stop.store(true, Ordering::Release);
+        self.ctx.stop.fetch_max(STOP, Ordering::AcqRel);
         for s in &self.ctx.signals {
             s.notify();
         }
+    }
+
+    /// A planned stop for a restart (SIGTERM), not the end of the stream:
+    /// sources (network sources too) stop taking input, what is inside the
+    /// graph drains into the sinks, and blocks that end from now on are
+    /// told so ([`Block::suspend`] instead of `stop`; `work` sees
+    /// [`WorkIo::stopping_for_restart`]): file sinks sync their files,
+    /// network sinks hand what they hold to their consumers and close
+    /// without an end of stream, network sources close without telling
+    /// their producers they finished. Wins over [`Handle::stop`].
+    pub fn suspend(&self) {
+        self.ctx.stop.fetch_max(SUSPEND, Ordering::AcqRel);
+        for s in &self.ctx.signals {
+            s.notify();
+        }
+    }
+
+    /// True once [`Handle::suspend`] was called.
+    pub fn is_suspending(&self) -> bool {
+        self.ctx.stop.load(Ordering::Acquire) == SUSPEND
     }
 
     /// Per-block counters.
@@ -616,7 +647,7 @@ pub fn start(graph: Graph) -> Result<Running> {
     }
 
     let ctx = Arc::new(Ctx {
-        stop: AtomicBool::new(false),
+        stop: AtomicU8::new(RUN),
         alive: std::sync::atomic::AtomicUsize::new(groups.len()),
         ended: (Mutex::new(false), std::sync::Condvar::new()),
         abort: AtomicBool::new(false),
@@ -952,20 +983,24 @@ fn carry_end_tags(node: &mut Node, drained: bool) {
     }
 }
 
-fn finish(node: &mut Node) -> Result<()> {
-    finish_with(node, false)
+fn finish(node: &mut Node, planned: bool) -> Result<()> {
+    finish_with(node, false, planned)
 }
 
 /// Finishes a block; `drained`: it ended because it could do nothing more
-/// with an input that has ended (see [`carry_end_tags`]).
-fn finish_with(node: &mut Node, drained: bool) -> Result<()> {
+/// with an input that has ended (see [`carry_end_tags`]); `planned`: the
+/// graph is stopping for a restart ([`Handle::suspend`]), so the block's
+/// `suspend` is called instead of its `stop`.
+fn finish_with(node: &mut Node, drained: bool, planned: bool) -> Result<()> {
     if node.finished {
         return Ok(());
     }
     node.finished = true;
     carry_end_tags(node, drained);
     let name = node.name.clone();
-    let r = if node.started {
+    let r = if node.started && planned {
+        guarded(&name, || node.block.suspend())
+    } else if node.started {
         guarded(&name, || node.block.stop())
     } else {
         Ok(())
@@ -997,8 +1032,10 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
         guarded(&name, || node.block.start())?;
     }
     let is_source = node.inputs.is_empty();
-    if ctx.stop.load(Ordering::Relaxed) && (is_source || node.live) {
-        finish(node)?;
+    let mode = ctx.stop.load(Ordering::Relaxed);
+    let planned = mode == SUSPEND;
+    if mode != RUN && (is_source || node.live) {
+        finish(node, planned)?;
         return Ok(true);
     }
     // Message-driven blocks (no streams at all, only message inputs) end when
@@ -1015,7 +1052,7 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
     // Nobody reads our outputs any more: end now, even in the middle of a
     // sleep (a throttle between bursts would otherwise linger up to a burst).
     if !node.outputs.is_empty() && node.outputs.iter().all(|o| o.writer.all_readers_done()) {
-        finish(node)?;
+        finish(node, planned)?;
         return Ok(true);
     }
     if let Some(t) = node.sleep_until {
@@ -1044,6 +1081,7 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
         posted: 0,
         signal: &node.signal,
         messages_ended,
+        planned,
     };
     let block = &mut node.block;
     let began = coarse_ns();
@@ -1112,18 +1150,18 @@ fn step(node: &mut Node, ctx: &Ctx) -> Result<bool> {
     progress |= moved;
     node.deadline = None;
     match result {
-        Work::Done => finish(node)?,
+        Work::Done => finish(node, planned)?,
         Work::SleepUntil(t) => node.sleep_until = Some(t),
         Work::Deadline(t) => node.deadline = Some(t),
         Work::Ok if message_driven_end => {
-            finish(node)?;
+            finish(node, planned)?;
             progress = true;
         }
         Work::Ok => {
             if !moved && input_ended && all_space {
                 // It could not move although every output has room, and an
                 // input will never get more: this block is done.
-                finish_with(node, true)?;
+                finish_with(node, true, planned)?;
                 progress = true;
             }
         }

@@ -215,3 +215,117 @@ spec:
     consume(&mem, "k", &p.segments["b"]).expect("served");
     producer.wait().expect("producer ends after its consumer");
 }
+
+const ENDLESS: &str = r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {name: t}
+spec:
+  blocks:
+    src:  {kind: counter_source, params: {n: 0}, segment: a}
+    sink: {kind: vector_sink, params: {type: u64}, segment: b}
+  connections:
+    - [src.out, sink.in]
+"#;
+
+/// The name of the block of `kind` in `seg` (the partitioner's net blocks).
+fn block_of(seg: &FlowGraphSpec, kind: &str) -> String {
+    seg.blocks
+        .iter()
+        .find(|(_, b)| b.kind == kind)
+        .map(|(n, _)| n.clone())
+        .unwrap_or_else(|| panic!("no {kind} in the segment"))
+}
+
+/// Starts the consumer segment `b` of [`ENDLESS`] (producer at `mem-a`),
+/// and the producer; returns both once the consumer has items.
+fn endless_pair(transport: &Arc<dyn Transport>) -> (Running, Running, String, String) {
+    let p = partition(&spec(ENDLESS)).unwrap();
+    let (a, b) = (&p.segments["a"], &p.segments["b"]);
+    let producer = produce(transport, "tok", a);
+    let env = NetEnv::new(transport.clone(), "t", "a", "tok");
+    env.set_peer("a", "mem-a");
+    let consumer = start(Graph::from_spec_in(b, Env::new(env)).unwrap()).unwrap();
+    let sink_stats = consumer
+        .handle()
+        .stats()
+        .iter()
+        .find(|s| s.name == "sink")
+        .cloned()
+        .unwrap();
+    while sink_stats.items_in() < 100_000 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    (
+        producer,
+        consumer,
+        block_of(a, "net_sink"),
+        block_of(b, "net_source"),
+    )
+}
+
+/// A planned stop of the producer (`Handle::suspend`, what SIGTERM does in
+/// a worker) is not the end of its stream: its source stops, what it holds
+/// reaches the consumer and is acknowledged, and it closes without EOS, so
+/// the consumer keeps its stream open (it waits to reconnect) with every
+/// item the producer took, in order, none lost.
+#[test]
+fn a_suspended_producer_hands_over_everything_without_ending_the_stream() {
+    let transport: Arc<dyn Transport> = Arc::new(Mem::new());
+    let (producer, consumer, net_sink, net_source) = endless_pair(&transport);
+    producer.handle().suspend();
+    assert!(producer.handle().is_suspending());
+    let report = producer.wait().expect("a planned stop is not a failure");
+    let Some(Pmt::I64(acked)) = report.get(&net_sink, "acked") else {
+        panic!("no `acked` on {net_sink}")
+    };
+    let Some(Pmt::I64(sent)) = report.get(&net_sink, "sent") else {
+        panic!("no `sent` on {net_sink}")
+    };
+    let written = report
+        .stats
+        .iter()
+        .find(|s| s.name == "src")
+        .unwrap()
+        .items_out() as i64;
+    assert_eq!(
+        sent, written,
+        "the producer sent everything its source made"
+    );
+    assert_eq!(acked, written, "and the consumer acknowledged all of it");
+    // The consumer's stream did not end: it still runs, waiting for the
+    // producer to come back; what it has is exactly what was acknowledged.
+    assert!(
+        !consumer.is_finished(),
+        "the consumer took the stop for an end of stream"
+    );
+    let h = consumer.handle();
+    let acc = h.get(&net_source, "accounting").unwrap();
+    let Pmt::Map(m) = acc else {
+        panic!("accounting: {acc}")
+    };
+    assert_eq!(m.get("expected"), Some(&Pmt::I64(acked)));
+    assert_eq!(m.get("lost"), Some(&Pmt::I64(0)));
+    h.stop();
+    let c = consumer.wait().unwrap();
+    let Some(Pmt::Vector(flowmesh_model::pmt::TypedVec::U64(data))) = c.get("sink", "data") else {
+        panic!("no u64 data in the sink")
+    };
+    assert_eq!(data.len() as i64, acked);
+    if let Some(i) = data.iter().enumerate().position(|(i, v)| *v != i as u64) {
+        panic!("item {i} is {}, not {i}", data[i]);
+    }
+}
+
+/// For contrast, `Handle::stop` is the end of the stream: the producer
+/// sends EOS once everything went out, and the consumer finishes on its own.
+#[test]
+fn a_stopped_producer_ends_the_consumers_stream() {
+    let transport: Arc<dyn Transport> = Arc::new(Mem::new());
+    let (producer, consumer, _, _) = endless_pair(&transport);
+    producer.handle().stop();
+    assert!(!producer.handle().is_suspending());
+    producer.wait().unwrap();
+    // No stop request to the consumer: EOS ends it.
+    consumer.wait().unwrap();
+}

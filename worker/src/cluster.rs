@@ -26,7 +26,10 @@
 //!
 //! A deleted resource stops the segment cleanly. A segment whose streams
 //! have all ended stays up in state `finished` until then (a Deployment
-//! would otherwise restart it and replay the graph).
+//! would otherwise restart it and replay the graph). SIGTERM or SIGINT (a
+//! pod moved or replaced) is a planned stop for a restart
+//! ([`crate::lifecycle`]): the segment drains within `grace`, its output
+//! edges close without an end of stream, and [`Exit::Stopped`] says so.
 //!
 //! The control plane runs on tokio; the segment's DSP threads are the
 //! runtime's own.
@@ -79,6 +82,8 @@ pub struct ClusterConfig {
     /// 409 (the resource is the one source of truth for parameters) and its
     /// `/status` shows "restart required" when an edit needs a restart.
     pub control: Option<crate::control::Options>,
+    /// How long a planned stop (SIGTERM, SIGINT) may take.
+    pub grace: std::time::Duration,
 }
 
 /// A settable parameter applied live.
@@ -129,6 +134,10 @@ pub struct Report {
 pub enum Exit {
     /// The resource was deleted (the segment was stopped if still running).
     Deleted,
+    /// SIGTERM or SIGINT: a planned stop for a restart. `ended`: every
+    /// stream of the segment had already ended (state `finished`), so there
+    /// was nothing to stop.
+    Stopped { ended: bool },
 }
 
 /// The peers of `segment` by the template.
@@ -198,6 +207,13 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
         Some(x) => x,
         None => return Ok(Exit::Deleted),
     };
+    // From here on SIGTERM and SIGINT are ours: a planned stop. (While a
+    // failed preflight waits for the resource nothing runs, and a signal
+    // ends the process as it would any other.)
+    let mut signals = crate::lifecycle::StopSignals::new().map_err(|e| Error::Failed {
+        segment: cfg.worker.segment.clone(),
+        message: format!("cannot listen for SIGTERM and SIGINT: {e}"),
+    })?;
     let part = plan(&fetched.doc)?;
     let mut worker = cfg.worker.clone();
     worker.peers = peers(&cfg, part.segments.keys().cloned());
@@ -268,6 +284,56 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
                         return Err(Error::Failed { segment, message: "the segment's threads vanished".into() });
                     }
                 }
+            }
+            name = signals.next() => {
+                if done {
+                    tracing::info!("segment {segment}: {name}: every stream had ended; exiting");
+                    return Ok(Exit::Stopped { ended: true });
+                }
+                tracing::info!(
+                    "segment {segment}: {name}: stopping for a restart within {} s: sources stop, \
+                     the graph drains into its sinks, output edges hand over what they hold \
+                     without end of stream (another signal exits at once)",
+                    cfg.grace.as_secs_f64()
+                );
+                handle.suspend();
+                if let Some(c) = &control {
+                    c.set_stopping();
+                }
+                let t0 = std::time::Instant::now();
+                tokio::select! {
+                    r = &mut done_rx => match r {
+                        Ok(Ok(_)) => {
+                            if let Some(c) = &control {
+                                c.set_outcome(Ok(()));
+                            }
+                            tracing::info!(
+                                "segment {segment}: stopped for a restart in {:.1} s",
+                                t0.elapsed().as_secs_f64()
+                            );
+                        }
+                        Ok(Err(e)) => {
+                            if let Some(c) = &control {
+                                c.set_outcome(Err(e.to_string()));
+                            }
+                            return Err(Error::Failed { segment, message: e.to_string() });
+                        }
+                        Err(_) => {
+                            return Err(Error::Failed { segment, message: "the segment's threads vanished".into() });
+                        }
+                    },
+                    again = signals.next() => {
+                        tracing::warn!("segment {segment}: {again} again: exiting at once");
+                    }
+                    _ = tokio::time::sleep(cfg.grace) => {
+                        tracing::warn!(
+                            "segment {segment}: the grace period of {} s is over and the segment \
+                             has not stopped: exiting now",
+                            cfg.grace.as_secs_f64()
+                        );
+                    }
+                }
+                return Ok(Exit::Stopped { ended: false });
             }
             e = events.next() => match e {
                 None | Some(Event::Deleted) => {

@@ -149,6 +149,8 @@ enum RateFrom {
 #[derive(Default)]
 struct Life {
     outcome: Option<Result<(), String>>,
+    /// A planned stop for a restart was asked for ([`Control::set_stopping`]).
+    stopping: bool,
     restart: Option<String>,
     ready: bool,
     last_error: Option<String>,
@@ -321,6 +323,14 @@ impl Control {
             l.last_error = Some(e.clone());
         }
         l.outcome = Some(outcome);
+    }
+
+    /// Marks a planned stop for a restart (SIGTERM): `/status` shows
+    /// `stopping`, and `stopped` once the graph has ended without error.
+    pub fn set_stopping(&self) {
+        if let Served::Segment(shared) = &self.served {
+            shared.life().stopping = true;
+        }
     }
 
     /// Marks the segment `restartRequired` (a change that cannot be
@@ -655,8 +665,10 @@ impl Shared {
         let ready = self.ready();
         let l = self.life();
         match (&l.outcome, &l.restart) {
+            (Some(Ok(())), _) if l.stopping => WorkerState::Stopped,
             (Some(Ok(())), _) => WorkerState::Finished,
             (Some(Err(_)), _) => WorkerState::Failed,
+            (None, _) if l.stopping => WorkerState::Stopping,
             (None, Some(_)) => WorkerState::RestartRequired,
             (None, None) if ready => WorkerState::Running,
             _ => WorkerState::Starting,
@@ -1027,6 +1039,13 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
         WorkerState::Running | WorkerState::RestartRequired => {
             Json(json!({"ready": true})).into_response()
         }
+        WorkerState::Stopping | WorkerState::Stopped => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "state",
+            "the segment is stopping for a restart (SIGTERM): its stream goes on after the restart",
+        )
+        .into_response(),
         WorkerState::Finished => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "finished",
@@ -1274,12 +1293,14 @@ fn render(st: &WorkerStatus, live: Option<&Shared>) -> String {
     let mut f = t.family(
         "flowmesh_worker_state",
         Kind::Gauge,
-        "1 for the segment's current state (starting, running, restartRequired, finished, failed).",
+        "1 for the segment's current state (starting, running, restartRequired, stopping, stopped, finished, failed).",
     );
     for name in [
         "starting",
         "running",
         "restartRequired",
+        "stopping",
+        "stopped",
         "finished",
         "failed",
     ] {

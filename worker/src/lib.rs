@@ -26,29 +26,17 @@
 //!
 //! [`control`] serves the segment's control and health API (with
 //! [`metrics`]); [`client`] is the small HTTP client the `flowmesh`
-//! command uses to talk to it.
+//! command uses to talk to it. [`lifecycle`] turns SIGTERM and SIGINT into a
+//! planned stop for a restart; [`exit`] holds the process's exit codes.
 
 pub mod client;
 pub mod cluster;
 pub mod control;
+pub mod exit;
+pub mod lifecycle;
 pub mod metrics;
 pub mod preflight;
 
-/// The exit codes of `flowmesh worker` (docs/worker.md), shared by every
-/// way of running a segment.
-pub mod exit {
-    /// The segment ended: every stream ended (cluster mode: the FlowGraph
-    /// was deleted).
-    pub const ENDED: u8 = 0;
-    /// The segment failed at run time.
-    pub const FAILED: u8 = 1;
-    /// Bad command line, invalid graph, or a failed preflight: nothing was
-    /// started.
-    pub const NOT_STARTED: u8 = 2;
-    /// Stopped by SIGTERM or SIGINT as a planned restart (128 + 15, what a
-    /// shell reports).
-    pub const STOPPED: u8 = 143;
-}
 pub mod param_log;
 
 use std::collections::BTreeMap;

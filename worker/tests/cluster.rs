@@ -89,8 +89,13 @@ fn items(p: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// The tests of this file one at a time: a SIGTERM to the process reaches
+/// every cluster-mode worker in it.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_changes_restart_required_and_deletion_through_the_api() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.u64");
     let (service, mut handle) =
@@ -113,6 +118,7 @@ async fn live_changes_restart_required_and_deletion_through_the_api() {
             state_dir: Some(dir.path().join("state")),
         },
         control: None,
+        grace: flowmesh_worker::lifecycle::DEFAULT_GRACE,
     };
     let report = Report::new();
     let worker = tokio::spawn(cluster::run(client, cfg, report.clone()));
@@ -246,6 +252,7 @@ async fn get(addr: &str, path: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_preflight_starts_nothing_until_a_fixed_resource_passes() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     // The output directory does not exist yet.
     let missing = dir.path().join("missing/out.u64");
@@ -279,6 +286,7 @@ async fn a_failed_preflight_starts_nothing_until_a_fixed_resource_passes() {
             open_reads: true,
             ..Default::default()
         }),
+        grace: flowmesh_worker::lifecycle::DEFAULT_GRACE,
     };
     let report = Report::new();
     let worker = tokio::spawn(cluster::run(client, cfg, report.clone()));
@@ -383,6 +391,7 @@ async fn a_failed_preflight_starts_nothing_until_a_fixed_resource_passes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resource_deleted_before_its_preflight_passes_ends_the_worker() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing/out.u64");
     let (service, mut handle) =
@@ -405,6 +414,7 @@ async fn a_resource_deleted_before_its_preflight_passes_ends_the_worker() {
             state_dir: None,
         },
         control: None,
+        grace: flowmesh_worker::lifecycle::DEFAULT_GRACE,
     };
     let report = Report::new();
     let worker = tokio::spawn(cluster::run(client, cfg, report.clone()));
@@ -433,6 +443,7 @@ async fn a_resource_deleted_before_its_preflight_passes_ends_the_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_preflight_with_its_control_address_taken_ends_with_the_problems() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing/out.u64");
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -460,6 +471,7 @@ async fn a_failed_preflight_with_its_control_address_taken_ends_with_the_problem
             addr: control.clone(),
             ..Default::default()
         }),
+        grace: flowmesh_worker::lifecycle::DEFAULT_GRACE,
     };
     let worker = tokio::spawn(cluster::run(client, cfg, Report::new()));
     let (_, send) = next(&mut handle).await;
@@ -482,4 +494,84 @@ async fn a_failed_preflight_with_its_control_address_taken_ends_with_the_problem
     );
     assert!(e.to_string().contains("in use"), "{e}");
     assert!(!missing.exists());
+}
+
+/// Answers the worker's GET, list and watch for the resource `obj`; returns
+/// the sender of watch events (kept open: no event comes).
+async fn serve_resource(handle: &mut Handle, obj: Value) -> mpsc::UnboundedSender<Bytes> {
+    let (_, send) = next(handle).await;
+    ok(send, full(&obj));
+    let (_, send) = next(handle).await;
+    ok(
+        send,
+        full(
+            &json!({"apiVersion": "flowmesh.dev/v1alpha1", "kind": "FlowGraphList",
+                     "metadata": {"resourceVersion": "10"}, "items": [obj]}),
+        ),
+    );
+    let (_, send) = next(handle).await;
+    let (events, rx) = mpsc::unbounded::<Bytes>();
+    ok(
+        send,
+        BodyExt::boxed(StreamBody::new(
+            rx.map(|b| Ok::<_, Infallible>(Frame::data(b))),
+        )),
+    );
+    events
+}
+
+/// SIGTERM in cluster mode (a pod moved or replaced) is a planned stop for
+/// a restart: the segment drains, its file holds whole items in order, and
+/// `run` ends with `Exit::Stopped` (exit 143), not as a deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_a_planned_stop_for_a_restart() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.u64");
+    let (service, mut handle) =
+        tower_test::mock::pair::<Request<kube::client::Body>, Response<B>>();
+    let client = Client::new(service, "radio");
+    let cfg = ClusterConfig {
+        resource: ResourceRef {
+            namespace: "radio".into(),
+            name: "counter".into(),
+        },
+        peer_template: PeerTemplate::default(),
+        worker: Config {
+            segment: "w".into(),
+            listen: "127.0.0.1:0".into(),
+            peers: Default::default(),
+            token: "t".into(),
+            generation: 0,
+            resume: false,
+            threads: None,
+            state_dir: None,
+        },
+        control: None,
+        grace: flowmesh_worker::lifecycle::DEFAULT_GRACE,
+    };
+    let worker = tokio::spawn(cluster::run(client, cfg, Report::new()));
+    let _events = serve_resource(&mut handle, object(&out, 1, N, 1, "10")).await;
+    until("the first 100k items in the file", || {
+        items(&out).len() > 100_000
+    })
+    .await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), worker)
+        .await
+        .expect("the worker stops within 30 s")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(exit, Exit::Stopped { ended: false }), "{exit:?}");
+    let b = std::fs::read(&out).unwrap();
+    assert_eq!(b.len() % 8, 0, "a torn item");
+    let got = items(&out);
+    assert!((got.len() as u64) < N, "stopped before the end");
+    if let Some(i) = got.iter().enumerate().position(|(i, &v)| v != i as u64) {
+        panic!("item {i} is {}", got[i]);
+    }
 }

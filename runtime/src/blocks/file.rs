@@ -713,6 +713,17 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Flushes a file's data and the directory entry that names it to the disk
+/// (a planned stop: what a restart resumes from must survive a power loss
+/// of the node the pod is moved from).
+pub fn sync_file(path: &Path) -> std::io::Result<()> {
+    File::open(path)?.sync_all()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Whole items already in a file (what an `append` file sink has made
 /// durable, [`super::durable_items`]): the file length divided by the item
 /// size, rounded down.
@@ -881,6 +892,23 @@ impl Block for FileSink {
             "samp_rate" => self.samp_rate.map(Pmt::F64).unwrap_or(Pmt::Null),
             _ => return None,
         })
+    }
+
+    /// A planned stop (SIGTERM): every whole item it got is written, then
+    /// the data file, the metadata and their directory are synced to disk.
+    fn suspend(&mut self) -> Result<()> {
+        self.stop()?;
+        let mut files = vec![self.path.clone()];
+        files.extend(self.meta_path.clone());
+        for f in files.iter().filter(|f| f.exists()) {
+            sync_file(f).map_err(|e| {
+                failed(format!(
+                    "cannot sync `{}` to disk: {e}; what it holds may not survive a power loss",
+                    f.display()
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     fn stop(&mut self) -> Result<()> {

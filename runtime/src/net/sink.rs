@@ -369,6 +369,21 @@ impl Block for NetSink {
         if self.conn.is_some() && now.duration_since(self.last_rx) > PEER_TIMEOUT {
             self.drop_conn("silent for too long");
         }
+        // A planned stop for a restart (SIGTERM): the input ended because
+        // the sources stopped, not the stream. No EOS and no giving up after
+        // `linger_s`: what is held goes to the consumer until it is
+        // acknowledged (or the worker's grace period ends the process).
+        let planned = io.stopping_for_restart() && io.input_done(0);
+        if planned && !self.end_logged {
+            self.end_logged = true;
+            tracing::info!(
+                "edge {}: stopping for a restart at item {}: serving the {} items not yet \
+                 acknowledged to the consumer, then closing without end of stream",
+                self.edge,
+                self.origin + written,
+                written - self.acked.min(written)
+            );
+        }
         if io.input_done(0) && !self.end_logged {
             self.end_logged = true;
             tracing::info!(
@@ -380,7 +395,7 @@ impl Block for NetSink {
                 io.end_tags(0).len()
             );
         }
-        if io.input_done(0) && self.conn.is_none() {
+        if io.input_done(0) && self.conn.is_none() && !planned {
             let since = *self.absent_since.get_or_insert(now);
             if now.duration_since(since) >= self.linger {
                 let (end, acked) = (self.origin + written, self.origin + self.acked);
@@ -538,7 +553,11 @@ impl Block for NetSink {
                 self.flush_control();
             }
             // End of stream once everything went out.
-            if io.input_done(0) && self.sent == written && self.pending.is_none() && !self.eos_sent
+            if io.input_done(0)
+                && !planned
+                && self.sent == written
+                && self.pending.is_none()
+                && !self.eos_sent
             {
                 // With the end-of-stream tags (a final `gap`: items lost
                 // after the last one), kept until the block ends, so they
@@ -576,6 +595,25 @@ impl Block for NetSink {
             }
         }
         EdgeStats::set(&self.stats.backlog, written - self.acked.min(written));
+        if planned && self.acked >= written && self.pending.is_none() {
+            // Everything is with the consumer: close, without EOS. The
+            // consumer reconnects and waits for the restarted segment.
+            if self.conn.is_some() && self.flush_control() {
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.shutdown_write();
+                }
+            }
+            self.conn = None;
+            tracing::info!(
+                "edge {}: stopped for a restart at item {}, every item acknowledged; closed \
+                 without end of stream",
+                self.edge,
+                self.origin + written
+            );
+            EdgeStats::set(&self.stats.retained, 0);
+            io.consume(0, avail as usize);
+            return Ok(Work::Done);
+        }
         if self.eos_sent && self.acked >= written && io.input_done(0) {
             EdgeStats::set(&self.stats.retained, 0);
             io.consume(0, avail as usize);

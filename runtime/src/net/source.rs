@@ -1073,6 +1073,55 @@ impl Block for NetSource {
         Ok(())
     }
 
+    /// A planned stop for a restart: the stream did not end, so no CLOSE
+    /// `normal` (which would end the producer like a finished consumer);
+    /// the last acknowledgement goes out, the state file is current, and the
+    /// connection is simply closed: the producer keeps what it holds for
+    /// this edge's return.
+    fn suspend(&mut self) -> Result<()> {
+        let mut g = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        g.stop = true;
+        self.shared.cv.notify_all();
+        drop(g);
+        self.save_state();
+        if let Some(path) = self.state_path.as_deref().filter(|p| p.exists()) {
+            if let Err(e) = crate::blocks::file::sync_file(path) {
+                tracing::warn!(
+                    "edge {}: cannot sync its state file {} to disk: {e}",
+                    self.edge,
+                    path.display()
+                );
+            }
+        }
+        if self.conn.is_some() {
+            if self.acked < self.expected {
+                self.queue_ack();
+            }
+            let bye = std::mem::take(&mut self.control);
+            let conn = self.conn.as_mut().expect("connected");
+            let deadline = Instant::now() + Duration::from_millis(500);
+            let mut done = 0;
+            while done < bye.len() && Instant::now() < deadline {
+                match conn.write_vectored(&[IoSlice::new(&bye[done..])]) {
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(_) => break,
+                }
+            }
+            conn.shutdown_write();
+            self.conn = None;
+            tracing::info!(
+                "edge {}: stopping for a restart at item {} (acknowledged); the producer keeps \
+                 what follows for the restarted segment",
+                self.edge,
+                self.expected
+            );
+        }
+        Ok(())
+    }
+
     fn get(&self, name: &str) -> Option<Pmt> {
         match name {
             "expected" => Some(Pmt::I64(self.expected as i64)),
