@@ -36,7 +36,8 @@ pub struct Options {
     /// The Compose project name (containers, network and volumes are
     /// prefixed with it).
     pub project: Option<String>,
-    /// Seconds Compose waits after SIGTERM before SIGKILL on `down`/`stop`.
+    /// Seconds Compose waits after SIGTERM before SIGKILL on `down`/`stop`;
+    /// the workers get `--grace-period` 5 s less (at least 1).
     pub stop_grace_seconds: u32,
 }
 
@@ -139,6 +140,8 @@ pub fn project(doc: &FlowGraphDocument, o: &Options) -> Result<Project> {
                 }
             }
         }
+        // The worker's own deadline for a planned stop, inside Compose's.
+        let grace = o.stop_grace_seconds.saturating_sub(5).max(1).to_string();
         let cmd = [
             "worker",
             "/flowgraph.yaml",
@@ -153,6 +156,8 @@ pub fn project(doc: &FlowGraphDocument, o: &Options) -> Result<Project> {
             "--resume",
             "--state-dir",
             STATE_DIR,
+            "--grace-period",
+            grace.as_str(),
             "--quiet",
         ];
         y.push_str(&format!("  {label}:\n"));
@@ -504,6 +509,7 @@ spec:
             ["--segment", "store"],
             ["--peer-template", PEER_TEMPLATE],
             ["--state-dir", STATE_DIR],
+            ["--grace-period", "15"],
         ] {
             assert!(cmd.windows(2).any(|x| x == w), "{w:?} in {cmd:?}");
         }
