@@ -363,7 +363,8 @@ async fn the_live_loop_writes_figures_only_when_they_change_and_feeds_the_phase(
         state: "running",
         rate: 2_051_234.0,
     });
-    let writes = flowmesh_operator::live::poll_once(&ctx, probe.clone(), &[store.clone()]).await;
+    let writes =
+        flowmesh_operator::live::poll_once(&ctx, probe.clone(), std::slice::from_ref(&store)).await;
     assert_eq!(writes, 1);
     let st = fake.get("flowgraphs", NS, "tone").unwrap()["status"].clone();
     assert_eq!(st["throughput"], "2.05M items/s");
@@ -374,7 +375,7 @@ async fn the_live_loop_writes_figures_only_when_they_change_and_feeds_the_phase(
         serde_json::from_value(fake.get("flowgraphs", NS, "tone").unwrap()).unwrap();
     writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(obj));
     assert_eq!(
-        flowmesh_operator::live::poll_once(&ctx, probe, &[store.clone()]).await,
+        flowmesh_operator::live::poll_once(&ctx, probe, std::slice::from_ref(&store)).await,
         0
     );
     // Every worker finished: the next reconcile's phase is Succeeded.
