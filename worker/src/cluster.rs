@@ -198,6 +198,35 @@ pub fn check(
     }
 }
 
+/// How the segment's threads ended (what the waiting thread sent), told to
+/// the control API: `Ok` when the graph ended normally, else the failure.
+fn ended<R>(
+    r: std::result::Result<
+        std::result::Result<R, flowmesh_runtime::scheduler::Error>,
+        tokio::sync::oneshot::error::RecvError,
+    >,
+    control: Option<&crate::control::Control>,
+    segment: &str,
+) -> Result<()> {
+    let outcome = match r {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => {
+            return Err(Error::Failed {
+                segment: segment.to_string(),
+                message: "the segment's threads vanished".into(),
+            })
+        }
+    };
+    if let Some(c) = control {
+        c.set_outcome(outcome.clone());
+    }
+    outcome.map_err(|message| Error::Failed {
+        segment: segment.to_string(),
+        message,
+    })
+}
+
 /// Runs the segment of `cfg` from its resource until the resource is
 /// deleted. `report` is kept up to date throughout.
 pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>) -> Result<Exit> {
@@ -266,24 +295,9 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
         tokio::select! {
             r = &mut done_rx, if !done => {
                 done = true;
-                match r {
-                    Ok(Ok(_)) => {
-                        if let Some(c) = &control {
-                            c.set_outcome(Ok(()));
-                        }
-                        tracing::info!("segment {segment}: every stream ended; staying up (finished) until the FlowGraph is deleted");
-                        report.lock().expect("report lock").state = State::Finished;
-                    }
-                    Ok(Err(e)) => {
-                        if let Some(c) = &control {
-                            c.set_outcome(Err(e.to_string()));
-                        }
-                        return Err(Error::Failed { segment, message: e.to_string() });
-                    }
-                    Err(_) => {
-                        return Err(Error::Failed { segment, message: "the segment's threads vanished".into() });
-                    }
-                }
+                ended(r, control.as_ref(), &segment)?;
+                tracing::info!("segment {segment}: every stream ended; staying up (finished) until the FlowGraph is deleted");
+                report.lock().expect("report lock").state = State::Finished;
             }
             name = signals.next() => {
                 if done {
@@ -302,26 +316,13 @@ pub async fn run(client: Client, cfg: ClusterConfig, report: Arc<Mutex<Report>>)
                 }
                 let t0 = std::time::Instant::now();
                 tokio::select! {
-                    r = &mut done_rx => match r {
-                        Ok(Ok(_)) => {
-                            if let Some(c) = &control {
-                                c.set_outcome(Ok(()));
-                            }
-                            tracing::info!(
-                                "segment {segment}: stopped for a restart in {:.1} s",
-                                t0.elapsed().as_secs_f64()
-                            );
-                        }
-                        Ok(Err(e)) => {
-                            if let Some(c) = &control {
-                                c.set_outcome(Err(e.to_string()));
-                            }
-                            return Err(Error::Failed { segment, message: e.to_string() });
-                        }
-                        Err(_) => {
-                            return Err(Error::Failed { segment, message: "the segment's threads vanished".into() });
-                        }
-                    },
+                    r = &mut done_rx => {
+                        ended(r, control.as_ref(), &segment)?;
+                        tracing::info!(
+                            "segment {segment}: stopped for a restart in {:.1} s",
+                            t0.elapsed().as_secs_f64()
+                        );
+                    }
                     again = signals.next() => {
                         tracing::warn!("segment {segment}: {again} again: exiting at once");
                     }
