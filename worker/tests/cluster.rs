@@ -89,19 +89,12 @@ fn items(p: &Path) -> Vec<u64> {
         .collect()
 }
 
-/// The tests of this file one at a time: a SIGTERM to the process reaches
-/// every cluster-mode worker in it.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn live_changes_restart_required_and_deletion_through_the_api() {
-    let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.u64");
-    let (service, mut handle) =
-        tower_test::mock::pair::<Request<kube::client::Body>, Response<B>>();
-    let client = Client::new(service, "radio");
-    let cfg = ClusterConfig {
+/// Cluster mode for segment `w` of FlowGraph radio/counter.
+fn config(
+    state_dir: Option<std::path::PathBuf>,
+    control: Option<flowmesh_worker::control::Options>,
+) -> ClusterConfig {
+    ClusterConfig {
         resource: ResourceRef {
             namespace: "radio".into(),
             name: "counter".into(),
@@ -115,11 +108,26 @@ async fn live_changes_restart_required_and_deletion_through_the_api() {
             generation: 0,
             resume: false,
             threads: None,
-            state_dir: Some(dir.path().join("state")),
+            state_dir,
         },
-        control: None,
+        control,
         grace: flowmesh_worker::lifecycle::DEFAULT_GRACE,
-    };
+    }
+}
+
+/// The tests of this file one at a time: a SIGTERM to the process reaches
+/// every cluster-mode worker in it.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_changes_restart_required_and_deletion_through_the_api() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.u64");
+    let (service, mut handle) =
+        tower_test::mock::pair::<Request<kube::client::Body>, Response<B>>();
+    let client = Client::new(service, "radio");
+    let cfg = config(Some(dir.path().join("state")), None);
     let report = Report::new();
     let worker = tokio::spawn(cluster::run(client, cfg, report.clone()));
 
@@ -265,29 +273,14 @@ async fn a_failed_preflight_starts_nothing_until_a_fixed_resource_passes() {
     let (service, mut handle) =
         tower_test::mock::pair::<Request<kube::client::Body>, Response<B>>();
     let client = Client::new(service, "radio");
-    let cfg = ClusterConfig {
-        resource: ResourceRef {
-            namespace: "radio".into(),
-            name: "counter".into(),
-        },
-        peer_template: PeerTemplate::default(),
-        worker: Config {
-            segment: "w".into(),
-            listen: "127.0.0.1:0".into(),
-            peers: Default::default(),
-            token: "t".into(),
-            generation: 0,
-            resume: false,
-            threads: None,
-            state_dir: None,
-        },
-        control: Some(flowmesh_worker::control::Options {
+    let cfg = config(
+        None,
+        Some(flowmesh_worker::control::Options {
             addr: control.clone(),
             open_reads: true,
             ..Default::default()
         }),
-        grace: flowmesh_worker::lifecycle::DEFAULT_GRACE,
-    };
+    );
     let report = Report::new();
     let worker = tokio::spawn(cluster::run(client, cfg, report.clone()));
     let lock = |r: &Arc<Mutex<Report>>| r.lock().unwrap().clone();
@@ -397,25 +390,7 @@ async fn a_resource_deleted_before_its_preflight_passes_ends_the_worker() {
     let (service, mut handle) =
         tower_test::mock::pair::<Request<kube::client::Body>, Response<B>>();
     let client = Client::new(service, "radio");
-    let cfg = ClusterConfig {
-        resource: ResourceRef {
-            namespace: "radio".into(),
-            name: "counter".into(),
-        },
-        peer_template: PeerTemplate::default(),
-        worker: Config {
-            segment: "w".into(),
-            listen: "127.0.0.1:0".into(),
-            peers: Default::default(),
-            token: "t".into(),
-            generation: 0,
-            resume: false,
-            threads: None,
-            state_dir: None,
-        },
-        control: None,
-        grace: flowmesh_worker::lifecycle::DEFAULT_GRACE,
-    };
+    let cfg = config(None, None);
     let report = Report::new();
     let worker = tokio::spawn(cluster::run(client, cfg, report.clone()));
     let (_, send) = next(&mut handle).await;
@@ -451,28 +426,13 @@ async fn a_failed_preflight_with_its_control_address_taken_ends_with_the_problem
     let (service, mut handle) =
         tower_test::mock::pair::<Request<kube::client::Body>, Response<B>>();
     let client = Client::new(service, "radio");
-    let cfg = ClusterConfig {
-        resource: ResourceRef {
-            namespace: "radio".into(),
-            name: "counter".into(),
-        },
-        peer_template: PeerTemplate::default(),
-        worker: Config {
-            segment: "w".into(),
-            listen: "127.0.0.1:0".into(),
-            peers: Default::default(),
-            token: "t".into(),
-            generation: 0,
-            resume: false,
-            threads: None,
-            state_dir: None,
-        },
-        control: Some(flowmesh_worker::control::Options {
+    let cfg = config(
+        None,
+        Some(flowmesh_worker::control::Options {
             addr: control.clone(),
             ..Default::default()
         }),
-        grace: flowmesh_worker::lifecycle::DEFAULT_GRACE,
-    };
+    );
     let worker = tokio::spawn(cluster::run(client, cfg, Report::new()));
     let (_, send) = next(&mut handle).await;
     ok(send, full(&object(&missing, 1, N, 1, "10")));
@@ -531,25 +491,7 @@ async fn sigterm_is_a_planned_stop_for_a_restart() {
     let (service, mut handle) =
         tower_test::mock::pair::<Request<kube::client::Body>, Response<B>>();
     let client = Client::new(service, "radio");
-    let cfg = ClusterConfig {
-        resource: ResourceRef {
-            namespace: "radio".into(),
-            name: "counter".into(),
-        },
-        peer_template: PeerTemplate::default(),
-        worker: Config {
-            segment: "w".into(),
-            listen: "127.0.0.1:0".into(),
-            peers: Default::default(),
-            token: "t".into(),
-            generation: 0,
-            resume: false,
-            threads: None,
-            state_dir: None,
-        },
-        control: None,
-        grace: flowmesh_worker::lifecycle::DEFAULT_GRACE,
-    };
+    let cfg = config(None, None);
     let worker = tokio::spawn(cluster::run(client, cfg, Report::new()));
     let _events = serve_resource(&mut handle, object(&out, 1, N, 1, "10")).await;
     until("the first 100k items in the file", || {
