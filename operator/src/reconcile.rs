@@ -258,8 +258,7 @@ fn kind_of<K: Resource<DynamicType = ()>>(_: &K) -> String {
 }
 
 /// What the pods of each segment say (restarts, a failing container).
-fn pods_by_segment(fg: &str, observed: &Observed) -> BTreeMap<String, (i32, Option<String>)> {
-    let _ = fg;
+fn pods_by_segment(observed: &Observed) -> BTreeMap<String, (i32, Option<String>)> {
     let mut out: BTreeMap<String, (i32, Option<String>)> = BTreeMap::new();
     for p in &observed.pods {
         let Some(seg) = p.labels().get(labels::SEGMENT) else {
@@ -303,7 +302,7 @@ pub fn observe_segments(
     observed: &Observed,
     live: &BTreeMap<String, crate::live::Figures>,
 ) -> BTreeMap<String, SegmentObserved> {
-    let pods = pods_by_segment(fg, observed);
+    let pods = pods_by_segment(observed);
     segments
         .map(|seg| {
             let name = build::deployment_name(fg, &seg);

@@ -32,18 +32,21 @@ impl Invalid {
     }
 }
 
+/// One line per problem, `path: message (hint)`.
+fn lines(report: &flowmesh_model::validate::Report) -> impl Iterator<Item = String> + '_ {
+    report
+        .problems
+        .iter()
+        .map(|p| format!("{}: {} ({})", p.path, p.message, p.hint))
+}
+
 /// Validates a FlowGraph object.
 pub fn validate(what: &ResourceRef, obj: &DynamicObject) -> Result<Valid, Invalid> {
     let mut problems = vec![];
     let fetched = match source::parse(what, obj) {
         Ok(f) => Some(f),
         Err(source::Error::Invalid { report, .. }) => {
-            problems.extend(
-                report
-                    .problems
-                    .iter()
-                    .map(|p| format!("{}: {} ({})", p.path, p.message, p.hint)),
-            );
+            problems.extend(lines(&report));
             None
         }
         Err(e) => {
@@ -68,12 +71,9 @@ pub fn validate(what: &ResourceRef, obj: &DynamicObject) -> Result<Valid, Invali
                 Ok(k) => {
                     kubernetes.insert(seg.clone(), k);
                 }
-                Err(flowmesh_k8s::segment::Error::Invalid { report, .. }) => problems.extend(
-                    report
-                        .problems
-                        .iter()
-                        .map(|p| format!("{}: {} ({})", p.path, p.message, p.hint)),
-                ),
+                Err(flowmesh_k8s::segment::Error::Invalid { report, .. }) => {
+                    problems.extend(lines(&report))
+                }
             }
         }
     }
