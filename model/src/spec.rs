@@ -113,6 +113,21 @@ pub struct SegmentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_kubernetes")]
     pub kubernetes: Option<serde_json::Value>,
+    /// Makes the segment scalable: it runs as `min` to `max` replicas that
+    /// share its input messages (only for segments whose inputs are all
+    /// message edges; see docs/scaling.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<Scaling>,
+}
+
+/// The replica range of a scalable segment.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Scaling {
+    /// Fewest replicas (at least 1).
+    pub min: u32,
+    /// Most replicas (at least `min`).
+    pub max: u32,
 }
 
 fn free_form_kubernetes(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

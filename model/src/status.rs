@@ -151,6 +151,22 @@ pub struct EdgeStatus {
     pub retained_items: u64,
     /// The retention window in items (output).
     pub retention_items: u64,
+    /// Replicas connected (an output edge into a scalable segment).
+    #[serde(default)]
+    pub replicas: u64,
+    /// Messages not yet given to any replica (an output edge into a
+    /// scalable segment): its backlog.
+    #[serde(default)]
+    pub pending: u64,
+    /// Messages given to a replica and not yet acknowledged (an output edge
+    /// into a scalable segment, or a replica's input edge).
+    #[serde(default)]
+    pub in_flight: u64,
+    /// Messages acknowledged per second over the last few seconds (an
+    /// output edge into a scalable segment: all replicas; a replica's input
+    /// edge: this replica's processing rate).
+    #[serde(default)]
+    pub messages_per_second: f64,
 }
 
 /// A parameter value in force.

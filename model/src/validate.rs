@@ -1377,6 +1377,49 @@ fn mismatch_hint(
     }
 }
 
+/// `segments.<s>.scaling`: `{min, max}` with 1 <= min <= max.
+fn check_scaling(v: &Value, path: &str, report: &mut Report) {
+    let Some(m) = v.as_object() else {
+        report.push(
+            path,
+            format!("must be a map with `min` and `max`, got {}", describe(v)),
+            "write `scaling: {min: 1, max: 4}`",
+        );
+        return;
+    };
+    unknown_fields(m, path, &["min", "max"], "scaling", report);
+    let mut bound = |k: &str| match m.get(k) {
+        None => {
+            report.push(
+                join(path, k),
+                format!("is missing: scaling needs `{k}`"),
+                "write `scaling: {min: 1, max: 4}`",
+            );
+            None
+        }
+        Some(x) => match x.as_u64().filter(|n| (1..=u32::MAX as u64).contains(n)) {
+            Some(n) => Some(n),
+            None => {
+                report.push(
+                    join(path, k),
+                    format!("must be a whole number of at least 1, got {}", describe(x)),
+                    format!("write it as digits, e.g. `{k}: 2`"),
+                );
+                None
+            }
+        },
+    };
+    if let (Some(min), Some(max)) = (bound("min"), bound("max")) {
+        if max < min {
+            report.push(
+                join(path, "max"),
+                format!("is {max}, below `min` ({min})"),
+                "make `max` at least `min`",
+            );
+        }
+    }
+}
+
 fn check_segments(v: Option<&Value>, sp: &str, dups: &mut Dups, report: &mut Report) {
     let path = format!("{sp}.segments");
     let m = match v {
@@ -1395,7 +1438,7 @@ fn check_segments(v: Option<&Value>, sp: &str, dups: &mut Dups, report: &mut Rep
         }
     };
     report_dups_at(&path, dups, report);
-    const FIELDS: [&str; 3] = ["replicas", "host", "kubernetes"];
+    const FIELDS: [&str; 4] = ["replicas", "host", "kubernetes", "scaling"];
     for name in sorted_keys(m) {
         let spath = join(&path, name);
         if !is_dns_label(name) {
@@ -1426,6 +1469,9 @@ fn check_segments(v: Option<&Value>, sp: &str, dups: &mut Dups, report: &mut Rep
                     "write it as digits, e.g. `replicas: 2`",
                 );
             }
+        }
+        if let Some(sc) = s.get("scaling") {
+            check_scaling(sc, &join(&spath, "scaling"), report);
         }
         if let Some(h) = s.get("host") {
             if !h.is_string() {

@@ -445,6 +445,42 @@ fn segments_and_runtime_values() {
 }
 
 #[test]
+fn scaling_needs_whole_bounds_with_min_at_most_max() {
+    check(
+        &doc(
+            "  blocks:\n    src: {kind: message_strobe, segment: a}\n\
+             \x20   dbg: {kind: message_debug, segment: b}\n\
+             \x20 connections:\n    - [src.out, dbg.in]\n\
+             \x20 segments:\n    b: {scaling: {min: 3, max: 2}}\n    c: {scaling: {min: 0, maxx: 2}}\n\
+             \x20   d: {scaling: 2}\n"
+        ),
+        &[
+            ("spec.segments.b.scaling.max", "is 2, below `min` (3)", "make `max` at least `min`"),
+            (
+                "spec.segments.c.scaling.maxx",
+                "unknown field `maxx`",
+                "did you mean `max`? scaling takes: min, max",
+            ),
+            (
+                "spec.segments.c.scaling.min",
+                "must be a whole number of at least 1, got a number 0",
+                "write it as digits, e.g. `min: 2`",
+            ),
+            (
+                "spec.segments.c.scaling.max",
+                "is missing: scaling needs `max`",
+                "write `scaling: {min: 1, max: 4}`",
+            ),
+            (
+                "spec.segments.d.scaling",
+                "must be a map with `min` and `max`, got a number 2",
+                "write `scaling: {min: 1, max: 4}`",
+            ),
+        ],
+    );
+}
+
+#[test]
 fn implicit_segments_are_fine() {
     let text = doc(
         "  blocks:\n    src: {kind: signal_source, params: {type: f32, samp_rate: 1e6}, segment: front}\n\

@@ -734,6 +734,11 @@ impl Shared {
                     backlog_items: g(&s.backlog),
                     retained_items: g(&s.retained),
                     retention_items: g(&s.retention),
+                    // Filled in by the message edges of scalable segments.
+                    replicas: 0,
+                    pending: 0,
+                    in_flight: 0,
+                    messages_per_second: 0.0,
                 }
             })
             .collect();
