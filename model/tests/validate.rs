@@ -307,7 +307,7 @@ fn unknown_fields_everywhere() {
             (
                 "spec.segments.edge.replics",
                 "unknown field `replics`",
-                "did you mean `replicas`? a segment takes: replicas, host, kubernetes",
+                "did you mean `replicas`? a segment takes: replicas, host, kubernetes, scaling",
             ),
             (
                 "spec.runtime.buffer_bytes",
