@@ -128,6 +128,36 @@ pub struct Scaling {
     pub min: u32,
     /// Most replicas (at least `min`).
     pub max: u32,
+    /// The operator's autoscaler aims at a backlog (pending plus in-flight
+    /// messages) that the replicas clear in this many seconds at their
+    /// measured rate (default 5; docs/operator.md, "Autoscaling").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_seconds_of_backlog: Option<f64>,
+    /// Seconds after a scale change before the next one (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_seconds: Option<u32>,
+    /// Seconds of samples a decision looks at (default 120): scale-up
+    /// follows their mean, scale-down needs every one of them to agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookback_seconds: Option<u32>,
+    /// Most replicas added in one decision (default 2); a decision
+    /// removes at most half as many (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_step: Option<u32>,
+    /// Emit a standard `autoscaling/v2` HorizontalPodAutoscaler on CPU
+    /// instead of the operator's autoscaler (Kubernetes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpa: Option<HpaScaling>,
+}
+
+/// `scaling.hpa`: the HorizontalPodAutoscaler option.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HpaScaling {
+    /// Average CPU utilization (percent of the pods' CPU request) the HPA
+    /// aims at (1 to 100; the segment should set a CPU request).
+    #[serde(rename = "targetCPUUtilization")]
+    pub target_cpu_utilization: u32,
 }
 
 fn free_form_kubernetes(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -1377,7 +1377,74 @@ fn mismatch_hint(
     }
 }
 
-/// `segments.<s>.scaling`: `{min, max}` with 1 <= min <= max.
+/// The autoscaler's optional knobs of `segments.<s>.scaling`
+/// (docs/operator.md, "Autoscaling").
+fn check_autoscaler_knobs(m: &Map<String, Value>, path: &str, report: &mut Report) {
+    if let Some(x) = m.get("targetSecondsOfBacklog") {
+        if !x.as_f64().is_some_and(|t| t > 0.0 && t <= 3600.0) {
+            report.push(
+                join(path, "targetSecondsOfBacklog"),
+                format!(
+                    "must be a number of seconds above 0 and at most 3600, got {}",
+                    describe(x)
+                ),
+                "write e.g. `targetSecondsOfBacklog: 5`",
+            );
+        }
+    }
+    for (k, lo, hi, eg) in [
+        ("cooldownSeconds", 0, 86_400, "cooldownSeconds: 60"),
+        ("lookbackSeconds", 1, 86_400, "lookbackSeconds: 120"),
+        ("maxStep", 1, 1000, "maxStep: 2"),
+    ] {
+        if let Some(x) = m.get(k) {
+            if !x.as_u64().is_some_and(|n| (lo..=hi).contains(&n)) {
+                report.push(
+                    join(path, k),
+                    format!(
+                        "must be a whole number from {lo} to {hi}, got {}",
+                        describe(x)
+                    ),
+                    format!("write it as digits, e.g. `{eg}`"),
+                );
+            }
+        }
+    }
+    if let Some(h) = m.get("hpa") {
+        let hp = join(path, "hpa");
+        let Some(hm) = h.as_object() else {
+            report.push(
+                hp,
+                format!(
+                    "must be a map with `targetCPUUtilization`, got {}",
+                    describe(h)
+                ),
+                "write `hpa: {targetCPUUtilization: 70}`",
+            );
+            return;
+        };
+        unknown_fields(hm, &hp, &["targetCPUUtilization"], "hpa", report);
+        match hm.get("targetCPUUtilization") {
+            None => report.push(
+                join(&hp, "targetCPUUtilization"),
+                "is missing: the HPA needs a CPU target".to_string(),
+                "write `hpa: {targetCPUUtilization: 70}`",
+            ),
+            Some(x) if !x.as_u64().is_some_and(|n| (1..=100).contains(&n)) => report.push(
+                join(&hp, "targetCPUUtilization"),
+                format!(
+                    "must be a whole percentage from 1 to 100, got {}",
+                    describe(x)
+                ),
+                "write e.g. `targetCPUUtilization: 70`",
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+/// `segments.<s>.scaling`: `{min, max}` with 1 <= min <= max, and the
+/// autoscaler's optional knobs.
 fn check_scaling(v: &Value, path: &str, report: &mut Report) {
     let Some(m) = v.as_object() else {
         report.push(
@@ -1387,7 +1454,22 @@ fn check_scaling(v: &Value, path: &str, report: &mut Report) {
         );
         return;
     };
-    unknown_fields(m, path, &["min", "max"], "scaling", report);
+    unknown_fields(
+        m,
+        path,
+        &[
+            "min",
+            "max",
+            "targetSecondsOfBacklog",
+            "cooldownSeconds",
+            "lookbackSeconds",
+            "maxStep",
+            "hpa",
+        ],
+        "scaling",
+        report,
+    );
+    check_autoscaler_knobs(m, path, report);
     let mut bound = |k: &str| match m.get(k) {
         None => {
             report.push(

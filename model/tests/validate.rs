@@ -459,7 +459,7 @@ fn scaling_needs_whole_bounds_with_min_at_most_max() {
             (
                 "spec.segments.c.scaling.maxx",
                 "unknown field `maxx`",
-                "did you mean `max`? scaling takes: min, max",
+                "did you mean `max`? scaling takes: min, max, targetSecondsOfBacklog, cooldownSeconds, lookbackSeconds, maxStep, hpa",
             ),
             (
                 "spec.segments.c.scaling.min",
@@ -475,6 +475,46 @@ fn scaling_needs_whole_bounds_with_min_at_most_max() {
                 "spec.segments.d.scaling",
                 "must be a map with `min` and `max`, got a number 2",
                 "write `scaling: {min: 1, max: 4}`",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn the_autoscaler_knobs_of_scaling_are_checked() {
+    check(
+        &doc(
+            "  blocks:\n    src: {kind: message_strobe, segment: a}\n\
+             \x20   dbg: {kind: message_debug, segment: b}\n\
+             \x20 connections:\n    - [src.out, dbg.in]\n\
+             \x20 segments:\n    b: {scaling: {min: 1, max: 4, targetSecondsOfBacklog: 0, cooldownSeconds: -1, maxStep: 0, hpa: {targetCPUUtilization: 150}}}\n\
+             \x20   c: {scaling: {min: 1, max: 2, lookbackSeconds: 30, hpa: {}}}\n"
+        ),
+        &[
+            (
+                "spec.segments.b.scaling.targetSecondsOfBacklog",
+                "must be a number of seconds above 0 and at most 3600, got a number 0",
+                "write e.g. `targetSecondsOfBacklog: 5`",
+            ),
+            (
+                "spec.segments.b.scaling.cooldownSeconds",
+                "must be a whole number from 0 to 86400, got a number -1",
+                "write it as digits, e.g. `cooldownSeconds: 60`",
+            ),
+            (
+                "spec.segments.b.scaling.maxStep",
+                "must be a whole number from 1 to 1000, got a number 0",
+                "write it as digits, e.g. `maxStep: 2`",
+            ),
+            (
+                "spec.segments.b.scaling.hpa.targetCPUUtilization",
+                "must be a whole percentage from 1 to 100, got a number 150",
+                "write e.g. `targetCPUUtilization: 70`",
+            ),
+            (
+                "spec.segments.c.scaling.hpa.targetCPUUtilization",
+                "is missing: the HPA needs a CPU target",
+                "write `hpa: {targetCPUUtilization: 70}`",
             ),
         ],
     );
