@@ -13,12 +13,17 @@
 //!    conditions whose transition time changes only when they flip.
 //!
 //! [`live`] reads the workers' `/status` for the figures in the status
-//! (throughput, items lost), at most every 30 s; [`run`] wires the
+//! (throughput, items lost), at most every 30 s; [`health`] (pure) decides
+//! from a segment's pods and its worker's progress whether to replace a
+//! pod, and [`autoscale`] (pure) how many replicas a scalable segment
+//! should have, both applied by the reconcile; [`run`] wires the
 //! controller, leader election, metrics and health endpoints.
 
+pub mod autoscale;
 pub mod build;
 pub mod conditions;
 pub mod context;
+pub mod health;
 pub mod labels;
 pub mod live;
 pub mod reconcile;
