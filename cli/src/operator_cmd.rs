@@ -47,6 +47,15 @@ pub struct OperatorArgs {
     /// and the operator reach the workers' ports.
     #[arg(long)]
     network_policies: bool,
+    /// The health watcher: a running segment whose counters have not moved
+    /// for this many seconds while its input has data is stalled and
+    /// replaced (docs/operator.md, "Health").
+    #[arg(long, default_value_t = 120)]
+    stall_seconds: u32,
+    /// The health watcher: replacements of a segment's pod without the
+    /// data flowing again in between, before it gives up.
+    #[arg(long, default_value_t = 5)]
+    restart_budget: u32,
     /// Print the configuration these options and the environment give, as
     /// JSON, and exit without contacting the cluster.
     #[arg(long)]
@@ -71,6 +80,8 @@ pub fn operator(a: OperatorArgs) -> Result<()> {
     }
     settings.pull_policy = a.worker_image_pull_policy;
     settings.network_policy = a.network_policies;
+    settings.health.stall_seconds = f64::from(a.stall_seconds.max(1));
+    settings.health.budget = a.restart_budget;
     if let Some(ns) = &own_ns {
         settings.operator_namespace = ns.clone();
     }
@@ -101,6 +112,8 @@ pub fn operator(a: OperatorArgs) -> Result<()> {
                 "workerImage": opts.settings.worker_image,
                 "workerImagePullPolicy": opts.settings.pull_policy,
                 "networkPolicies": opts.settings.network_policy,
+                "stallSeconds": opts.settings.health.stall_seconds,
+                "restartBudget": opts.settings.health.budget,
                 "operatorVersion": opts.settings.operator_version,
                 "logFormat": if a.log_format == LogFormat::Json { "json" } else { "text" },
             })

@@ -74,6 +74,45 @@ pub struct SegmentStatus {
     /// The worker's state as its /status reports it, or `Unknown`.
     #[serde(default = "unknown_state")]
     pub state: String,
+    /// Pods the health watcher replaced (docs/operator.md, "Health").
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replacements: u32,
+    /// Replacements since the data last flowed (counted against the
+    /// restart budget).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// The last failure the health watcher saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+    /// When the segment went down (RFC 3339); absent while it is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_since: Option<String>,
+    /// No replacement before this time (RFC 3339): the backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_after: Option<String>,
+    /// True when the restart budget is spent: the watcher replaces no more
+    /// pods until the data flows again or the spec changes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gave_up: bool,
+    /// A scalable segment: the replicas the autoscaler wants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+    /// A scalable segment: messages pending or in flight at its producer
+    /// (mean over the autoscaler's lookback window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u64>,
+    /// A scalable segment: when the autoscaler last changed the replicas
+    /// (RFC 3339; the cooldown counts from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+    /// A scalable segment: the autoscaler's last reason (or `hpa` when a
+    /// HorizontalPodAutoscaler scales it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_reason: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn unknown_state() -> String {
@@ -96,6 +135,16 @@ impl Default for SegmentStatus {
             items_lost: BTreeMap::new(),
             applied_generation: None,
             state: unknown_state(),
+            replacements: 0,
+            attempts: 0,
+            last_failure: None,
+            down_since: None,
+            next_attempt_after: None,
+            gave_up: false,
+            desired_replicas: None,
+            backlog: None,
+            last_scale_time: None,
+            scale_reason: None,
         }
     }
 }

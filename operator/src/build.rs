@@ -4,7 +4,12 @@
 //!
 //! Per segment: a Deployment (one replica, strategy `Recreate`: at most one
 //! instance of a segment serves an edge at a time) running the worker in
-//! cluster mode; a headless Service named by the model's
+//! cluster mode — a scalable segment (`scaling`) instead runs `min` to
+//! `max` replicas with `RollingUpdate`, no volume of state (its state is in
+//! flight only) and a longer grace period to drain its in-flight messages,
+//! its replicas set by the operator's autoscaler, or, with `scaling.hpa`,
+//! left out of the applied fields for the HorizontalPodAutoscaler built
+//! next to it; a headless Service named by the model's
 //! [`service_name`] with `publishNotReadyAddresses` (a restarted relay must
 //! be reachable while it waits for its consumers; readiness reports health,
 //! it never routes data); a PersistentVolumeClaim when the segment declares
@@ -21,6 +26,7 @@ use flowmesh_model::naming::{dns_label, service_name, MAX_LABEL};
 use flowmesh_model::partition::Partition;
 use flowmesh_model::FlowGraphSpec;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
     Capabilities, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
@@ -36,6 +42,9 @@ use crate::{Error, Result};
 pub const DATA_PORT: i32 = 7400;
 /// The worker's control API port.
 pub const CONTROL_PORT: i32 = 9400;
+/// `terminationGracePeriodSeconds` of a scalable segment's pods: a replica
+/// told to stop drains its in-flight messages within it.
+pub const DRAIN_GRACE_SECONDS: i64 = 60;
 /// Where the token Secret is mounted in worker pods.
 pub const TOKEN_DIR: &str = "/var/run/flowmesh/token";
 /// The key of the token in its Secret.
@@ -56,6 +65,8 @@ pub struct Settings {
     pub network_policy: bool,
     /// The operator's namespace (the NetworkPolicy lets its pods in).
     pub operator_namespace: String,
+    /// The health watcher's stall time, restart budget and backoff.
+    pub health: crate::health::Policy,
 }
 
 impl Default for Settings {
@@ -67,6 +78,7 @@ impl Default for Settings {
             operator_version: v.to_string(),
             network_policy: false,
             operator_namespace: "flowmesh-system".into(),
+            health: crate::health::Policy::default(),
         }
     }
 }
@@ -94,6 +106,9 @@ pub struct Children {
     pub deployments: Vec<Deployment>,
     pub services: Vec<Service>,
     pub claims: Vec<PersistentVolumeClaim>,
+    /// Scalable segments with `scaling.hpa`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hpas: Vec<HorizontalPodAutoscaler>,
 }
 
 /// Name of the workers' ServiceAccount, Role and RoleBinding.
@@ -209,11 +224,19 @@ pub fn build(input: &Input, settings: &Settings) -> Result<Children> {
             segment: seg.clone(),
             message: "the spec does not partition".into(),
         })?;
+        let scaling = input
+            .spec
+            .segments
+            .get(seg)
+            .and_then(|s| s.scaling.as_ref());
         out.deployments
-            .push(deployment(input, settings, seg, k, &hash)?);
+            .push(deployment(input, settings, seg, k, &hash, scaling)?);
         out.services.push(service(input, seg)?);
-        if let Some(s) = &k.storage {
+        if let Some(s) = k.storage.as_ref().filter(|_| scaling.is_none()) {
             out.claims.push(claim(input, seg, s)?);
+        }
+        if let Some((sc, h)) = scaling.and_then(|sc| sc.hpa.as_ref().map(|h| (sc, h))) {
+            out.hpas.push(hpa(input, seg, sc, h)?);
         }
     }
     Ok(out)
@@ -296,12 +319,41 @@ fn claim(input: &Input, seg: &str, s: &Storage) -> Result<PersistentVolumeClaim>
     )
 }
 
+/// The HorizontalPodAutoscaler of a scalable segment with `scaling.hpa`
+/// (on CPU: custom metrics would need an adapter).
+fn hpa(
+    input: &Input,
+    seg: &str,
+    sc: &flowmesh_model::spec::Scaling,
+    h: &flowmesh_model::spec::HpaScaling,
+) -> Result<HorizontalPodAutoscaler> {
+    let fg = input.name;
+    typed(
+        "a segment's HorizontalPodAutoscaler",
+        json!({
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": meta(input, &deployment_name(fg, seg), labels::segment(fg, seg)),
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(fg, seg)},
+                "minReplicas": sc.min,
+                "maxReplicas": sc.max,
+                "metrics": [{
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": h.target_cpu_utilization}},
+                }],
+            },
+        }),
+    )
+}
+
 fn deployment(
     input: &Input,
     settings: &Settings,
     seg: &str,
     k: &SegmentKubernetes,
     hash: &str,
+    scaling: Option<&flowmesh_model::spec::Scaling>,
 ) -> Result<Deployment> {
     let fg = input.name;
     let name = deployment_name(fg, seg);
@@ -331,7 +383,7 @@ fn deployment(
         json!({"name": "token", "mountPath": TOKEN_DIR, "readOnly": true}),
         json!({"name": "tmp", "mountPath": "/tmp"}),
     ];
-    if let Some(s) = &k.storage {
+    if let Some(s) = k.storage.as_ref().filter(|_| scaling.is_none()) {
         // A restarted pod resumes from what its files and state hold.
         args.extend(["--resume".into(), "--state-dir".into(), "/state".into()]);
         volumes.push(
@@ -402,7 +454,7 @@ fn deployment(
     let mut pod = json!({
         "serviceAccountName": worker_account(fg),
         "securityContext": {"fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": if scaling.is_some() { DRAIN_GRACE_SECONDS } else { 30 },
         "containers": [container],
         "volumes": volumes,
     });
@@ -426,28 +478,40 @@ fn deployment(
         pod["hostNetwork"] = json!(true);
         pod["dnsPolicy"] = json!("ClusterFirstWithHostNet");
     }
+    let mut spec = json!({
+        "replicas": 1,
+        // At most one instance of a segment serves an edge at a time.
+        "strategy": {"type": "Recreate"},
+    });
+    if let Some(sc) = scaling {
+        // Replicas share the input messages: a new one may start before an
+        // old one has drained. The autoscaler overrides `replicas`; with an
+        // HPA the operator does not apply it at all.
+        spec = match sc.hpa {
+            Some(_) => json!({}),
+            None => json!({"replicas": sc.min}),
+        };
+        spec["strategy"] =
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
+    }
+    spec["selector"] = json!({"matchLabels": labels::selector(fg, seg)});
+    spec["template"] = json!({
+        "metadata": {
+            "labels": labels::segment(fg, seg),
+            "annotations": {
+                labels::SEGMENT_HASH: hash,
+                labels::OPERATOR_VERSION: settings.operator_version,
+            },
+        },
+        "spec": pod,
+    });
     typed(
         "a segment's Deployment",
         json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": meta(input, &name, labels::segment(fg, seg)),
-            "spec": {
-                "replicas": 1,
-                // At most one instance of a segment serves an edge at a time.
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": labels::selector(fg, seg)},
-                "template": {
-                    "metadata": {
-                        "labels": labels::segment(fg, seg),
-                        "annotations": {
-                            labels::SEGMENT_HASH: hash,
-                            labels::OPERATOR_VERSION: settings.operator_version,
-                        },
-                    },
-                    "spec": pod,
-                },
-            },
+            "spec": spec,
         }),
     )
 }

@@ -21,6 +21,8 @@ pub use flowmesh_k8s::Phase;
 pub struct SegmentObserved {
     /// The Deployment exists.
     pub exists: bool,
+    /// The replicas the Deployment wants.
+    pub replicas: i32,
     pub ready_replicas: i32,
     /// The Deployment's controller has not caught up with its spec, or
     /// not every replica runs the current template.
@@ -33,6 +35,9 @@ pub struct SegmentObserved {
     /// reached).
     pub worker_state: Option<String>,
     pub worker_error: Option<String>,
+    /// The health watcher's reason while the segment is down (a failure
+    /// until its data flows again).
+    pub degraded: Option<String>,
 }
 
 /// The conditions `observed` implies (status, reason, message), by type.
@@ -52,7 +57,7 @@ pub fn derive(
             let e = if s.worker_state.as_deref() == Some("failed") {
                 Some(s.worker_error.clone().unwrap_or_else(|| "failed".into()))
             } else {
-                s.pod_error.clone()
+                s.degraded.clone().or_else(|| s.pod_error.clone())
             };
             e.map(|e| format!("{n}: {e}"))
         })

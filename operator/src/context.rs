@@ -1,6 +1,7 @@
 //! The one shared context of the controller: the API client, the Event
-//! recorder's identity, the metrics, the operator's settings and the live
-//! figures read from the workers. No globals.
+//! recorder's identity, the metrics, the operator's settings, the live
+//! figures read from the workers and what the health watcher and the
+//! autoscaler follow over time (progress, samples). No globals.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,8 +10,10 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use crate::autoscale::Sample;
 pub use crate::build::Settings;
 use crate::conditions::Phase;
+use crate::health::Progress;
 use crate::live::Figures;
 
 /// The operator's metrics (`/metrics`, Prometheus text format).
@@ -117,6 +120,12 @@ pub struct Context {
     pub phases: Mutex<BTreeMap<Key, Phase>>,
     /// The workers' figures, per FlowGraph and segment, from the live loop.
     pub live: Mutex<BTreeMap<Key, BTreeMap<String, Figures>>>,
+    /// Each segment's progress (when its counters last moved), per
+    /// FlowGraph, from the live loop; the health watcher reads it.
+    pub progress: Mutex<BTreeMap<Key, BTreeMap<String, Progress>>>,
+    /// Samples of each output edge (by edge id), per FlowGraph, from the
+    /// live loop; the autoscaler reads those into scalable segments.
+    pub samples: Mutex<BTreeMap<Key, BTreeMap<String, Vec<Sample>>>>,
 }
 
 impl Context {
@@ -132,6 +141,8 @@ impl Context {
             settings,
             phases: Mutex::new(BTreeMap::new()),
             live: Mutex::new(BTreeMap::new()),
+            progress: Mutex::new(BTreeMap::new()),
+            samples: Mutex::new(BTreeMap::new()),
         })
     }
 

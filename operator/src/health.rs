@@ -94,12 +94,13 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Records a counter total read at `now`.
+    /// Records a counter total read at `now`: it moved if it grew.
     pub fn observe(&mut self, counters: u64, now: f64) {
         if self.since.is_none() {
             self.since = Some(now);
         }
-        if self.counters.is_some_and(|c| c != counters) {
+        // Counters that drop are a restarted worker, not progress.
+        if self.counters.is_some_and(|c| counters > c) {
             self.last_moved = Some(now);
         }
         self.counters = Some(counters);
@@ -231,12 +232,17 @@ fn failure(policy: &Policy, pods: &[PodState], progress: &Progress, now: f64) ->
         }
     }
     let live: Vec<&PodState> = pods.iter().filter(|p| p.deleting_since.is_none()).collect();
-    if live.is_empty() {
+    // No pod of a worker that ran: deleted (a segment that never ran is
+    // starting, not down).
+    if live.is_empty() && progress.counters.is_some() {
         return Some(Failure {
             reason: "no pod: deleted, its Deployment makes another".into(),
             pods: vec![],
             force: false,
         });
+    }
+    if live.is_empty() {
+        return None;
     }
     let running = progress.state.as_deref() == Some("running");
     let still = progress.last_moved.or(progress.since);

@@ -10,8 +10,17 @@
 //!   reconcile of an unchanged FlowGraph writes nothing); the token Secret
 //!   is created once; children that are no longer wanted are deleted by
 //!   label (claims marked to be kept are left);
+//! - **health and scaling** (between build and apply): the health watcher
+//!   ([`crate::health`]) assesses every segment from its pods, its nodes
+//!   and its worker's progress, deletes the pods it replaces and records an
+//!   Event for every replacement, failure, recovery and spent budget; the
+//!   autoscaler ([`crate::autoscale`]) sets each scalable segment's
+//!   Deployment replicas from its producer's backlog and rate;
 //! - **status**: phase, conditions and per-segment figures, written only
-//!   when they differ from what the status already says.
+//!   when they differ from what the status already says; the watcher's
+//!   memory (attempts, backoff, last failure) and the autoscaler's
+//!   (desired replicas, backlog, last scale time) are kept there, so an
+//!   operator restart keeps them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -21,7 +30,10 @@ use std::time::{Duration, Instant};
 use flowmesh_k8s::source::ResourceRef;
 use flowmesh_model::naming::{fnv1a64, PeerTemplate, DEFAULT_PEER_TEMPLATE};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{
+    Node, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -67,6 +79,10 @@ pub struct Observed {
     pub policies: Vec<NetworkPolicy>,
     pub secret: Option<Secret>,
     pub pods: Vec<Pod>,
+    pub hpas: Vec<HorizontalPodAutoscaler>,
+    /// The cluster's nodes (None: not readable; lost nodes are then seen
+    /// only through pods stuck terminating).
+    pub nodes: Option<Vec<Node>>,
 }
 
 async fn list<K>(ctx: &Context, ns: &str, selector: &str) -> Result<Vec<K>>
@@ -97,6 +113,12 @@ pub async fn observe(ctx: &Context, ns: &str, fg: &str) -> Result<Observed> {
         policies: list(ctx, ns, &sel).await?,
         secret: secrets.get_opt(&build::token_secret_name(fg)).await?,
         pods: list(ctx, ns, &sel).await?,
+        hpas: list(ctx, ns, &sel).await?,
+        nodes: Api::<Node>::all(ctx.client.clone())
+            .list(&ListParams::default())
+            .await
+            .ok()
+            .map(|l| l.items),
     })
 }
 
@@ -228,6 +250,7 @@ pub async fn apply(
     apply_all!(children.claims.iter(), &observed.claims);
     apply_all!(children.services.iter(), &observed.services);
     apply_all!(children.deployments.iter(), &observed.deployments);
+    apply_all!(children.hpas.iter(), &observed.hpas);
     // Orphans: children of segments (or options) no longer wanted.
     done.extend(
         delete_orphans(
@@ -239,6 +262,7 @@ pub async fn apply(
         .await?,
     );
     done.extend(delete_orphans(ctx, ns, &names(&children.services), &observed.services).await?);
+    done.extend(delete_orphans(ctx, ns, &names(&children.hpas), &observed.hpas).await?);
     let kept: Vec<PersistentVolumeClaim> = observed
         .claims
         .iter()
@@ -321,12 +345,17 @@ pub fn observe_segments(
             let fig = live.get(&seg);
             let o = SegmentObserved {
                 exists: d.is_some(),
+                replicas: d
+                    .and_then(|d| d.spec.as_ref())
+                    .and_then(|s| s.replicas)
+                    .unwrap_or(1),
                 ready_replicas: st.and_then(|s| s.ready_replicas).unwrap_or(0),
                 rolling,
                 restarts,
                 pod_error,
                 worker_state: fig.and_then(|f| f.state.clone()),
                 worker_error: fig.and_then(|f| f.last_error.clone()),
+                degraded: None,
             };
             (seg, o)
         })
@@ -342,6 +371,7 @@ pub fn status_patch(
     segments: &BTreeMap<String, SegmentObserved>,
     what: &ResourceRef,
     operator_version: &str,
+    extras: &BTreeMap<String, Value>,
 ) -> Value {
     let (fg, ns) = (what.name.as_str(), what.namespace.as_str());
     let ready = segments.values().filter(|s| s.ready_replicas > 0).count();
@@ -356,17 +386,18 @@ pub fn status_patch(
             _ if o.ready_replicas > 0 => Phase::Running,
             _ => Phase::Pending,
         };
-        segs.insert(
-            seg.clone(),
-            json!({
-                "replicas": 1,
-                "readyReplicas": o.ready_replicas,
-                "phase": seg_phase.as_str(),
-                "address": template.render(fg, ns, seg),
-                "restarts": o.restarts,
-                "lastError": o.worker_error.clone().or_else(|| o.pod_error.clone()),
-            }),
-        );
+        let mut v = json!({
+            "replicas": o.replicas,
+            "readyReplicas": o.ready_replicas,
+            "phase": seg_phase.as_str(),
+            "address": template.render(fg, ns, seg),
+            "restarts": o.restarts,
+            "lastError": o.worker_error.clone().or_else(|| o.pod_error.clone()),
+        });
+        if let (Some(m), Some(Value::Object(x))) = (v.as_object_mut(), extras.get(seg)) {
+            m.extend(x.clone());
+        }
+        segs.insert(seg.clone(), v);
     }
     // Segments that are gone are removed from the status.
     if let Some(old) = current.get("segments").and_then(|s| s.as_object()) {
@@ -551,7 +582,45 @@ async fn reconcile_stages(obj: &DynamicObject, ctx: &Context) -> Result<(Action,
         partition: &valid.partition,
         kubernetes: &valid.kubernetes,
     };
-    let children = build::build(&input, &ctx.settings)?;
+    let mut children = build::build(&input, &ctx.settings)?;
+    // Health and scaling.
+    let now_t = k8s_openapi::jiff::Timestamp::now();
+    let now_s = now_t.as_millisecond() as f64 / 1000.0;
+    let live = ctx
+        .live
+        .lock()
+        .expect("live lock")
+        .get(&key)
+        .cloned()
+        .unwrap_or_default();
+    let mut extras: BTreeMap<String, Value> = BTreeMap::new();
+    let mut notes: Vec<(EventType, &'static str, String)> = vec![];
+    scale(
+        ctx,
+        &key,
+        &input,
+        &observed,
+        &current,
+        &mut children,
+        now_s,
+        &mut extras,
+        &mut notes,
+    );
+    let degraded = watch_health(
+        ctx,
+        &key,
+        &input,
+        &observed,
+        &live,
+        &current,
+        now_s,
+        &mut extras,
+        &mut notes,
+    )
+    .await?;
+    for (ty, reason, note) in notes {
+        publish(ctx, obj, ty, reason, "Watch", note).await;
+    }
     // Apply.
     let done = apply(ctx, &input, &children, &observed).await?;
     if !done.is_empty() {
@@ -567,19 +636,17 @@ async fn reconcile_stages(obj: &DynamicObject, ctx: &Context) -> Result<(Action,
         .await;
     }
     // Status.
-    let live = ctx
-        .live
-        .lock()
-        .expect("live lock")
-        .get(&key)
-        .cloned()
-        .unwrap_or_default();
-    let segs = observe_segments(
+    let mut segs = observe_segments(
         &name,
         valid.partition.segments.keys().cloned(),
         &observed,
         &live,
     );
+    for (seg, why) in degraded {
+        if let Some(o) = segs.get_mut(&seg) {
+            o.degraded = Some(why);
+        }
+    }
     let (phase, derived) = conditions::derive(&segs);
     let conds = conditions::merge(&existing_conditions(obj), derived, generation, &now);
     let patch = status_patch(
@@ -590,6 +657,7 @@ async fn reconcile_stages(obj: &DynamicObject, ctx: &Context) -> Result<(Action,
         &segs,
         &what,
         &ctx.settings.operator_version,
+        &extras,
     );
     write_status(ctx, obj, patch).await?;
     ctx.set_phase(key, Some(phase));
@@ -598,4 +666,319 @@ async fn reconcile_stages(obj: &DynamicObject, ctx: &Context) -> Result<(Action,
         _ => Action::requeue(RESYNC),
     };
     Ok((action, "ok"))
+}
+
+/// Unix seconds of an RFC 3339 time in the status.
+fn parse_time(v: Option<&Value>) -> Option<f64> {
+    let t: k8s_openapi::jiff::Timestamp = v?.as_str()?.parse().ok()?;
+    Some(t.as_millisecond() as f64 / 1000.0)
+}
+
+/// An RFC 3339 time for the status.
+fn format_time(secs: f64) -> String {
+    k8s_openapi::jiff::Timestamp::from_millisecond((secs * 1000.0) as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn time_of(t: &Option<Time>) -> Option<f64> {
+    t.as_ref().map(|t| t.0.as_millisecond() as f64 / 1000.0)
+}
+
+/// What the health watcher reads of a pod.
+pub fn pod_state(p: &Pod, nodes: Option<&[Node]>, now: f64) -> crate::health::PodState {
+    let st = p.status.clone().unwrap_or_default();
+    let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+    let found = node
+        .as_ref()
+        .and_then(|n| nodes.map(|ns| ns.iter().find(|x| x.name_any() == *n)));
+    let node_exists = !matches!(found, Some(None));
+    let node_ready = found.flatten().and_then(|n| {
+        n.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.status == "True")
+    });
+    let ready_cond = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .cloned();
+    let created = time_of(&p.metadata.creation_timestamp).unwrap_or(now);
+    let containers = st.container_statuses.clone().unwrap_or_default();
+    crate::health::PodState {
+        name: p.name_any(),
+        phase: st.phase.clone().unwrap_or_else(|| "Pending".into()),
+        reason: st.reason.clone(),
+        deleting_since: time_of(&p.metadata.deletion_timestamp),
+        node,
+        node_ready,
+        node_exists,
+        ready: ready_cond.as_ref().is_some_and(|c| c.status == "True"),
+        ready_since: ready_cond
+            .as_ref()
+            .and_then(|c| time_of(&c.last_transition_time))
+            .unwrap_or(created),
+        restart_count: containers.iter().map(|c| c.restart_count).sum(),
+        waiting_reason: containers.iter().find_map(|c| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.clone())
+        }),
+        last_termination: containers.iter().find_map(|c| {
+            c.last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .and_then(|t| t.message.clone().or_else(|| t.reason.clone()))
+        }),
+    }
+}
+
+/// The health watcher's memory of a segment, from the status.
+fn memory_of(current: &Value, seg: &str) -> crate::health::Memory {
+    let s = current.pointer(&format!("/segments/{seg}"));
+    let n = |k: &str| {
+        s.and_then(|s| s.get(k))
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0) as u32
+    };
+    crate::health::Memory {
+        attempts: n("attempts"),
+        replacements: n("replacements"),
+        last_failure: s
+            .and_then(|s| s.get("lastFailure"))
+            .and_then(|v| v.as_str())
+            .map(String::from),
+        next_attempt_after: parse_time(s.and_then(|s| s.get("nextAttemptAfter"))),
+        down_since: parse_time(s.and_then(|s| s.get("downSince"))),
+        gave_up: s
+            .and_then(|s| s.get("gaveUp"))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+    }
+}
+
+/// The health watcher: assesses every segment, deletes the pods it
+/// replaces, notes the Events and the status fields; returns the degraded
+/// segments with why.
+#[allow(clippy::too_many_arguments)]
+async fn watch_health(
+    ctx: &Context,
+    key: &crate::context::Key,
+    input: &Input<'_>,
+    observed: &Observed,
+    live: &BTreeMap<String, crate::live::Figures>,
+    current: &Value,
+    now: f64,
+    extras: &mut BTreeMap<String, Value>,
+    notes: &mut Vec<(EventType, &'static str, String)>,
+) -> Result<BTreeMap<String, String>> {
+    use crate::health::{assess, Verdict};
+    let policy = ctx.settings.health;
+    let progress = ctx
+        .progress
+        .lock()
+        .expect("progress lock")
+        .get(key)
+        .cloned()
+        .unwrap_or_default();
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), input.namespace);
+    let mut degraded = BTreeMap::new();
+    for seg in input.partition.segments.keys() {
+        let label = flowmesh_model::naming::segment_label(seg);
+        let pods: Vec<crate::health::PodState> = observed
+            .pods
+            .iter()
+            .filter(|p| p.labels().get(labels::SEGMENT) == Some(&label))
+            .map(|p| pod_state(p, observed.nodes.as_deref(), now))
+            .collect();
+        let mut prog = progress.get(seg).cloned().unwrap_or_default();
+        // Its input has data: a producer's output edge into it holds
+        // messages or unacknowledged items; a segment without input edges
+        // that runs should always move.
+        let inputs: Vec<_> = input
+            .partition
+            .edges
+            .iter()
+            .filter(|e| &e.to_segment == seg)
+            .collect();
+        prog.upstream_has_data = inputs.is_empty()
+            || inputs.iter().any(|e| {
+                live.get(&e.from_segment)
+                    .and_then(|f| f.outputs.get(&e.id))
+                    .is_some_and(|x| x.pending > 0 || x.in_flight > 0)
+            });
+        let memory = memory_of(current, seg);
+        let a = assess(&policy, &pods, &prog, &memory, now);
+        match &a.verdict {
+            Verdict::Replace {
+                pods: names,
+                force,
+                reason,
+            } => {
+                let dp = if *force {
+                    DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..DeleteParams::background()
+                    }
+                } else {
+                    DeleteParams::background()
+                };
+                for n in names {
+                    match pods_api.delete(n, &dp).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(e)) if e.code == 404 => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    ctx.metrics
+                        .writes
+                        .with_label_values(&["Pod", "delete"])
+                        .inc();
+                }
+                // The new pod gets the whole stall time to show progress.
+                if let Some(p) = ctx
+                    .progress
+                    .lock()
+                    .expect("progress lock")
+                    .get_mut(key)
+                    .and_then(|m| m.get_mut(seg))
+                {
+                    *p = crate::health::Progress {
+                        since: Some(now),
+                        ..Default::default()
+                    };
+                }
+                notes.push((
+                    EventType::Warning,
+                    "SegmentReplaced",
+                    format!(
+                        "segment {seg}: {reason}; deleted pod {} (attempt {} of {}; the next no sooner than {})",
+                        names.join(", "),
+                        a.memory.attempts,
+                        policy.budget,
+                        format_time(a.memory.next_attempt_after.unwrap_or(now)),
+                    ),
+                ));
+            }
+            Verdict::GiveUp { reason } if !memory.gave_up => notes.push((
+                EventType::Warning,
+                "RestartBudgetSpent",
+                format!("segment {seg}: {reason}; fix the cause, then edit the FlowGraph or delete the pod"),
+            )),
+            Verdict::Recovered => notes.push((
+                EventType::Normal,
+                "SegmentRecovered",
+                format!(
+                    "segment {seg}: data flows again after: {}",
+                    memory.last_failure.clone().unwrap_or_default()
+                ),
+            )),
+            Verdict::Wait { reason, .. } if memory.down_since.is_none() => notes.push((
+                EventType::Warning,
+                "SegmentDown",
+                format!("segment {seg}: {reason}"),
+            )),
+            _ => {}
+        }
+        if let Some(why) = a.degraded() {
+            degraded.insert(seg.clone(), why);
+        }
+        let m = &a.memory;
+        let e = extras.entry(seg.clone()).or_insert_with(|| json!({}));
+        // Defaults are left out (null removes them), as the status type
+        // leaves them out.
+        e["replacements"] = json!((m.replacements > 0).then_some(m.replacements));
+        e["attempts"] = json!((m.attempts > 0).then_some(m.attempts));
+        e["lastFailure"] = json!(m.last_failure);
+        e["downSince"] = json!(m.down_since.map(format_time));
+        e["nextAttemptAfter"] = json!(m.next_attempt_after.map(format_time));
+        e["gaveUp"] = json!(m.gave_up.then_some(true));
+    }
+    Ok(degraded)
+}
+
+/// The autoscaler: sets the replicas of every scalable segment's
+/// Deployment in `children` (the live count when it holds), notes the
+/// Events and the status fields.
+#[allow(clippy::too_many_arguments)]
+fn scale(
+    ctx: &Context,
+    key: &crate::context::Key,
+    input: &Input<'_>,
+    observed: &Observed,
+    current: &Value,
+    children: &mut Children,
+    now: f64,
+    extras: &mut BTreeMap<String, Value>,
+    notes: &mut Vec<(EventType, &'static str, String)>,
+) {
+    use crate::autoscale::{decide, Knobs, Sample};
+    let samples = ctx
+        .samples
+        .lock()
+        .expect("samples lock")
+        .get(key)
+        .cloned()
+        .unwrap_or_default();
+    for (seg, spec) in &input.spec.segments {
+        let Some(sc) = &spec.scaling else { continue };
+        let name = build::deployment_name(input.name, seg);
+        let live = observed.deployments.iter().find(|d| d.name_any() == name);
+        let live_replicas = live.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas);
+        let e = extras.entry(seg.clone()).or_insert_with(|| json!({}));
+        if sc.hpa.is_some() {
+            e["desiredReplicas"] = json!(live_replicas);
+            e["scaleReason"] = json!("hpa");
+            continue;
+        }
+        // The samples of every edge into it, summed per reading.
+        let mut by_time: BTreeMap<i64, Sample> = BTreeMap::new();
+        for edge in input
+            .partition
+            .edges
+            .iter()
+            .filter(|x| &x.to_segment == seg)
+        {
+            for x in samples.get(&edge.id).into_iter().flatten() {
+                let s = by_time.entry((x.at * 1000.0) as i64).or_insert(Sample {
+                    at: x.at,
+                    ..Default::default()
+                });
+                s.pending += x.pending;
+                s.in_flight += x.in_flight;
+                s.messages_per_second += x.messages_per_second;
+                s.replicas = s.replicas.max(x.replicas);
+            }
+        }
+        let series: Vec<Sample> = by_time.into_values().collect();
+        let k = Knobs::from_spec(sc);
+        let cur = live_replicas.map(|r| r.max(0) as u32).unwrap_or(k.min);
+        let last = parse_time(current.pointer(&format!("/segments/{seg}/lastScaleTime")));
+        let d = decide(&k, cur, last, &series, now);
+        if d.change {
+            notes.push((
+                EventType::Normal,
+                "Scaled",
+                format!("segment {seg}: {}", d.reason),
+            ));
+            e["lastScaleTime"] = json!(format_time(now));
+        }
+        e["desiredReplicas"] = json!(d.replicas);
+        e["backlog"] = json!(d.backlog);
+        e["scaleReason"] = json!(d.reason);
+        if let Some(dep) = children
+            .deployments
+            .iter_mut()
+            .find(|x| x.name_any() == name)
+        {
+            if let Some(s) = dep.spec.as_mut() {
+                s.replicas = Some(d.replicas as i32);
+            }
+        }
+    }
 }

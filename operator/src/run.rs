@@ -13,11 +13,13 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::Client;
+use kube::ResourceExt;
 
 use crate::context::Context;
 use crate::live::{HttpProbe, Probe};
@@ -153,14 +155,16 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     let mut stores = vec![];
     let mut controllers = vec![];
     for ns in scopes {
-        let (fgs, deps, svcs, pvcs): (
+        let (fgs, deps, svcs, pvcs, pods): (
             Api<DynamicObject>,
             Api<Deployment>,
             Api<Service>,
             Api<PersistentVolumeClaim>,
+            Api<Pod>,
         ) = match &ns {
             Some(ns) => (
                 Api::namespaced_with(client.clone(), ns, &ar),
+                Api::namespaced(client.clone(), ns),
                 Api::namespaced(client.clone(), ns),
                 Api::namespaced(client.clone(), ns),
                 Api::namespaced(client.clone(), ns),
@@ -170,12 +174,23 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
                 Api::all(client.clone()),
                 Api::all(client.clone()),
                 Api::all(client.clone()),
+                Api::all(client.clone()),
             ),
         };
+        let pod_ar = ar.clone();
         let c = Controller::new_with(fgs, watcher::Config::default(), ar.clone())
             .owns(deps, owned.clone())
             .owns(svcs, owned.clone())
             .owns(pvcs, owned.clone())
+            // Pods belong to ReplicaSets: mapped to their FlowGraph by
+            // label, so that the health watcher sees a crash, an eviction
+            // or a deletion at once.
+            .watches(pods, owned.clone(), move |p: Pod| {
+                let fg = p.labels().get(labels::FLOWGRAPH).cloned();
+                let ns = p.namespace();
+                let ar = pod_ar.clone();
+                fg.map(|n| ObjectRef::new_with(&n, ar).within(ns.as_deref().unwrap_or_default()))
+            })
             .with_config(ControllerConfig::default().concurrency(opts.max_concurrent))
             .graceful_shutdown_on(shutdown_signal());
         stores.push(c.store());

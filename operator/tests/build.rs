@@ -24,6 +24,7 @@ fn settings() -> Settings {
         operator_version: "0.1.0".into(),
         network_policy: false,
         operator_namespace: "flowmesh-system".into(),
+        ..Default::default()
     }
 }
 
