@@ -198,7 +198,9 @@ fn contract_grants() -> BTreeSet<Grant> {
             ],
             MANAGE,
         ),
-        ("", &["pods"], &["get", "list", "watch"]),
+        ("", &["pods"], &["get", "list", "watch", "delete"]),
+        ("", &["nodes"], &["get", "list"]),
+        ("autoscaling", &["horizontalpodautoscalers"], MANAGE),
         (
             "rbac.authorization.k8s.io",
             &["roles", "rolebindings"],

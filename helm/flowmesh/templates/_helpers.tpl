@@ -70,10 +70,20 @@ ClusterRole (all namespaces) and in each per-namespace Role
 - apiGroups: [""]
   resources: [services, serviceaccounts, secrets, persistentvolumeclaims]
   verbs: [get, list, watch, create, patch, delete]
-# Segment status: restarts, addresses, last termination message (read only).
+# Segment status: restarts, addresses, last termination message; the health
+# watcher deletes a failed or stalled pod (its Deployment makes a new one).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, delete]
+# The health watcher: a pod on a NotReady or vanished node (read only;
+# without it, lost nodes show only as pods stuck terminating).
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [get, list]
+# A scalable segment's optional HorizontalPodAutoscaler (scaling.hpa).
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [get, list, watch, create, patch, delete]
 # Per FlowGraph the workers' Role and RoleBinding.
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
