@@ -21,7 +21,7 @@ pub use flowmesh_k8s::Phase;
 pub struct SegmentObserved {
     /// The Deployment exists.
     pub exists: bool,
-    /// The replicas the Deployment wants.
+    /// The replicas the Deployment has (its status; else its spec).
     pub replicas: i32,
     pub ready_replicas: i32,
     /// The Deployment's controller has not caught up with its spec, or

@@ -345,9 +345,10 @@ pub fn observe_segments(
             let fig = live.get(&seg);
             let o = SegmentObserved {
                 exists: d.is_some(),
-                replicas: d
-                    .and_then(|d| d.spec.as_ref())
+                // The pods it has (its status), else what it wants.
+                replicas: st
                     .and_then(|s| s.replicas)
+                    .or_else(|| d.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas))
                     .unwrap_or(1),
                 ready_replicas: st.and_then(|s| s.ready_replicas).unwrap_or(0),
                 rolling,

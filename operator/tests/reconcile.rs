@@ -399,3 +399,412 @@ async fn the_live_loop_writes_figures_only_when_they_change_and_feeds_the_phase(
         "{text}"
     );
 }
+
+// ---------------------------------------------------------------------
+// Health watcher and autoscaler (docs/operator.md, "Health",
+// "Autoscaling").
+
+/// A probe whose answers the test sets per segment (by the Service or pod
+/// IP in the URL): the worker's state, a counter total (its progress) and
+/// its output edges (id, pending, in flight, messages/s, replicas).
+#[derive(Default)]
+struct Scripted {
+    by_segment: std::sync::Mutex<std::collections::BTreeMap<String, Value>>,
+}
+
+impl Scripted {
+    fn set(&self, url_part: &str, counters: u64, outputs: &[(&str, u64, u64, f64, u64)]) {
+        let edges: Vec<Value> = outputs
+            .iter()
+            .map(|(id, pending, in_flight, mps, replicas)| {
+                json!({"edge": id, "role": "output", "generation": 1, "connections": 1,
+                       "items": counters, "bytes": 0, "frames": 0, "gaps": 0, "itemsLost": {},
+                       "restarts": 0, "backlogItems": pending, "retainedItems": 0,
+                       "retentionItems": 0, "replicas": replicas, "pending": pending,
+                       "inFlight": in_flight, "messagesPerSecond": mps})
+            })
+            .collect();
+        let v = json!({
+            "flowgraph": "tone", "segment": url_part, "generation": 1, "state": "running",
+            "uptimeSeconds": 1.0, "itemsPerSecond": 1.0, "backlogItems": 0, "itemsLost": {},
+            "blocks": {"b": {"kind": "x", "itemsIn": counters, "itemsOut": 0, "busySeconds": 0.0}},
+            "edges": edges, "params": {}
+        });
+        self.by_segment
+            .lock()
+            .unwrap()
+            .insert(url_part.to_string(), v);
+    }
+}
+
+/// The live loop's view of a [`Scripted`] the test keeps changing.
+struct ScriptedProbe(Arc<Scripted>);
+
+impl flowmesh_operator::live::Probe for ScriptedProbe {
+    fn status(
+        &self,
+        url: &str,
+        _token: &str,
+    ) -> Result<flowmesh_model::status::WorkerStatus, String> {
+        let m = self.0.by_segment.lock().unwrap();
+        let (_, v) = m
+            .iter()
+            .find(|(k, _)| url.contains(k.as_str()))
+            .ok_or_else(|| format!("{url}: connection refused"))?;
+        serde_json::from_value(v.clone()).map_err(|e| e.to_string())
+    }
+}
+
+fn setup_with(health: flowmesh_operator::health::Policy) -> (Arc<Context>, Fake) {
+    let (client, fake) = Fake::start();
+    let settings = Settings {
+        health,
+        ..Settings::default()
+    };
+    (Context::new(client, settings), fake)
+}
+
+/// A running pod of `segment` on node n1 (which the fake has, Ready).
+fn put_pod(fake: &Fake, name: &str, segment: &str, extra: impl FnOnce(&mut Value)) {
+    fake.put(
+        "nodes",
+        json!({"metadata": {"name": "n1", "namespace": ""},
+               "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+    );
+    let mut p = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "creationTimestamp": "2026-01-01T00:00:00Z",
+                     "labels": {"flowmesh.dev/flowgraph": "tone", "flowmesh.dev/segment": segment,
+                                "app.kubernetes.io/managed-by": "flowmesh-operator"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "worker", "image": "flowmesh"}]},
+        "status": {"phase": "Running",
+                   "conditions": [{"type": "Ready", "status": "True",
+                                   "lastTransitionTime": "2026-01-01T00:00:10Z"}],
+                   "containerStatuses": [{"name": "worker", "image": "flowmesh", "imageID": "",
+                                          "ready": true, "restartCount": 0,
+                                          "state": {"running": {}}}]}
+    });
+    extra(&mut p);
+    fake.put("pods", p);
+}
+
+fn crash_looping(p: &mut Value) {
+    p["status"]["conditions"][0]["status"] = json!("False");
+    p["status"]["containerStatuses"][0]["ready"] = json!(false);
+    p["status"]["containerStatuses"][0]["restartCount"] = json!(4);
+    p["status"]["containerStatuses"][0]["state"] =
+        json!({"waiting": {"reason": "CrashLoopBackOff"}});
+    p["status"]["containerStatuses"][0]["lastState"] =
+        json!({"terminated": {"exitCode": 1, "reason": "Error", "message": "no such device"}});
+}
+
+fn events_since(fake: &Fake, mark: usize) -> Vec<(String, String)> {
+    fake.writes_since(mark)
+        .into_iter()
+        .filter(|l| l.plural == "events")
+        .map(|l| {
+            let b = l.body.unwrap();
+            (
+                b["reason"].as_str().unwrap_or("").to_string(),
+                b["note"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pod_deletes_since(fake: &Fake, mark: usize) -> Vec<String> {
+    fake.writes_since(mark)
+        .into_iter()
+        .filter(|l| l.plural == "pods" && l.method == http::Method::DELETE)
+        .map(|l| l.name.unwrap())
+        .collect()
+}
+
+fn condition(fake: &Fake, ty: &str) -> Value {
+    fake.get("flowgraphs", NS, "tone").unwrap()["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == ty)
+        .unwrap()
+        .clone()
+}
+
+/// One round of the live loop over the stored FlowGraph.
+async fn poll(ctx: &Arc<Context>, fake: &Fake, probe: &Arc<Scripted>) {
+    use kube::runtime::reflector;
+    let mut writer = reflector::store::Writer::<DynamicObject>::new(
+        flowmesh_operator::reconcile::flowgraph_resource(),
+    );
+    let store = writer.as_reader();
+    let obj: DynamicObject =
+        serde_json::from_value(fake.get("flowgraphs", NS, "tone").unwrap()).unwrap();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(obj));
+    let p: Arc<dyn flowmesh_operator::live::Probe> = Arc::new(ScriptedProbe(probe.clone()));
+    flowmesh_operator::live::poll_once(ctx, p, &[store]).await;
+    // The reconcile that follows reads at a later millisecond.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+}
+
+#[tokio::test]
+async fn a_crash_looping_pod_is_replaced_with_an_event_and_a_restart_count() {
+    let (ctx, fake) = setup();
+    fake.put("flowgraphs", flowgraph("0.5", 1000, true));
+    run(&ctx, &fake).await;
+    put_pod(&fake, "tone-back-1", "back", crash_looping);
+    put_pod(&fake, "tone-front-1", "front", |_| {});
+    let mark = fake.log_len();
+    run(&ctx, &fake).await;
+    assert_eq!(pod_deletes_since(&fake, mark), vec!["tone-back-1"]);
+    assert!(fake.get("pods", NS, "tone-back-1").is_none());
+    let ev = events_since(&fake, mark);
+    let (_, note) = ev
+        .iter()
+        .find(|(r, _)| r == "SegmentReplaced")
+        .unwrap_or_else(|| panic!("no SegmentReplaced in {ev:?}"));
+    assert!(
+        note.contains(
+            "segment back: pod tone-back-1 in CrashLoopBackOff after 4 restarts: no such device"
+        ),
+        "{note}"
+    );
+    let st = fake.get("flowgraphs", NS, "tone").unwrap()["status"].clone();
+    assert_eq!(st["segments"]["back"]["replacements"], 1, "{st:#}");
+    assert!(st["segments"]["back"]["lastFailure"]
+        .as_str()
+        .unwrap()
+        .contains("CrashLoopBackOff"));
+    assert!(st["segments"]["back"]["nextAttemptAfter"].is_string());
+    assert!(st["segments"]["front"].get("replacements").is_none());
+    let deg = condition(&fake, "Degraded");
+    assert_eq!(deg["status"], "True");
+    assert!(
+        deg["message"]
+            .as_str()
+            .unwrap()
+            .contains("back: pod tone-back-1"),
+        "{deg}"
+    );
+    // Its replacement crash-loops too: within the backoff nothing is
+    // deleted.
+    put_pod(&fake, "tone-back-2", "back", crash_looping);
+    let mark = fake.log_len();
+    run(&ctx, &fake).await;
+    assert!(pod_deletes_since(&fake, mark).is_empty());
+}
+
+#[tokio::test]
+async fn a_pod_on_a_lost_node_is_deleted_with_no_grace_period() {
+    let (ctx, fake) = setup();
+    fake.put("flowgraphs", flowgraph("0.5", 1000, true));
+    run(&ctx, &fake).await;
+    put_pod(&fake, "tone-back-1", "back", |_| {});
+    fake.edit("nodes", "", "n1", |n| {
+        n["status"]["conditions"][0]["status"] = json!("Unknown");
+    });
+    let mark = fake.log_len();
+    run(&ctx, &fake).await;
+    let del = fake
+        .writes_since(mark)
+        .into_iter()
+        .find(|l| l.plural == "pods" && l.method == http::Method::DELETE)
+        .expect("the pod is deleted");
+    assert_eq!(del.name.as_deref(), Some("tone-back-1"));
+    assert_eq!(del.body.unwrap()["gracePeriodSeconds"], 0);
+}
+
+#[tokio::test]
+async fn a_stalled_worker_is_replaced_and_degraded_clears_when_its_counters_move() {
+    // Stalled once its counters stay still for a second.
+    let (ctx, fake) = setup_with(flowmesh_operator::health::Policy {
+        stall_seconds: 1.0,
+        ..Default::default()
+    });
+    fake.put("flowgraphs", flowgraph("0.5", 1000, true));
+    run(&ctx, &fake).await;
+    put_pod(&fake, "tone-front-1", "front", |_| {});
+    put_pod(&fake, "tone-back-1", "back", |_| {});
+    let probe = Arc::new(Scripted::default());
+    // The front segment's output edge holds 100 unacknowledged items; the
+    // back worker's counters do not move.
+    probe.set("tone-front", 1000, &[("gain.out>back", 100, 0, 0.0, 0)]);
+    probe.set("tone-back", 500, &[]);
+    poll(&ctx, &fake, &probe).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // The front keeps moving; the back does not.
+    probe.set("tone-front", 2000, &[("gain.out>back", 100, 0, 0.0, 0)]);
+    poll(&ctx, &fake, &probe).await;
+    let mark = fake.log_len();
+    run(&ctx, &fake).await;
+    assert_eq!(pod_deletes_since(&fake, mark), vec!["tone-back-1"]);
+    let ev = events_since(&fake, mark);
+    assert!(
+        ev.iter()
+            .any(|(r, n)| r == "SegmentReplaced" && n.contains("stalled")),
+        "{ev:?}"
+    );
+    assert_eq!(condition(&fake, "Degraded")["status"], "True");
+    // The new pod: its worker reports progress.
+    put_pod(&fake, "tone-back-2", "back", |_| {});
+    probe.set("tone-back", 10, &[]);
+    probe.set("tone-front", 3000, &[("gain.out>back", 100, 0, 0.0, 0)]);
+    poll(&ctx, &fake, &probe).await;
+    probe.set("tone-back", 20, &[]);
+    probe.set("tone-front", 4000, &[("gain.out>back", 100, 0, 0.0, 0)]);
+    poll(&ctx, &fake, &probe).await;
+    let mark = fake.log_len();
+    run(&ctx, &fake).await;
+    assert!(pod_deletes_since(&fake, mark).is_empty());
+    let ev = events_since(&fake, mark);
+    assert!(ev.iter().any(|(r, _)| r == "SegmentRecovered"), "{ev:?}");
+    let deg = condition(&fake, "Degraded");
+    assert_eq!(deg["status"], "False", "{deg}");
+    let st = fake.get("flowgraphs", NS, "tone").unwrap()["status"].clone();
+    assert_eq!(st["segments"]["back"]["replacements"], 1);
+    assert!(st["segments"]["back"].get("downSince").is_none(), "{st:#}");
+    assert!(st["segments"]["back"].get("attempts").is_none(), "{st:#}");
+}
+
+#[tokio::test]
+async fn a_spent_restart_budget_gives_up_with_an_event_and_deletes_no_more() {
+    let (ctx, fake) = setup_with(flowmesh_operator::health::Policy {
+        budget: 1,
+        ..Default::default()
+    });
+    fake.put("flowgraphs", flowgraph("0.5", 1000, true));
+    run(&ctx, &fake).await;
+    put_pod(&fake, "tone-back-1", "back", crash_looping);
+    run(&ctx, &fake).await;
+    assert!(fake.get("pods", NS, "tone-back-1").is_none());
+    put_pod(&fake, "tone-back-2", "back", crash_looping);
+    let mark = fake.log_len();
+    run(&ctx, &fake).await;
+    assert!(pod_deletes_since(&fake, mark).is_empty());
+    let ev = events_since(&fake, mark);
+    let (_, note) = ev
+        .iter()
+        .find(|(r, _)| r == "RestartBudgetSpent")
+        .unwrap_or_else(|| panic!("{ev:?}"));
+    assert!(note.contains("restart budget 1 spent"), "{note}");
+    let st = fake.get("flowgraphs", NS, "tone").unwrap()["status"].clone();
+    assert_eq!(st["segments"]["back"]["gaveUp"], true);
+    assert_eq!(condition(&fake, "Degraded")["status"], "True");
+    // Again: no delete, no second Event.
+    let mark = fake.log_len();
+    run(&ctx, &fake).await;
+    assert!(pod_deletes_since(&fake, mark).is_empty());
+    assert!(events_since(&fake, mark)
+        .iter()
+        .all(|(r, _)| r != "RestartBudgetSpent"));
+}
+
+/// A message graph whose `back` segment is scalable.
+fn scalable(hpa: bool) -> Value {
+    let mut scaling = json!({"min": 1, "max": 4, "cooldownSeconds": 600, "lookbackSeconds": 600});
+    if hpa {
+        scaling["hpa"] = json!({"targetCPUUtilization": 70});
+    }
+    json!({
+        "apiVersion": "flowmesh.dev/v1alpha1",
+        "kind": "FlowGraph",
+        "metadata": {"name": "tone", "namespace": NS, "uid": "fg-uid-1", "generation": 1,
+                     "resourceVersion": "1"},
+        "spec": {
+            "blocks": {
+                "src": {"kind": "message_strobe", "segment": "front"},
+                "dbg": {"kind": "message_debug", "segment": "back"}
+            },
+            "connections": [["src.out", "dbg.in"]],
+            "segments": {"back": {"scaling": scaling}}
+        }
+    })
+}
+
+#[tokio::test]
+async fn the_autoscaler_sets_replicas_from_the_backlog_and_reports_them() {
+    let (ctx, fake) = setup();
+    fake.put("flowgraphs", scalable(false));
+    run(&ctx, &fake).await;
+    let d = fake.get("deployments", NS, "tone-back").unwrap();
+    assert_eq!(d["spec"]["replicas"], 1);
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+        60
+    );
+    assert!(fake.all("horizontalpodautoscalers").is_empty());
+    // The producer holds 500 messages; one replica acknowledges 10/s:
+    // 500 / (10 × 5 s) wants 10 replicas, up by at most 2.
+    let probe = Arc::new(Scripted::default());
+    probe.set("tone-front", 100, &[("src.out>back", 480, 20, 10.0, 1)]);
+    probe.set("tone-back", 100, &[]);
+    put_pod(&fake, "tone-front-1", "front", |_| {});
+    put_pod(&fake, "tone-back-1", "back", |_| {});
+    poll(&ctx, &fake, &probe).await;
+    let mark = fake.log_len();
+    run(&ctx, &fake).await;
+    let d = fake.get("deployments", NS, "tone-back").unwrap();
+    assert_eq!(
+        d["spec"]["replicas"],
+        3,
+        "{:#}",
+        fake.get("flowgraphs", NS, "tone").unwrap()["status"]
+    );
+    let ev = events_since(&fake, mark);
+    assert!(
+        ev.iter()
+            .any(|(r, n)| r == "Scaled" && n.contains("up from 1 to 3")),
+        "{ev:?}"
+    );
+    let st = fake.get("flowgraphs", NS, "tone").unwrap()["status"].clone();
+    let b = &st["segments"]["back"];
+    assert_eq!(b["desiredReplicas"], 3, "{st:#}");
+    // Current: what the Deployment had when the decision was made.
+    assert_eq!(b["replicas"], 1);
+    assert_eq!(b["backlog"], 500);
+    assert!(b["lastScaleTime"].is_string());
+    // Within the cooldown (kept in the status): it holds at 3.
+    let mark = fake.log_len();
+    run(&ctx, &fake).await;
+    assert_eq!(
+        fake.get("deployments", NS, "tone-back").unwrap()["spec"]["replicas"],
+        3
+    );
+    assert!(events_since(&fake, mark).iter().all(|(r, _)| r != "Scaled"));
+    let typed: flowmesh_k8s::FlowGraphStatus =
+        serde_json::from_value(fake.get("flowgraphs", NS, "tone").unwrap()["status"].clone())
+            .unwrap();
+    assert_eq!(typed.segments["back"].desired_replicas, Some(3));
+}
+
+#[tokio::test]
+async fn with_scaling_hpa_an_hpa_is_emitted_and_replicas_are_left_to_it() {
+    let (ctx, fake) = setup();
+    fake.put("flowgraphs", scalable(true));
+    run(&ctx, &fake).await;
+    let h = fake
+        .get("horizontalpodautoscalers", NS, "tone-back")
+        .expect("an HPA");
+    assert_eq!(h["apiVersion"], "autoscaling/v2");
+    assert_eq!(h["spec"]["scaleTargetRef"]["name"], "tone-back");
+    assert_eq!(h["spec"]["minReplicas"], 1);
+    assert_eq!(h["spec"]["maxReplicas"], 4);
+    assert_eq!(
+        h["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        70
+    );
+    let d = fake.get("deployments", NS, "tone-back").unwrap();
+    assert!(d["spec"].get("replicas").is_none(), "{d:#}");
+    assert_eq!(
+        fake.get("deployments", NS, "tone-front").unwrap()["spec"]["replicas"],
+        1
+    );
+    let st = fake.get("flowgraphs", NS, "tone").unwrap()["status"].clone();
+    assert_eq!(st["segments"]["back"]["scaleReason"], "hpa");
+    // Back to the operator's autoscaler: the HPA is deleted.
+    edit(&fake, scalable(false));
+    run(&ctx, &fake).await;
+    assert!(fake
+        .get("horizontalpodautoscalers", NS, "tone-back")
+        .is_none());
+}
