@@ -153,3 +153,38 @@ fn radio_settings_reach_the_pods_and_storage_makes_a_kept_claim() {
     assert_eq!(caps.add, Some(vec!["SYS_NICE".to_string()]));
     assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
 }
+
+#[test]
+fn scalable_segments_roll_with_surge_and_drain_or_leave_replicas_to_an_hpa() {
+    let c = children("scalable.yaml", &settings());
+    golden("scalable.yaml", &c);
+    let spec = |n: &str| {
+        c.deployments
+            .iter()
+            .find(|d| d.metadata.name.as_deref() == Some(n))
+            .unwrap()
+            .spec
+            .clone()
+            .unwrap()
+    };
+    let a = spec("detections-analyze");
+    assert_eq!(a.replicas, Some(1));
+    let strategy = a.strategy.unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    let pod = a.template.spec.unwrap();
+    assert_eq!(pod.termination_grace_period_seconds, Some(60));
+    // No volume of state, no --resume: a replica's state is in flight.
+    assert!(c.claims.is_empty());
+    assert!(!pod.containers[0]
+        .args
+        .clone()
+        .unwrap()
+        .contains(&"--resume".to_string()));
+    // The HPA's segment: no replicas applied, an HPA on CPU.
+    assert_eq!(spec("detections-hpa").replicas, None);
+    assert_eq!(spec("detections-source").replicas, Some(1));
+    assert_eq!(c.hpas.len(), 1);
+    let h = c.hpas[0].spec.clone().unwrap();
+    assert_eq!(h.scale_target_ref.name, "detections-hpa");
+    assert_eq!((h.min_replicas, h.max_replicas), (Some(2), 5));
+}
