@@ -254,13 +254,9 @@ fn wait_operator(t: &Tools) {
     ]);
 }
 
-#[test]
-fn installed_from_deploy_the_survey_runs_end_to_end() {
-    if !cluster_configured("installed_from_deploy_the_survey_runs_end_to_end") {
-        return;
-    }
-    let t = Tools::get();
-    let mut timings = Timings(vec![]);
+/// Installs the operator from deploy/ with an overlay that sets the image
+/// under test; returns the overlay's directory (to delete it with).
+fn install_from_deploy(t: &Tools, timings: &mut Timings) -> std::path::PathBuf {
     // An overlay on deploy/ that sets the image under test.
     let dir = std::env::temp_dir().join(format!("fm-e2e-overlay-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -278,8 +274,19 @@ fn installed_from_deploy_the_survey_runs_end_to_end() {
     .unwrap();
     let t0 = Instant::now();
     t.k(&["apply", "--server-side", "-k", dir.to_str().unwrap()]);
-    wait_operator(&t);
+    wait_operator(t);
     timings.record("operator installed (deploy/)", t0.elapsed());
+    dir
+}
+
+#[test]
+fn installed_from_deploy_the_survey_runs_end_to_end() {
+    if !cluster_configured("installed_from_deploy_the_survey_runs_end_to_end") {
+        return;
+    }
+    let t = Tools::get();
+    let mut timings = Timings(vec![]);
+    let dir = install_from_deploy(&t, &mut timings);
     scenario(&t, "flowmesh-e2e-deploy", &mut timings);
     let _ = t.kubectl(&["delete", "-k", dir.to_str().unwrap(), "--wait=true"]);
     timings.print();
@@ -317,5 +324,221 @@ fn installed_from_the_chart_the_survey_runs_end_to_end() {
     timings.record("operator installed (helm)", t0.elapsed());
     scenario(&t, "flowmesh-e2e-helm", &mut timings);
     t.helm(&["uninstall", "flowmesh", "-n", OPERATOR_NS, "--wait"]);
+    timings.print();
+}
+
+/// A fresh namespace with the survey applied (`text`), once it is Ready and
+/// the events segment has printed a detection.
+fn survey_running(t: &Tools, ns: &str, text: &str, timings: &mut Timings) {
+    let _ = t.kubectl(&["delete", "namespace", ns, "--wait=true"]);
+    t.k(&["create", "namespace", ns]);
+    let t0 = Instant::now();
+    t.apply_text(ns, text);
+    wait_for("FlowGraph Ready=True", Duration::from_secs(300), || {
+        let fg = t.json(&["get", "flowgraph", FG, "-n", ns]);
+        (condition(&fg, "Ready").as_deref() == Some("True")).then_some(())
+    });
+    wait_for(
+        "a detector event from the events segment",
+        Duration::from_secs(180),
+        || (!events(t, ns).is_empty()).then_some(()),
+    );
+    timings.record("apply → first event", t0.elapsed());
+}
+
+fn remove_survey(t: &Tools, ns: &str) {
+    let _ = t.kubectl(&["delete", "flowgraph", FG, "-n", ns, "--wait=true"]);
+    let _ = t.kubectl(&["delete", "namespace", ns, "--wait=false"]);
+}
+
+/// The health watcher (docs/operator.md, "Health"): a deleted segment pod
+/// is replaced, the data flows again, and the FlowGraph is not degraded
+/// once it does; the detector segment's pod is deleted (its neighbours
+/// reconnect and resume under the network-edge rules).
+#[test]
+fn a_deleted_segment_pod_is_replaced_and_the_data_flows_again() {
+    if !cluster_configured("a_deleted_segment_pod_is_replaced_and_the_data_flows_again") {
+        return;
+    }
+    let t = Tools::get();
+    let mut timings = Timings(vec![]);
+    let dir = install_from_deploy(&t, &mut timings);
+    let ns = "flowmesh-e2e-health";
+    let survey = std::fs::read_to_string(repo().join("examples/k8s/spectrum-survey.yaml")).unwrap();
+    survey_running(&t, ns, &survey, &mut timings);
+    let before = pods(&t, ns);
+    let seen = events(&t, ns).len();
+    let t1 = Instant::now();
+    t.k(&[
+        "delete",
+        "pod",
+        "-n",
+        ns,
+        &before["detector"].0,
+        "--wait=false",
+    ]);
+    let replaced = wait_for("a new detector pod", Duration::from_secs(120), || {
+        let now = pods(&t, ns);
+        now.get("detector")
+            .filter(|p| p.1 != before["detector"].1)
+            .cloned()
+    });
+    timings.record("pod deleted → new pod", t1.elapsed());
+    eprintln!(
+        "detector pod {} replaced by {}",
+        before["detector"].0, replaced.0
+    );
+    wait_for(
+        "events after the detector pod was deleted",
+        Duration::from_secs(300),
+        || (events(&t, ns).len() > seen).then_some(()),
+    );
+    timings.record("pod deleted → flowing again", t1.elapsed());
+    wait_for(
+        "Degraded=False after the data flows again",
+        Duration::from_secs(120),
+        || {
+            let fg = t.json(&["get", "flowgraph", FG, "-n", ns]);
+            (condition(&fg, "Degraded").as_deref() == Some("False")
+                && fg["status"]["segments"]["detector"]["downSince"].is_null())
+            .then_some(fg)
+        },
+    );
+    timings.record("pod deleted → Degraded=False", t1.elapsed());
+    remove_survey(&t, ns);
+    let _ = t.kubectl(&["delete", "-k", dir.to_str().unwrap(), "--wait=true"]);
+    timings.print();
+}
+
+/// The survey with a scalable segment: the example's own if it declares
+/// one (`scaling`), else its events segment made scalable (it consumes the
+/// detector's message edge). Returns the text and the segment.
+fn scalable_survey() -> (String, String) {
+    let text = std::fs::read_to_string(repo().join("examples/k8s/spectrum-survey.yaml")).unwrap();
+    let mut seg = None;
+    let mut current = None;
+    let mut in_segments = false;
+    for line in text.lines() {
+        if line.starts_with("  segments:") {
+            in_segments = true;
+            continue;
+        }
+        if in_segments {
+            if !line.starts_with("    ") && !line.trim().is_empty() {
+                in_segments = false;
+            } else if line.starts_with("    ") && !line.starts_with("     ") {
+                current = line.trim().split(':').next().map(String::from);
+            }
+            if line.contains("scaling:") {
+                seg = current.clone();
+            }
+        }
+    }
+    match seg {
+        Some(s) => (text, s),
+        None => {
+            assert!(
+                !text.contains("\n  segments:"),
+                "examples/k8s/spectrum-survey.yaml has segments but none with scaling: \
+                 give its analysis segment `scaling` (docs/operator.md, \"Autoscaling\")"
+            );
+            let mut t = text.trim_end().to_string();
+            t.push_str(
+                "\n  segments:\n    events:\n      scaling: {min: 1, max: 4, \
+                 targetSecondsOfBacklog: 1, cooldownSeconds: 30, lookbackSeconds: 60}\n",
+            );
+            (t, "events".to_string())
+        }
+    }
+}
+
+fn set_threshold(t: &Tools, ns: &str, db: f64) {
+    t.k(&[
+        "patch",
+        "flowgraph",
+        FG,
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "-p",
+        &format!(r#"{{"spec":{{"blocks":{{"detector":{{"params":{{"threshold":{db}}}}}}}}}}}"#),
+    ]);
+}
+
+fn scaled(t: &Tools, ns: &str, seg: &str) -> (i64, i64, Value) {
+    let fg = t.json(&["get", "flowgraph", FG, "-n", ns]);
+    let s = fg["status"]["segments"][seg].clone();
+    (
+        s["desiredReplicas"].as_i64().unwrap_or(0),
+        s["replicas"].as_i64().unwrap_or(0),
+        s,
+    )
+}
+
+/// The autoscaler (docs/operator.md, "Autoscaling"): the detector's
+/// threshold lowered to 0 dB makes detections from the noise, the backlog
+/// into the scalable segment grows and it scales up; raised to 40 dB there
+/// are none and it scales back to its minimum. Prints the replicas as they
+/// follow and the times.
+#[test]
+fn the_analysis_segment_scales_up_with_detections_and_back_down() {
+    if !cluster_configured("the_analysis_segment_scales_up_with_detections_and_back_down") {
+        return;
+    }
+    let t = Tools::get();
+    let mut timings = Timings(vec![]);
+    let dir = install_from_deploy(&t, &mut timings);
+    let ns = "flowmesh-e2e-scaling";
+    let (text, seg) = scalable_survey();
+    survey_running(&t, ns, &text, &mut timings);
+    let (_, start, _) = scaled(&t, ns, &seg);
+    let t1 = Instant::now();
+    set_threshold(&t, ns, 0.0);
+    let up = wait_for(
+        "the scalable segment to scale up",
+        Duration::from_secs(600),
+        || {
+            let (desired, current, s) = scaled(&t, ns, &seg);
+            eprintln!(
+                "{:>5.0} s  desired {desired} current {current} backlog {} ({})",
+                t1.elapsed().as_secs_f64(),
+                s["backlog"],
+                s["scaleReason"]
+            );
+            std::thread::sleep(Duration::from_secs(5));
+            (current > start.max(1)).then_some(current)
+        },
+    );
+    timings.record(&format!("more detections → {up} replicas"), t1.elapsed());
+    let t2 = Instant::now();
+    set_threshold(&t, ns, 40.0);
+    wait_for(
+        "the scalable segment back at its minimum",
+        Duration::from_secs(900),
+        || {
+            let (desired, current, s) = scaled(&t, ns, &seg);
+            eprintln!(
+                "{:>5.0} s  desired {desired} current {current} backlog {} ({})",
+                t2.elapsed().as_secs_f64(),
+                s["backlog"],
+                s["scaleReason"]
+            );
+            std::thread::sleep(Duration::from_secs(5));
+            (current < up && desired == current).then_some(())
+        },
+    );
+    timings.record("fewer detections → scaled down", t2.elapsed());
+    // Nothing lost: no gap or loss on the scalable segment's input.
+    let fg = t.json(&["get", "flowgraph", FG, "-n", ns]);
+    assert!(
+        fg["status"]["segments"][&seg]["itemsLost"]
+            .as_object()
+            .is_none_or(|m| m.values().all(|v| v.as_u64() == Some(0))),
+        "{:#}",
+        fg["status"]["segments"][&seg]
+    );
+    remove_survey(&t, ns);
+    let _ = t.kubectl(&["delete", "-k", dir.to_str().unwrap(), "--wait=true"]);
     timings.print();
 }
