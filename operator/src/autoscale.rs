@@ -218,6 +218,9 @@ pub fn decide(
 mod tests {
     use super::*;
 
+    /// name, current, last change, samples, want replicas, want change.
+    type Case = (&'static str, u32, Option<f64>, Vec<Sample>, u32, bool);
+
     fn knobs() -> Knobs {
         Knobs {
             min: 1,
@@ -249,7 +252,7 @@ mod tests {
         let k = knobs();
         let now = 10_000.0;
         // name, current, last change, samples, want replicas, want change
-        let cases: Vec<(&str, u32, Option<f64>, Vec<Sample>, u32, bool)> = vec![
+        let cases: Vec<Case> = vec![
             // 2 replicas at 10 msg/s each clear 100 messages in 5 s: steady.
             (
                 "steady load",

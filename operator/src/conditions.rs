@@ -38,6 +38,9 @@ pub struct SegmentObserved {
     /// The health watcher's reason while the segment is down (a failure
     /// until its data flows again).
     pub degraded: Option<String>,
+    /// The health watcher's and the autoscaler's status fields (an object;
+    /// null: none).
+    pub extra: serde_json::Value,
 }
 
 /// The conditions `observed` implies (status, reason, message), by type.

@@ -354,6 +354,16 @@ mod tests {
 
     const NOW: f64 = 100_000.0;
 
+    /// name, pods, progress, memory, verdict, degraded after.
+    type Case = (
+        &'static str,
+        Vec<PodState>,
+        Progress,
+        Memory,
+        &'static str,
+        bool,
+    );
+
     fn pod() -> PodState {
         PodState {
             name: "tone-back-abc".into(),
@@ -404,7 +414,7 @@ mod tests {
             ..flowing()
         };
         // name, pods, progress, memory, verdict, degraded after
-        let cases: Vec<(&str, Vec<PodState>, Progress, Memory, &str, bool)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "healthy",
                 vec![pod()],

@@ -357,6 +357,7 @@ pub fn observe_segments(
                 worker_state: fig.and_then(|f| f.state.clone()),
                 worker_error: fig.and_then(|f| f.last_error.clone()),
                 degraded: None,
+                extra: Value::Null,
             };
             (seg, o)
         })
@@ -372,7 +373,6 @@ pub fn status_patch(
     segments: &BTreeMap<String, SegmentObserved>,
     what: &ResourceRef,
     operator_version: &str,
-    extras: &BTreeMap<String, Value>,
 ) -> Value {
     let (fg, ns) = (what.name.as_str(), what.namespace.as_str());
     let ready = segments.values().filter(|s| s.ready_replicas > 0).count();
@@ -395,7 +395,7 @@ pub fn status_patch(
             "restarts": o.restarts,
             "lastError": o.worker_error.clone().or_else(|| o.pod_error.clone()),
         });
-        if let (Some(m), Some(Value::Object(x))) = (v.as_object_mut(), extras.get(seg)) {
+        if let (Some(m), Value::Object(x)) = (v.as_object_mut(), &o.extra) {
             m.extend(x.clone());
         }
         segs.insert(seg.clone(), v);
@@ -594,31 +594,19 @@ async fn reconcile_stages(obj: &DynamicObject, ctx: &Context) -> Result<(Action,
         .get(&key)
         .cloned()
         .unwrap_or_default();
-    let mut extras: BTreeMap<String, Value> = BTreeMap::new();
-    let mut notes: Vec<(EventType, &'static str, String)> = vec![];
-    scale(
+    let mut w = Watch {
         ctx,
-        &key,
-        &input,
-        &observed,
-        &current,
-        &mut children,
-        now_s,
-        &mut extras,
-        &mut notes,
-    );
-    let degraded = watch_health(
-        ctx,
-        &key,
-        &input,
-        &observed,
-        &live,
-        &current,
-        now_s,
-        &mut extras,
-        &mut notes,
-    )
-    .await?;
+        key: &key,
+        input: &input,
+        observed: &observed,
+        current: &current,
+        now: now_s,
+        extras: BTreeMap::new(),
+        notes: vec![],
+    };
+    w.scale(&mut children);
+    let degraded = w.health(&live).await?;
+    let (extras, notes) = (w.extras, w.notes);
     for (ty, reason, note) in notes {
         publish(ctx, obj, ty, reason, "Watch", note).await;
     }
@@ -648,6 +636,11 @@ async fn reconcile_stages(obj: &DynamicObject, ctx: &Context) -> Result<(Action,
             o.degraded = Some(why);
         }
     }
+    for (seg, x) in extras {
+        if let Some(o) = segs.get_mut(&seg) {
+            o.extra = x;
+        }
+    }
     let (phase, derived) = conditions::derive(&segs);
     let conds = conditions::merge(&existing_conditions(obj), derived, generation, &now);
     let patch = status_patch(
@@ -658,7 +651,6 @@ async fn reconcile_stages(obj: &DynamicObject, ctx: &Context) -> Result<(Action,
         &segs,
         &what,
         &ctx.settings.operator_version,
-        &extras,
     );
     write_status(ctx, obj, patch).await?;
     ctx.set_phase(key, Some(phase));
@@ -764,59 +756,78 @@ fn memory_of(current: &Value, seg: &str) -> crate::health::Memory {
     }
 }
 
-/// The health watcher: assesses every segment, deletes the pods it
-/// replaces, notes the Events and the status fields; returns the degraded
-/// segments with why.
-#[allow(clippy::too_many_arguments)]
-async fn watch_health(
-    ctx: &Context,
-    key: &crate::context::Key,
-    input: &Input<'_>,
-    observed: &Observed,
-    live: &BTreeMap<String, crate::live::Figures>,
-    current: &Value,
+/// One reconcile's health and scaling round: what both read, and the
+/// status fields and Events they produce.
+struct Watch<'a> {
+    ctx: &'a Context,
+    key: &'a crate::context::Key,
+    input: &'a Input<'a>,
+    observed: &'a Observed,
+    /// The FlowGraph's status as it is (the watchers' memory).
+    current: &'a Value,
+    /// Unix seconds.
     now: f64,
-    extras: &mut BTreeMap<String, Value>,
-    notes: &mut Vec<(EventType, &'static str, String)>,
-) -> Result<BTreeMap<String, String>> {
-    use crate::health::{assess, Verdict};
-    let policy = ctx.settings.health;
-    let progress = ctx
-        .progress
-        .lock()
-        .expect("progress lock")
-        .get(key)
-        .cloned()
-        .unwrap_or_default();
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), input.namespace);
-    let mut degraded = BTreeMap::new();
-    for seg in input.partition.segments.keys() {
-        let label = flowmesh_model::naming::segment_label(seg);
-        let pods: Vec<crate::health::PodState> = observed
-            .pods
-            .iter()
-            .filter(|p| p.labels().get(labels::SEGMENT) == Some(&label))
-            .map(|p| pod_state(p, observed.nodes.as_deref(), now))
-            .collect();
-        let mut prog = progress.get(seg).cloned().unwrap_or_default();
-        // Its input has data: a producer's output edge into it holds
-        // messages or unacknowledged items; a segment without input edges
-        // that runs should always move.
-        let inputs: Vec<_> = input
-            .partition
-            .edges
-            .iter()
-            .filter(|e| &e.to_segment == seg)
-            .collect();
-        prog.upstream_has_data = inputs.is_empty()
-            || inputs.iter().any(|e| {
-                live.get(&e.from_segment)
-                    .and_then(|f| f.outputs.get(&e.id))
-                    .is_some_and(|x| x.pending > 0 || x.in_flight > 0)
-            });
-        let memory = memory_of(current, seg);
-        let a = assess(&policy, &pods, &prog, &memory, now);
-        match &a.verdict {
+    /// Status fields per segment.
+    extras: BTreeMap<String, Value>,
+    /// Events to record: type, reason, note.
+    notes: Vec<(EventType, &'static str, String)>,
+}
+
+impl Watch<'_> {
+    /// The health watcher: assesses every segment, deletes the pods it
+    /// replaces, notes the Events and the status fields; returns the degraded
+    /// segments with why.
+    async fn health(
+        &mut self,
+        live: &BTreeMap<String, crate::live::Figures>,
+    ) -> Result<BTreeMap<String, String>> {
+        use crate::health::{assess, Verdict};
+        let (ctx, key, input, observed, current, now) = (
+            self.ctx,
+            self.key,
+            self.input,
+            self.observed,
+            self.current,
+            self.now,
+        );
+        let (extras, notes) = (&mut self.extras, &mut self.notes);
+        let policy = ctx.settings.health;
+        let progress = ctx
+            .progress
+            .lock()
+            .expect("progress lock")
+            .get(key)
+            .cloned()
+            .unwrap_or_default();
+        let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), input.namespace);
+        let mut degraded = BTreeMap::new();
+        for seg in input.partition.segments.keys() {
+            let label = flowmesh_model::naming::segment_label(seg);
+            let pods: Vec<crate::health::PodState> = observed
+                .pods
+                .iter()
+                .filter(|p| p.labels().get(labels::SEGMENT) == Some(&label))
+                .map(|p| pod_state(p, observed.nodes.as_deref(), now))
+                .collect();
+            let mut prog = progress.get(seg).cloned().unwrap_or_default();
+            // Its input has data: a producer's output edge into it holds
+            // messages or unacknowledged items; a segment without input edges
+            // that runs should always move.
+            let inputs: Vec<_> = input
+                .partition
+                .edges
+                .iter()
+                .filter(|e| &e.to_segment == seg)
+                .collect();
+            prog.upstream_has_data = inputs.is_empty()
+                || inputs.iter().any(|e| {
+                    live.get(&e.from_segment)
+                        .and_then(|f| f.outputs.get(&e.id))
+                        .is_some_and(|x| x.pending > 0 || x.in_flight > 0)
+                });
+            let memory = memory_of(current, seg);
+            let a = assess(&policy, &pods, &prog, &memory, now);
+            match &a.verdict {
             Verdict::Replace {
                 pods: names,
                 force,
@@ -886,99 +897,98 @@ async fn watch_health(
             )),
             _ => {}
         }
-        if let Some(why) = a.degraded() {
-            degraded.insert(seg.clone(), why);
-        }
-        let m = &a.memory;
-        let e = extras.entry(seg.clone()).or_insert_with(|| json!({}));
-        // Defaults are left out (null removes them), as the status type
-        // leaves them out.
-        e["replacements"] = json!((m.replacements > 0).then_some(m.replacements));
-        e["attempts"] = json!((m.attempts > 0).then_some(m.attempts));
-        e["lastFailure"] = json!(m.last_failure);
-        e["downSince"] = json!(m.down_since.map(format_time));
-        e["nextAttemptAfter"] = json!(m.next_attempt_after.map(format_time));
-        e["gaveUp"] = json!(m.gave_up.then_some(true));
-    }
-    Ok(degraded)
-}
-
-/// The autoscaler: sets the replicas of every scalable segment's
-/// Deployment in `children` (the live count when it holds), notes the
-/// Events and the status fields.
-#[allow(clippy::too_many_arguments)]
-fn scale(
-    ctx: &Context,
-    key: &crate::context::Key,
-    input: &Input<'_>,
-    observed: &Observed,
-    current: &Value,
-    children: &mut Children,
-    now: f64,
-    extras: &mut BTreeMap<String, Value>,
-    notes: &mut Vec<(EventType, &'static str, String)>,
-) {
-    use crate::autoscale::{decide, Knobs, Sample};
-    let samples = ctx
-        .samples
-        .lock()
-        .expect("samples lock")
-        .get(key)
-        .cloned()
-        .unwrap_or_default();
-    for (seg, spec) in &input.spec.segments {
-        let Some(sc) = &spec.scaling else { continue };
-        let name = build::deployment_name(input.name, seg);
-        let live = observed.deployments.iter().find(|d| d.name_any() == name);
-        let live_replicas = live.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas);
-        let e = extras.entry(seg.clone()).or_insert_with(|| json!({}));
-        if sc.hpa.is_some() {
-            e["desiredReplicas"] = json!(live_replicas);
-            e["scaleReason"] = json!("hpa");
-            continue;
-        }
-        // The samples of every edge into it, summed per reading.
-        let mut by_time: BTreeMap<i64, Sample> = BTreeMap::new();
-        for edge in input
-            .partition
-            .edges
-            .iter()
-            .filter(|x| &x.to_segment == seg)
-        {
-            for x in samples.get(&edge.id).into_iter().flatten() {
-                let s = by_time.entry((x.at * 1000.0) as i64).or_insert(Sample {
-                    at: x.at,
-                    ..Default::default()
-                });
-                s.pending += x.pending;
-                s.in_flight += x.in_flight;
-                s.messages_per_second += x.messages_per_second;
-                s.replicas = s.replicas.max(x.replicas);
+            if let Some(why) = a.degraded() {
+                degraded.insert(seg.clone(), why);
             }
+            let m = &a.memory;
+            let e = extras.entry(seg.clone()).or_insert_with(|| json!({}));
+            // Defaults are left out (null removes them), as the status type
+            // leaves them out.
+            e["replacements"] = json!((m.replacements > 0).then_some(m.replacements));
+            e["attempts"] = json!((m.attempts > 0).then_some(m.attempts));
+            e["lastFailure"] = json!(m.last_failure);
+            e["downSince"] = json!(m.down_since.map(format_time));
+            e["nextAttemptAfter"] = json!(m.next_attempt_after.map(format_time));
+            e["gaveUp"] = json!(m.gave_up.then_some(true));
         }
-        let series: Vec<Sample> = by_time.into_values().collect();
-        let k = Knobs::from_spec(sc);
-        let cur = live_replicas.map(|r| r.max(0) as u32).unwrap_or(k.min);
-        let last = parse_time(current.pointer(&format!("/segments/{seg}/lastScaleTime")));
-        let d = decide(&k, cur, last, &series, now);
-        if d.change {
-            notes.push((
-                EventType::Normal,
-                "Scaled",
-                format!("segment {seg}: {}", d.reason),
-            ));
-            e["lastScaleTime"] = json!(format_time(now));
-        }
-        e["desiredReplicas"] = json!(d.replicas);
-        e["backlog"] = json!(d.backlog);
-        e["scaleReason"] = json!(d.reason);
-        if let Some(dep) = children
-            .deployments
-            .iter_mut()
-            .find(|x| x.name_any() == name)
-        {
-            if let Some(s) = dep.spec.as_mut() {
-                s.replicas = Some(d.replicas as i32);
+        Ok(degraded)
+    }
+
+    /// The autoscaler: sets the replicas of every scalable segment's
+    /// Deployment in `children` (the live count when it holds), notes the
+    /// Events and the status fields.
+    fn scale(&mut self, children: &mut Children) {
+        use crate::autoscale::{decide, Knobs, Sample};
+        let (ctx, key, input, observed, current, now) = (
+            self.ctx,
+            self.key,
+            self.input,
+            self.observed,
+            self.current,
+            self.now,
+        );
+        let (extras, notes) = (&mut self.extras, &mut self.notes);
+        let samples = ctx
+            .samples
+            .lock()
+            .expect("samples lock")
+            .get(key)
+            .cloned()
+            .unwrap_or_default();
+        for (seg, spec) in &input.spec.segments {
+            let Some(sc) = &spec.scaling else { continue };
+            let name = build::deployment_name(input.name, seg);
+            let live = observed.deployments.iter().find(|d| d.name_any() == name);
+            let live_replicas = live.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas);
+            let e = extras.entry(seg.clone()).or_insert_with(|| json!({}));
+            if sc.hpa.is_some() {
+                e["desiredReplicas"] = json!(live_replicas);
+                e["scaleReason"] = json!("hpa");
+                continue;
+            }
+            // The samples of every edge into it, summed per reading.
+            let mut by_time: BTreeMap<i64, Sample> = BTreeMap::new();
+            for edge in input
+                .partition
+                .edges
+                .iter()
+                .filter(|x| &x.to_segment == seg)
+            {
+                for x in samples.get(&edge.id).into_iter().flatten() {
+                    let s = by_time.entry((x.at * 1000.0) as i64).or_insert(Sample {
+                        at: x.at,
+                        ..Default::default()
+                    });
+                    s.pending += x.pending;
+                    s.in_flight += x.in_flight;
+                    s.messages_per_second += x.messages_per_second;
+                    s.replicas = s.replicas.max(x.replicas);
+                }
+            }
+            let series: Vec<Sample> = by_time.into_values().collect();
+            let k = Knobs::from_spec(sc);
+            let cur = live_replicas.map(|r| r.max(0) as u32).unwrap_or(k.min);
+            let last = parse_time(current.pointer(&format!("/segments/{seg}/lastScaleTime")));
+            let d = decide(&k, cur, last, &series, now);
+            if d.change {
+                notes.push((
+                    EventType::Normal,
+                    "Scaled",
+                    format!("segment {seg}: {}", d.reason),
+                ));
+                e["lastScaleTime"] = json!(format_time(now));
+            }
+            e["desiredReplicas"] = json!(d.replicas);
+            e["backlog"] = json!(d.backlog);
+            e["scaleReason"] = json!(d.reason);
+            if let Some(dep) = children
+                .deployments
+                .iter_mut()
+                .find(|x| x.name_any() == name)
+            {
+                if let Some(s) = dep.spec.as_mut() {
+                    s.replicas = Some(d.replicas as i32);
+                }
             }
         }
     }

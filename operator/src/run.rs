@@ -155,16 +155,14 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     let mut stores = vec![];
     let mut controllers = vec![];
     for ns in scopes {
-        let (fgs, deps, svcs, pvcs, pods): (
+        let (fgs, deps, svcs, pvcs): (
             Api<DynamicObject>,
             Api<Deployment>,
             Api<Service>,
             Api<PersistentVolumeClaim>,
-            Api<Pod>,
         ) = match &ns {
             Some(ns) => (
                 Api::namespaced_with(client.clone(), ns, &ar),
-                Api::namespaced(client.clone(), ns),
                 Api::namespaced(client.clone(), ns),
                 Api::namespaced(client.clone(), ns),
                 Api::namespaced(client.clone(), ns),
@@ -174,8 +172,11 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
                 Api::all(client.clone()),
                 Api::all(client.clone()),
                 Api::all(client.clone()),
-                Api::all(client.clone()),
             ),
+        };
+        let pods: Api<Pod> = match &ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
         };
         let pod_ar = ar.clone();
         let c = Controller::new_with(fgs, watcher::Config::default(), ar.clone())
