@@ -218,9 +218,18 @@ pub fn build(input: &Input, settings: &Settings) -> Result<Children> {
         out.network_policy = Some(network_policy(input, settings)?);
     }
     let none = SegmentKubernetes::default();
+    // The replica range and the autoscaler's knobs are not the pods'
+    // business: editing them must not roll a scalable segment (only its
+    // being scalable is kept in the hash).
+    let mut hashed = input.spec.clone();
+    for s in hashed.segments.values_mut() {
+        if s.scaling.is_some() {
+            s.scaling = Some(Default::default());
+        }
+    }
     for seg in input.partition.segments.keys() {
         let k = input.kubernetes.get(seg).unwrap_or(&none);
-        let hash = segment_hash(input.spec, seg).ok_or_else(|| Error::Build {
+        let hash = segment_hash(&hashed, seg).ok_or_else(|| Error::Build {
             segment: seg.clone(),
             message: "the spec does not partition".into(),
         })?;

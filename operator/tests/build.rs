@@ -30,7 +30,11 @@ fn settings() -> Settings {
 
 fn children(fixture: &str, settings: &Settings) -> Children {
     let text = std::fs::read_to_string(dir("fixtures").join(fixture)).unwrap();
-    let v: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    children_of(fixture, &text, settings)
+}
+
+fn children_of(fixture: &str, text: &str, settings: &Settings) -> Children {
+    let v: serde_json::Value = serde_saphyr::from_str(text).unwrap();
     let obj: DynamicObject = serde_json::from_value(v).unwrap();
     let what = ResourceRef {
         namespace: obj.metadata.namespace.clone().unwrap(),
@@ -187,4 +191,25 @@ fn scalable_segments_roll_with_surge_and_drain_or_leave_replicas_to_an_hpa() {
     let h = c.hpas[0].spec.clone().unwrap();
     assert_eq!(h.scale_target_ref.name, "detections-hpa");
     assert_eq!((h.min_replicas, h.max_replicas), (Some(2), 5));
+}
+
+#[test]
+fn editing_the_replica_range_or_the_autoscaler_knobs_rolls_no_pod() {
+    let text = std::fs::read_to_string(dir("fixtures").join("scalable.yaml")).unwrap();
+    let a = children_of("scalable.yaml", &text, &settings());
+    let edited = text
+        .replace("max: 6", "max: 9")
+        .replace("maxStep: 3", "maxStep: 1")
+        .replace("targetCPUUtilization: 70", "targetCPUUtilization: 50");
+    assert_ne!(edited, text);
+    let b = children_of("scalable.yaml (edited)", &edited, &settings());
+    for (x, y) in a.deployments.iter().zip(&b.deployments) {
+        assert_eq!(
+            x.spec.as_ref().unwrap().template,
+            y.spec.as_ref().unwrap().template,
+            "{:?}",
+            x.metadata.name
+        );
+    }
+    assert_ne!(a.hpas, b.hpas);
 }
