@@ -91,6 +91,9 @@ pub struct Progress {
     /// backlog or pending messages): a worker that does not move stalls.
     /// True for a segment without input edges that runs.
     pub upstream_has_data: bool,
+    /// Its own output edges hold data its consumers have not taken: it
+    /// waits on them (backpressure), it is not stalled.
+    pub downstream_blocked: bool,
 }
 
 impl Progress {
@@ -246,7 +249,7 @@ fn failure(policy: &Policy, pods: &[PodState], progress: &Progress, now: f64) ->
     }
     let running = progress.state.as_deref() == Some("running");
     let still = progress.last_moved.or(progress.since);
-    if running && progress.upstream_has_data {
+    if running && progress.upstream_has_data && !progress.downstream_blocked {
         if let Some(t) = still {
             if now - t > policy.stall_seconds {
                 return Some(Failure {
@@ -384,6 +387,7 @@ mod tests {
             since: Some(NOW - 1000.0),
             last_moved: Some(NOW - 5.0),
             upstream_has_data: true,
+            downstream_blocked: false,
         }
     }
 
@@ -547,6 +551,17 @@ mod tests {
                 vec![pod()],
                 Progress {
                     upstream_has_data: false,
+                    ..stalled.clone()
+                },
+                Memory::default(),
+                "healthy",
+                false,
+            ),
+            (
+                "no progress while its consumer does not take its output: not a stall",
+                vec![pod()],
+                Progress {
+                    downstream_blocked: true,
                     ..stalled.clone()
                 },
                 Memory::default(),

@@ -825,6 +825,10 @@ impl Watch<'_> {
                         .and_then(|f| f.outputs.get(&e.id))
                         .is_some_and(|x| x.pending > 0 || x.in_flight > 0)
                 });
+            // Its consumers have not taken what it sent: backpressure.
+            prog.downstream_blocked = live
+                .get(seg)
+                .is_some_and(|f| f.outputs.values().any(|x| x.pending > 0 || x.in_flight > 0));
             let memory = memory_of(current, seg);
             let a = assess(&policy, &pods, &prog, &memory, now);
             match &a.verdict {
