@@ -202,8 +202,9 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             "threshold_detector",
             Category::Spectrum,
             "Finds carriers in dB power spectra: runs of bins more than `threshold` dB above the noise floor \
-             (the median bin). Posts a message when a carrier appears ({event: start, center_freq, bandwidth, \
-             power_db, snr_db, offset}) and when it disappears ({event: end, …}); offset is the input sample \
+             (the median bin). Posts a message when a carrier appears ({event: start, id, center_freq, bandwidth, \
+             power_db, snr_db, offset}) and when it disappears ({event: end, id, …}); id numbers carriers 1, 2, 3… \
+             in order of start and the end of a carrier carries the id of its start; offset is the input sample \
              offset of the spectrum's first sample.",
         )
         .param(ParamDescriptor::new("fft_size", ParamType::Int, "bins per spectrum").default(1024i64).min(2.0).max(1048576.0))
