@@ -337,3 +337,365 @@ impl Block for Samples {
 fn params(v: serde_json::Value) -> BTreeMap<String, serde_json::Value> {
     serde_json::from_value(v).unwrap()
 }
+
+// ------------------------------------------------------------ the analyzer
+
+/// Seeded complex Gaussian noise of total power `power` (Box–Muller).
+fn noise(seed: u64, power: f64, n: usize) -> Vec<Complex64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let sigma = (power / 2.0).sqrt();
+    (0..n)
+        .map(|_| {
+            let u1: f64 = 1.0 - rng.random::<f64>();
+            let u2: f64 = rng.random::<f64>();
+            let r = (-2.0 * u1.ln()).sqrt() * sigma;
+            Complex64::from_polar(r, 2.0 * PI * u2)
+        })
+        .collect()
+}
+
+/// A complex tone of amplitude `a` at `f` Hz, at stream offsets o..o+n.
+fn tone(a: f64, f: f64, fs: f64, o: u64, n: usize) -> Vec<Complex64> {
+    (0..n)
+        .map(|i| Complex64::from_polar(a, 2.0 * PI * (f / fs * (o + i as u64) as f64).fract()))
+        .collect()
+}
+
+fn to_cf32(x: &[Complex64]) -> Vec<Complex32> {
+    x.iter()
+        .map(|c| Complex32::new(c.re as f32, c.im as f32))
+        .collect()
+}
+
+/// A snippet message as detection_snippet makes it.
+fn snippet(
+    id: i64,
+    x: Vec<Complex32>,
+    fs: f64,
+    center_freq: f64,
+    bandwidth: f64,
+    offset: u64,
+) -> Pmt {
+    Pmt::map([
+        ("id", Pmt::I64(id)),
+        ("center_freq", Pmt::F64(center_freq)),
+        ("bandwidth", Pmt::F64(bandwidth)),
+        ("stream_center_freq", Pmt::F64(0.0)),
+        ("samp_rate", Pmt::F64(fs)),
+        ("start", Pmt::from(offset)),
+        ("end", Pmt::from(offset + x.len() as u64)),
+        ("offset", Pmt::from(offset)),
+        ("truncated", Pmt::Bool(false)),
+        ("clamped", Pmt::Bool(false)),
+        ("lost", Pmt::I64(0)),
+        ("samples", Pmt::Vector(TypedVec::Cf32(x))),
+    ])
+}
+
+fn analyze(msgs: Vec<Pmt>) -> Vec<Pmt> {
+    let n = msgs.len();
+    let out = Harness::new(factory("snippet_analyzer", json!({})))
+        .messages("in", msgs)
+        .run()
+        .expect("analyzer runs");
+    let got = out.messages[0].clone();
+    assert_eq!(got.len(), n, "one output per input");
+    got
+}
+
+fn mean_power(x: &[Complex32]) -> f64 {
+    x.iter()
+        .map(|c| (c.re as f64).powi(2) + (c.im as f64).powi(2))
+        .sum::<f64>()
+        / x.len() as f64
+}
+
+#[test]
+fn analyzer_measures_a_tone_in_noise() {
+    let (fs, n, o) = (1e6, 200_000usize, 777u64);
+    let (a, f0, sigma2) = (0.1, 123_456.7, 0.01);
+    let x: Vec<Complex64> = tone(a, f0, fs, o, n)
+        .iter()
+        .zip(noise(11, sigma2, n))
+        .map(|(t, w)| t + w)
+        .collect();
+    let x = to_cf32(&x);
+    // The detector's centre is 457 Hz off the truth, well within its 5 kHz.
+    let m = &analyze(vec![snippet(42, x.clone(), fs, 123_000.0, 5000.0, o)])[0];
+    assert_eq!(m.get("error"), None, "{m}");
+    assert_eq!(int(m, "id"), 42);
+    assert_eq!(m.get("samples"), None, "results never carry the samples");
+    assert_eq!(int(m, "length"), n as i64);
+    assert_eq!(int(m, "offset"), o as i64);
+    // Power of the whole snippet: the same sum, so to rounding.
+    let p = 10.0 * mean_power(&x).log10();
+    assert!(
+        (num(m, "power_dbfs") - p).abs() < 1e-9,
+        "{} vs {p}",
+        num(m, "power_dbfs")
+    );
+    // D = floor(fs / (4·5000 + 2500)) = 44.
+    assert_eq!(int(m, "decimation"), 44);
+    assert!(flag(m, "filtered"));
+    let df = num(m, "resolution");
+    // Frequency: the Cramér–Rao bound for a tone of SNR A²/σ² in N samples
+    // is σ_f = fs/2π·√(6/(SNR·N(N²−1))); the interpolation's own bias is at
+    // most 0.05 bin (see the noise-free test). Allow bias + 5σ.
+    let snr = a * a / sigma2;
+    let nn = n as f64;
+    let crlb = fs / (2.0 * PI) * (6.0 / (snr * nn * (nn * nn - 1.0))).sqrt();
+    let tol = 0.05 * df + 5.0 * crlb;
+    let f = num(m, "frequency");
+    assert!(
+        (f - f0).abs() <= tol,
+        "frequency {f} vs {f0} (tolerance {tol} Hz)"
+    );
+    // Noise density σ²/fs; SNR in S: A² over σ²·|S|/fs. The noise level is
+    // the median of the |R| ≈ 1490 bins of R over ln 2: the sample median of
+    // exponential powers has a relative standard deviation of
+    // 1/(ln 2·√|R|), doubled for the Hann window's correlation of adjacent
+    // bins (|R|/2 independent ones): 5.3 %, 0.22 dB. Allow 4σ: 0.9 dB.
+    let r_bins = 2.0 * (1.75 * 5000.0 - 5000.0) / df;
+    let sigma_db = 10.0 * (1.0 + 1.0 / (std::f64::consts::LN_2 * (r_bins / 2.0).sqrt())).log10();
+    let nd = num(m, "noise_density_dbfs_hz");
+    let nd_ref = 10.0 * (sigma2 / fs).log10();
+    assert!(
+        (nd - nd_ref).abs() < 4.0 * sigma_db,
+        "noise density {nd} vs {nd_ref}"
+    );
+    let bs = num(m, "snr_bandwidth");
+    assert!((bs - 5000.0).abs() <= 2.0 * df, "snr bandwidth {bs}");
+    let snr_ref = 10.0 * (a * a / (sigma2 * bs / fs)).log10();
+    let s = num(m, "snr_db");
+    assert!((s - snr_ref).abs() < 4.0 * sigma_db, "snr {s} vs {snr_ref}");
+    // Band power: the tone plus the noise in S.
+    let bp_ref = 10.0 * (a * a + sigma2 * bs / fs).log10();
+    assert!((num(m, "band_power_dbfs") - bp_ref).abs() < 0.1);
+    // A tone occupies the Hann main lobe: a few bins.
+    let obw = num(m, "occupied_bandwidth");
+    assert!(
+        obw > 0.0 && obw < 4.0 * df,
+        "occupied bandwidth {obw} (bin {df})"
+    );
+}
+
+#[test]
+fn analyzer_frequency_bias_and_band_power_of_clean_tones() {
+    // Tones at fractional bin positions across a bin, no noise: the
+    // frequency error is the interpolation's bias alone, and the band power
+    // is A² (the filter's passband ripple is far below 0.05 dB).
+    let (fs, n, o) = (1e6, 50_000usize, 123_456u64);
+    let a = 0.3;
+    let mut msgs = vec![];
+    let mut truth = vec![];
+    for k in 0..11 {
+        let f0 = -200_000.0 + 3.7 * k as f64;
+        truth.push(f0);
+        msgs.push(snippet(
+            k,
+            to_cf32(&tone(a, f0, fs, o, n)),
+            fs,
+            -200_010.0,
+            4000.0,
+            o,
+        ));
+    }
+    let out = analyze(msgs);
+    let mut worst: f64 = 0.0;
+    for (m, f0) in out.iter().zip(&truth) {
+        let df = num(m, "resolution");
+        let err = (num(m, "frequency") - f0).abs() / df;
+        worst = worst.max(err);
+        let bp = num(m, "band_power_dbfs");
+        assert!((bp - 20.0 * a.log10()).abs() < 0.05, "band power {bp}");
+    }
+    assert!(worst <= 0.05, "worst frequency bias {worst} bin");
+}
+
+/// A snippet whose periodic spectrum is exactly flat over |f − fc| < w/2
+/// and zero elsewhere (random phases, inverse DFT of one period).
+fn flat_band(seed: u64, n: usize, fs: f64, fc: f64, w: f64, o: u64) -> Vec<Complex32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut spec = vec![Complex64::new(0.0, 0.0); n];
+    for (k, s) in spec.iter_mut().enumerate() {
+        let f = if k < n / 2 {
+            k as f64
+        } else {
+            k as f64 - n as f64
+        } * fs
+            / n as f64;
+        if f.abs() < w / 2.0 {
+            *s = Complex64::from_polar(1.0, 2.0 * PI * rng.random::<f64>());
+        }
+    }
+    let mut planner = rustfft::FftPlanner::<f64>::new();
+    planner.plan_fft_inverse(n).process(&mut spec);
+    let rms = (spec.iter().map(|c| c.norm_sqr()).sum::<f64>() / n as f64).sqrt();
+    let shift = tone(1.0, fc, fs, o, n);
+    let x: Vec<Complex64> = spec
+        .iter()
+        .zip(&shift)
+        .map(|(s, t)| s / rms * 0.2 * t)
+        .collect();
+    to_cf32(&x)
+}
+
+#[test]
+fn analyzer_occupied_bandwidth_of_a_flat_band_is_99_percent_of_it() {
+    let (fs, n, o) = (1e6, 1 << 16, 5000u64);
+    let w = 20_000.0;
+    let fc = 250_000.0;
+    let x = flat_band(3, n, fs, fc, w, o);
+    let m = &analyze(vec![snippet(1, x, fs, fc, w, o)])[0];
+    let df = num(m, "resolution");
+    let obw = num(m, "occupied_bandwidth");
+    assert!(
+        (obw - 0.99 * w).abs() <= df,
+        "occupied bandwidth {obw} vs {} (bin {df})",
+        0.99 * w
+    );
+    // The band's centre is its frequency estimate's neighbourhood: within w/2.
+    assert!((num(m, "frequency") - fc).abs() < w / 2.0);
+}
+
+#[test]
+fn analyzer_answers_every_message_even_one_it_cannot_measure() {
+    let bad = Pmt::map([("id", Pmt::I64(9)), ("samp_rate", Pmt::F64(1e6))]);
+    let empty = snippet(10, vec![], 1e6, 0.0, 1000.0, 0);
+    let out = analyze(vec![bad, empty]);
+    assert_eq!(int(&out[0], "id"), 9);
+    let e = out[0].get("error").and_then(Pmt::as_str).expect("error");
+    assert!(e.contains("samples"), "{e}");
+    assert_eq!(int(&out[1], "id"), 10);
+    assert!(out[1].get("error").is_some());
+}
+
+// ------------------------------------------------------------ the chain
+
+#[test]
+fn survey_chain_measures_the_carriers_true_frequencies() {
+    // 2 s at 1 Msps: carrier A always on, carrier B gated on and off every
+    // 0.25 s (the product of two squares half a period apart, as in
+    // examples/spectrum-survey.yaml), over noise of power 0.01.
+    let fs = 1e6;
+    let (fa, aa) = (-150_000.0 + 123.4, 0.1);
+    let (fb, ab) = (220_000.0 + 77.7, 0.05);
+    let sigma2: f64 = 0.01;
+    let (fft, avg) = (1024usize, 16usize);
+    let ss = fft * avg;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("results.jsonl");
+    let mut g = Graph::new();
+    let mut add = |name: &str, kind: &str, p: serde_json::Value| {
+        g.add_block(name, kind, &params(p)).unwrap();
+    };
+    add(
+        "a",
+        "signal_source",
+        json!({"type": "cf32", "samp_rate": fs, "frequency": fa, "amplitude": aa}),
+    );
+    add(
+        "b",
+        "signal_source",
+        json!({"type": "cf32", "samp_rate": fs, "frequency": fb, "amplitude": ab}),
+    );
+    add(
+        "sq0",
+        "signal_source",
+        json!({"type": "cf32", "waveform": "square", "samp_rate": fs, "frequency": 1.0}),
+    );
+    add(
+        "sq1",
+        "signal_source",
+        json!({"type": "cf32", "waveform": "square", "samp_rate": fs, "frequency": 1.0, "phase": PI}),
+    );
+    add(
+        "gated",
+        "multiply",
+        json!({"type": "cf32", "num_inputs": 3}),
+    );
+    add(
+        "noise",
+        "noise_source",
+        json!({"type": "cf32", "amplitude": sigma2.sqrt(), "seed": 5}),
+    );
+    add("band", "add", json!({"type": "cf32", "num_inputs": 3}));
+    add("head", "head", json!({"type": "cf32", "n": 2_000_000}));
+    add("psd", "psd", json!({"fft_size": fft, "average": avg}));
+    add(
+        "det",
+        "threshold_detector",
+        json!({"fft_size": fft, "samp_rate": fs, "spectrum_samples": ss}),
+    );
+    add(
+        "snip",
+        "detection_snippet",
+        json!({"samp_rate": fs, "pre": ss, "post": ss, "max_len": 262_144}),
+    );
+    add("an", "snippet_analyzer", json!({}));
+    add("out", "jsonl_sink", json!({"path": path.to_str().unwrap()}));
+    for (from, to) in [
+        ("b.out", "gated.in0"),
+        ("sq0.out", "gated.in1"),
+        ("sq1.out", "gated.in2"),
+        ("a.out", "band.in0"),
+        ("gated.out", "band.in1"),
+        ("noise.out", "band.in2"),
+        ("band.out", "head.in"),
+        ("head.out", "psd.in"),
+        ("head.out", "snip.in"),
+        ("psd.out", "det.in"),
+        ("det.detections", "snip.detections"),
+        ("snip.out", "an.in"),
+        ("an.out", "out.in"),
+    ] {
+        g.connect(from, to).unwrap();
+    }
+    scheduler::run(g).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let results: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (mut na, mut nb) = (0, 0);
+    let mut ids = vec![];
+    for r in &results {
+        assert!(r.get("error").is_none(), "{r}");
+        assert!(r.get("samples").is_none());
+        ids.push(r["id"].as_i64().unwrap());
+        let detected = r["center_freq"].as_f64().unwrap();
+        let (truth, amp) = if (detected - fa).abs() < (detected - fb).abs() {
+            na += 1;
+            (fa, aa)
+        } else {
+            nb += 1;
+            (fb, ab)
+        };
+        // Bias at most 0.05 bin (the clean-tone test) plus 5 Cramér–Rao σ
+        // for the snippet's length at the carrier's SNR (A²/σ²; the
+        // snippets of B include up to a spectrum of silence at each side,
+        // so count only half their samples).
+        let df = r["resolution"].as_f64().unwrap();
+        let n = r["length"].as_f64().unwrap() / 2.0;
+        let crlb = fs / (2.0 * PI) * (6.0 / (amp * amp / sigma2 * n * (n * n - 1.0))).sqrt();
+        let f = r["frequency"].as_f64().unwrap();
+        assert!(
+            (f - truth).abs() <= 0.05 * df + 5.0 * crlb,
+            "id {}: frequency {f} vs {truth} (bin {df} Hz, σ {crlb} Hz)",
+            r["id"]
+        );
+        let snr = r["snr_db"].as_f64().unwrap();
+        assert!(snr > 10.0, "id {}: snr {snr}", r["id"]);
+    }
+    // A is one carrier (its snippet cut at max_len); B went on 4 times.
+    assert_eq!(na, 1, "{text}");
+    assert_eq!(nb, 4, "{text}");
+    let a = results
+        .iter()
+        .find(|r| (r["center_freq"].as_f64().unwrap() - fa).abs() < 5000.0)
+        .unwrap();
+    assert_eq!(a["truncated"], json!(true));
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "every detection once");
+}
