@@ -230,7 +230,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::new("center_freq", ParamType::Float, "RF frequency of the IQ stream's 0 Hz").unit("Hz").default(0.0))
         .param(ParamDescriptor::new("pre", ParamType::Int, "samples kept before a detection's start offset").default(0i64).min(0.0))
         .param(ParamDescriptor::new("post", ParamType::Int, "samples kept after a detection's end offset").default(0i64).min(0.0))
-        .param(ParamDescriptor::new("max_len", ParamType::Int, "most samples per snippet (longer ones are cut and marked truncated)").default(1i64 << 20).min(1.0))
+        .param(ParamDescriptor::new("max_len", ParamType::Int, "most samples per snippet (longer ones are cut and marked truncated; at most 4194304, 32 MiB, so a snippet stays well under the 64 MiB message limit)").default(1i64 << 20).min(1.0).max(4194304.0))
         .param(ParamDescriptor::new(
             "history",
             ParamType::Int,
