@@ -159,6 +159,11 @@ fn snippets_are_the_reference_ranges_whatever_the_chunking() {
         assert_eq!(num(m, "samp_rate"), 1e6);
         assert_eq!(num(m, "stream_center_freq"), 100e6);
     }
+    // A snippet crosses network message edges as CBOR (a cf32 typed array).
+    for m in got {
+        let bytes = flowmesh_model::pmt::cbor::encode(m);
+        assert_eq!(&flowmesh_model::pmt::cbor::decode(&bytes).unwrap(), m);
+    }
     // The marks: 1 clamped at the start, 4 truncated, 3 clamped at the end.
     let marks: Vec<(bool, bool)> = got
         .iter()
