@@ -388,7 +388,7 @@ pub fn detection_snippet(p: &Params) -> Result<BuiltBlock, String> {
 /// 2. Mix the carrier to 0 Hz: `y[i] = x[i]·exp(−j2π·Δ·(o+i)/fs)` with
 ///    `Δ = center_freq − stream_center_freq`, the phase taken from the
 ///    sample's absolute stream offset (so where a snippet was cut does not
-///    change it).
+///    change it); computed in f64, stored in place of `x` as cf32.
 /// 3. With `B = max(bandwidth, min_bandwidth)`: low-pass `y` with
 ///    `firdes.low_pass(gain 1, fs, cutoff = span·B/2, transition = B/2,
 ///    Hamming)` (L taps) and decimate by `D = floor(fs/(span·B + B/2))`,
@@ -477,35 +477,45 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 impl SnippetAnalyzer {
-    /// The result message for one snippet.
-    pub fn analyze(&mut self, m: &Pmt) -> Pmt {
+    /// The result message for one snippet (its samples are mixed in place,
+    /// so the snippet is taken by value: no copy of them is made).
+    pub fn analyze(&mut self, m: Pmt) -> Pmt {
+        let mut m = match m {
+            Pmt::Map(map) => map,
+            other => BTreeMap::from([("value".to_string(), other)]),
+        };
+        let samples = match m.remove("samples") {
+            Some(Pmt::Vector(TypedVec::Cf32(v))) => Some(v),
+            _ => None,
+        };
+        let m = Pmt::Map(m);
         let mut out: BTreeMap<String, Pmt> = META
             .iter()
             .filter_map(|k| m.get(k).map(|v| (k.to_string(), v.clone())))
             .collect();
-        match self.measure(m, &mut out) {
-            Ok(()) => {}
-            Err(e) => {
-                out.insert(
-                    "error".into(),
-                    Pmt::String(format!("snippet_analyzer: {e}")),
-                );
-            }
+        let r = match samples {
+            Some(x) => self.measure(&m, x, &mut out),
+            None => Err(
+                "the message has no cf32 `samples` vector; connect this block to a \
+                         detection_snippet's `out`"
+                    .to_string(),
+            ),
+        };
+        if let Err(e) = r {
+            out.insert(
+                "error".into(),
+                Pmt::String(format!("snippet_analyzer: {e}")),
+            );
         }
         Pmt::Map(out)
     }
 
-    fn measure(&mut self, m: &Pmt, out: &mut BTreeMap<String, Pmt>) -> Result<(), String> {
-        let x = match m.get("samples") {
-            Some(Pmt::Vector(TypedVec::Cf32(v))) => v,
-            _ => {
-                return Err(
-                    "the message has no cf32 `samples` vector; connect this block to a \
-                     detection_snippet's `out`"
-                        .into(),
-                )
-            }
-        };
+    fn measure(
+        &mut self,
+        m: &Pmt,
+        mut x: Vec<Complex32>,
+        out: &mut BTreeMap<String, Pmt>,
+    ) -> Result<(), String> {
         let num = |k: &str| {
             m.get(k)
                 .and_then(Pmt::as_f64)
@@ -541,15 +551,13 @@ impl SnippetAnalyzer {
 
         // 2. Mix to 0 Hz, phase from the absolute offset.
         let r = (fc - f_iq) / fs;
-        let y: Vec<Complex64> = x
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let cycles = (r * (o as f64 + i as f64)).rem_euclid(1.0);
-                let (s, co) = (-2.0 * PI * cycles).sin_cos();
-                Complex64::new(c.re as f64, c.im as f64) * Complex64::new(co, s)
-            })
-            .collect();
+        for (i, c) in x.iter_mut().enumerate() {
+            let cycles = (r * (o as f64 + i as f64)).rem_euclid(1.0);
+            let (s, co) = (-2.0 * PI * cycles).sin_cos();
+            let v = Complex64::new(c.re as f64, c.im as f64) * Complex64::new(co, s);
+            *c = Complex32::new(v.re as f32, v.im as f32);
+        }
+        let y = x;
 
         // 3. Low-pass and decimate.
         let cutoff = self.span * bw / 2.0;
@@ -579,12 +587,21 @@ impl SnippetAnalyzer {
                         win.iter()
                             .rev()
                             .zip(&h)
-                            .fold(Complex64::new(0.0, 0.0), |s, (v, t)| s + v * *t)
+                            .fold(Complex64::new(0.0, 0.0), |s, (v, t)| {
+                                s + Complex64::new(v.re as f64, v.im as f64) * *t
+                            })
                     })
                     .collect();
                 (z, d, l, cutoff - transition / 2.0)
             }
-            _ => (y, 1, 0, fs / 2.0),
+            _ => (
+                y.iter()
+                    .map(|v| Complex64::new(v.re as f64, v.im as f64))
+                    .collect(),
+                1,
+                0,
+                fs / 2.0,
+            ),
         };
         let fz = fs / d as f64;
         out.insert("decimation".into(), Pmt::from(d as u64));
@@ -700,7 +717,7 @@ impl Block for SnippetAnalyzer {
         Ok(Work::Ok)
     }
     fn message(&mut self, _port: usize, msg: Pmt, out: &mut Poster<'_>) -> Result<()> {
-        let r = self.analyze(&msg);
+        let r = self.analyze(msg);
         out.post(0, r);
         Ok(())
     }
