@@ -1524,3 +1524,47 @@ fn resume_positions_are_not_parameters() {
         assert!(h.contains(kind), "{p}: {h}");
     }
 }
+
+#[test]
+fn survey_blocks_are_validated_like_every_other_block() {
+    let text = doc(concat!(
+        "  blocks:\n",
+        "    src: {kind: signal_source, params: {type: cf32, samp_rate: 1e6}}\n",
+        "    psd: {kind: psd, params: {fft_size: 64, average: 4}}\n",
+        "    det: {kind: threshold_detector, params: {fft_size: 64, samp_rate: 1e6}}\n",
+        "    snip: {kind: detection_snippet, params: {samp_rate: 2e6, max_len: 0}}\n",
+        "    snip2: {kind: detection_snippet, params: {}}\n",
+        "    an: {kind: snippet_analyzer, params: {span: 2}}\n",
+        "    out: {kind: jsonl_sink}\n",
+        "  connections:\n",
+        "    - [src.out, psd.in]\n",
+        "    - [src.out, snip.in]\n",
+        "    - [src.out, snip2.in]\n",
+        "    - [psd.out, det.in]\n",
+        "    - [det.detections, snip.detections]\n",
+        "    - [snip.out, an.in]\n",
+        "    - [an.out, out.in]\n",
+    ));
+    let got = problems(&text);
+    let has = |path: &str, words: &str| {
+        assert!(
+            got.iter().any(|(p, m, _)| p == path && m.contains(words)),
+            "no problem at {path} with {words:?} in {got:#?}"
+        );
+    };
+    has(
+        "spec.blocks.snip.params.samp_rate",
+        "the input stream runs at 1 MHz",
+    );
+    has("spec.blocks.snip.params.max_len", "");
+    has("spec.blocks.snip2.params.samp_rate", "required");
+    has("spec.blocks.an.params.span", "");
+    assert_eq!(got.len(), 4, "{got:#?}");
+    // The example's survey chain is valid.
+    let survey = std::fs::read_to_string(format!(
+        "{}/../examples/spectrum-survey.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    assert_eq!(problems(&survey), vec![]);
+}

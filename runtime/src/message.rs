@@ -72,13 +72,22 @@ pub struct MsgOutPort {
 }
 
 impl MsgOutPort {
+    /// Delivers `msg` to every subscriber: a copy to each but the last,
+    /// which gets `msg` itself (large messages are not copied needlessly).
     pub fn post(&self, msg: Pmt) {
-        for (inbox, port) in &self.subscribers {
+        let Some(((last, last_port), rest)) = self.subscribers.split_last() else {
+            return;
+        };
+        for (inbox, port) in rest {
             inbox.push(InboxItem::Msg {
                 port: *port,
                 msg: msg.clone(),
             });
         }
+        last.push(InboxItem::Msg {
+            port: *last_port,
+            msg,
+        });
     }
     pub fn finish(&self) {
         for (inbox, port) in &self.subscribers {

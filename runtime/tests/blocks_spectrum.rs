@@ -122,6 +122,7 @@ fn db(x: f64) -> f64 {
 #[derive(Debug, Clone, PartialEq)]
 struct Event {
     event: String,
+    id: i64,
     center_freq: f64,
     bandwidth: f64,
     power_db: f64,
@@ -137,6 +138,10 @@ fn events(msgs: &[Pmt]) -> Vec<Event> {
                 .and_then(Pmt::as_str)
                 .expect("event")
                 .to_string(),
+            id: match m.get("id") {
+                Some(Pmt::I64(i)) => *i,
+                other => panic!("id must be an integer, got {other:?}"),
+            },
             center_freq: m
                 .get("center_freq")
                 .and_then(Pmt::as_f64)
@@ -724,19 +729,74 @@ fn detector_tracks_drift_and_reports_jumps() {
         .map(|e| {
             (
                 e.event.as_str(),
+                e.id,
                 e.offset,
                 (e.center_freq / 100.0).round() as i64 + 64,
             )
         })
         .collect();
     // Centroid of bins (b, b+1) with powers 1 and 0.5 is b + 1/3: rounds to b.
+    // The drifting carrier keeps id 1; the jump is a new carrier, id 2.
     assert_eq!(
         summary,
         vec![
-            ("start", 0, 20),
-            ("end", 8, 27),
-            ("start", 8, 60),
-            ("end", 12, 60)
+            ("start", 1, 0, 20),
+            ("end", 1, 8, 27),
+            ("start", 2, 8, 60),
+            ("end", 2, 12, 60)
         ]
     );
+}
+
+#[test]
+fn detector_ids_pair_starts_and_ends_of_overlapping_carriers() {
+    // Three carriers with overlapping lives: A (bin 10) spectra 0..6, B (bin
+    // 40) spectra 2..4, C (bin 90) and D (bin 100) spectra 3..8 (both start
+    // in spectrum 3: ids in order of frequency), B again spectra 5..7 (a new
+    // carrier: a new id).
+    let n = 128;
+    let lives: [(usize, std::ops::Range<usize>); 5] =
+        [(10, 0..6), (40, 2..4), (90, 3..8), (100, 3..8), (40, 5..7)];
+    let mut s = vec![-60.0f32; n * 9];
+    for (bin, life) in &lives {
+        for k in life.clone() {
+            s[k * n + bin] = -10.0;
+        }
+    }
+    let out = Harness::new(factory(
+        "threshold_detector",
+        json!({"fft_size": n, "samp_rate": 12800.0}),
+    ))
+    .input(&s)
+    .run_chunked();
+    let ev = events(&out.messages[0]);
+    let summary: Vec<_> = ev
+        .iter()
+        .map(|e| (e.event.as_str(), e.id, e.offset))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("start", 1, 0),
+            ("start", 2, 2),
+            ("start", 3, 3),
+            ("start", 4, 3),
+            ("end", 2, 4),
+            ("start", 5, 5),
+            ("end", 1, 6),
+            ("end", 5, 7),
+            ("end", 3, 8),
+            ("end", 4, 8),
+        ]
+    );
+    // Each id starts once and ends once, at the same frequency.
+    for id in 1..=5 {
+        let of: Vec<_> = ev.iter().filter(|e| e.id == id).collect();
+        assert_eq!(of.len(), 2, "id {id}: {of:?}");
+        assert_eq!(
+            (of[0].event.as_str(), of[1].event.as_str()),
+            ("start", "end")
+        );
+        assert_eq!(of[0].center_freq, of[1].center_freq);
+    }
 }

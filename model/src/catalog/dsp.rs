@@ -202,8 +202,9 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             "threshold_detector",
             Category::Spectrum,
             "Finds carriers in dB power spectra: runs of bins more than `threshold` dB above the noise floor \
-             (the median bin). Posts a message when a carrier appears ({event: start, center_freq, bandwidth, \
-             power_db, snr_db, offset}) and when it disappears ({event: end, …}); offset is the input sample \
+             (the median bin). Posts a message when a carrier appears ({event: start, id, center_freq, bandwidth, \
+             power_db, snr_db, offset}) and when it disappears ({event: end, id, …}); id numbers carriers 1, 2, 3… \
+             in order of start and the end of a carrier carries the id of its start; offset is the input sample \
              offset of the spectrum's first sample.",
         )
         .param(ParamDescriptor::new("fft_size", ParamType::Int, "bins per spectrum").default(1024i64).min(2.0).max(1048576.0))
@@ -213,6 +214,49 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::new("spectrum_samples", ParamType::Int, "input samples per spectrum (fft_size × average of the psd)").default(0i64).min(0.0))
         .input(PortDescriptor::stream("in", TypeExpr::Fixed(F32), VlenExpr::Param("fft_size"), "power spectra in dB"))
         .output(PortDescriptor::message("detections", "carrier start/end events"))
+        .tags(TagPolicy::None),
+        BlockDescriptor::new(
+            "detection_snippet",
+            Category::Spectrum,
+            "Cuts the IQ samples of each detection out of the stream: for a threshold_detector carrier with start \
+             offset s and end offset e, the samples [s − pre, e + post) (clamped to the stream, at most max_len), \
+             posted once its end has arrived and the stream has passed e + post (or ended) as {id, center_freq, \
+             bandwidth, stream_center_freq, samp_rate, start, end, offset (of the first sample), samples (cf32 \
+             vector), truncated (cut at max_len), clamped (cut at the stream's start or end, or no end event), lost \
+             (samples at the front already gone from history when the start arrived late)}. Messages come out in \
+             the order of the end events, the same whatever the chunking.",
+        )
+        .param(ParamDescriptor::new("samp_rate", ParamType::Float, "sample rate of the IQ stream").unit("Hz").min(0.0))
+        .param(ParamDescriptor::new("center_freq", ParamType::Float, "RF frequency of the IQ stream's 0 Hz").unit("Hz").default(0.0))
+        .param(ParamDescriptor::new("pre", ParamType::Int, "samples kept before a detection's start offset").default(0i64).min(0.0))
+        .param(ParamDescriptor::new("post", ParamType::Int, "samples kept after a detection's end offset").default(0i64).min(0.0))
+        .param(ParamDescriptor::new("max_len", ParamType::Int, "most samples per snippet (longer ones are cut and marked truncated; at most 4194304, 32 MiB, so a snippet stays well under the 64 MiB message limit)").default(1i64 << 20).min(1.0).max(4194304.0))
+        .param(ParamDescriptor::new(
+            "history",
+            ParamType::Int,
+            "samples of the stream kept for start events that arrive after the stream passed them (above the \
+             detector's lag plus pre nothing is lost)",
+        ).default(1i64 << 20).min(0.0).max((1u64 << 32) as f64))
+        .input(PortDescriptor::fixed("in", Cf32, "the IQ stream the detector analysed"))
+        .input(PortDescriptor::message("detections", "the threshold_detector's start/end events"))
+        .output(PortDescriptor::message("out", "one snippet per detection"))
+        .rate_param("samp_rate")
+        .tags(TagPolicy::None),
+        BlockDescriptor::new(
+            "snippet_analyzer",
+            Category::Spectrum,
+            "Measures each detection_snippet message: mixes the carrier to 0 Hz (phase from the absolute offset), \
+             low-pass filters (cutoff span·bandwidth/2) and decimates, then reports power_dbfs (whole snippet), \
+             band_power_dbfs, noise_density_dbfs_hz, snr_db (carrier over noise within ±bandwidth/2), \
+             occupied_bandwidth (99 %, noise subtracted) and frequency (Hann periodogram peak with parabolic \
+             interpolation, absolute Hz), with the snippet's metadata but not its samples. Exactly one output per \
+             input (an `error` field when a snippet cannot be measured).",
+        )
+        .param(ParamDescriptor::new("span", ParamType::Float, "analysis band as a multiple of the detection bandwidth").default(4.0).min(2.5).max(1e6))
+        .param(ParamDescriptor::new("min_bandwidth", ParamType::Float, "floor on the bandwidth used for the analysis").unit("Hz").default(0.0).min(0.0))
+        .param(ParamDescriptor::new("max_decimation", ParamType::Int, "largest decimation before the analysis").default(1024i64).min(1.0).max(1048576.0))
+        .input(PortDescriptor::message("in", "detection_snippet messages"))
+        .output(PortDescriptor::message("out", "one measurement map per snippet"))
         .tags(TagPolicy::None),
     ]
 }

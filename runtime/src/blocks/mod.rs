@@ -32,6 +32,7 @@ pub mod signal;
 pub mod sinks;
 pub mod sources;
 pub mod spectrum;
+pub mod survey;
 
 /// What blocks may need from the process they run in.
 #[derive(Clone)]
@@ -165,6 +166,7 @@ const FAMILIES: &[&[Implementation]] = &[
     convert::BLOCKS,
     filter::BLOCKS,
     spectrum::BLOCKS,
+    survey::BLOCKS,
     debug::BLOCKS,
 ];
 

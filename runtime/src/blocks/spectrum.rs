@@ -315,6 +315,8 @@ pub fn psd(p: &Params) -> Result<BuiltBlock, String> {
 /// One carrier found in one spectrum.
 #[derive(Debug, Clone, PartialEq)]
 struct Carrier {
+    /// Number of the carrier: 1, 2, 3… in order of start (0 until assigned).
+    id: u64,
     /// First and last bin of the run (inclusive).
     lo: usize,
     hi: usize,
@@ -346,9 +348,14 @@ struct Carrier {
 /// Carriers are tracked from one spectrum to the next: a run continues a
 /// carrier of the previous spectrum when the gap between their bin ranges is
 /// at most 2 bins (pairs are matched one to one, closest centroids first).
-/// An unmatched run posts `{event: "start", center_freq, bandwidth, power_db,
-/// snr_db, offset}`; an unmatched previous carrier posts `{event: "end", …}`
-/// with its last observed values. `offset` is the index of the spectrum where
+/// An unmatched run posts `{event: "start", id, center_freq, bandwidth,
+/// power_db, snr_db, offset}`; an unmatched previous carrier posts
+/// `{event: "end", id, …}` with its last observed values. `id` numbers the
+/// carriers 1, 2, 3… in order of start (carriers starting in the same
+/// spectrum in order of frequency); a carrier that continues keeps its id,
+/// so its `end` event carries the id of its `start` and the two pair
+/// exactly. Within one spectrum the `end` events come before the `start`
+/// events; the events' offsets never decrease. `offset` is the index of the spectrum where
 /// the carrier first appears (start) or first is absent (end), times
 /// `spectrum_samples` when that is > 0 — the input sample offset of that
 /// spectrum's first sample — or the bare spectrum index when it is 0. When the
@@ -364,6 +371,8 @@ pub struct ThresholdDetector {
     index: u64,
     /// Carriers of the previous spectrum.
     active: Vec<Carrier>,
+    /// Id of the next carrier to start.
+    next_id: u64,
     /// Scratch for the median.
     sorted: Vec<f32>,
 }
@@ -381,6 +390,7 @@ impl ThresholdDetector {
     fn event(&self, what: &str, c: &Carrier, index: u64) -> Pmt {
         Pmt::map([
             ("event", Pmt::from(what)),
+            ("id", Pmt::from(c.id)),
             ("center_freq", Pmt::F64(c.center_freq)),
             ("bandwidth", Pmt::F64(c.bandwidth)),
             ("power_db", Pmt::F64(c.power_db)),
@@ -431,6 +441,7 @@ impl ThresholdDetector {
                 (lo + hi) as f64 / 2.0
             };
             out.push(Carrier {
+                id: 0,
                 lo,
                 hi,
                 centroid,
@@ -446,7 +457,7 @@ impl ThresholdDetector {
     /// Processes one spectrum: finds carriers, matches them to the previous
     /// ones and posts the events.
     fn spectrum(&mut self, s: &[f32], io: &mut WorkIo<'_>) {
-        let now = self.find(s);
+        let mut now = self.find(s);
         let prev = std::mem::take(&mut self.active);
         // Candidate pairs (distance, prev, new) whose bin ranges are at most
         // 2 bins apart; matched one to one, closest first. Both lists are
@@ -471,6 +482,7 @@ impl ThresholdDetector {
             if !prev_used[i] && !now_used[j] {
                 prev_used[i] = true;
                 now_used[j] = true;
+                now[j].id = prev[i].id;
             }
         }
         let index = self.index;
@@ -480,8 +492,10 @@ impl ThresholdDetector {
                 io.post(0, m);
             }
         }
-        for (c, used) in now.iter().zip(&now_used) {
+        for (c, used) in now.iter_mut().zip(&now_used) {
             if !used {
+                c.id = self.next_id;
+                self.next_id += 1;
                 let m = self.event("start", c, index);
                 io.post(0, m);
             }
@@ -567,6 +581,7 @@ pub fn threshold_detector(p: &Params) -> Result<BuiltBlock, String> {
         spectrum_samples: p.u64("spectrum_samples").unwrap_or(0),
         index: 0,
         active: vec![],
+        next_id: 1,
         sorted: Vec::with_capacity(n),
     })
     .tag_policy(TagPolicy::None))
