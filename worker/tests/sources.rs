@@ -1,0 +1,316 @@
+//! A segment made only of sources resumes where its consumers are: segment
+//! `a` (a counter → head → throttle, and a sine + seeded noise → add → head
+//! → throttle), in a child process (this test binary run again), is
+//! SIGKILLed or stopped with SIGTERM mid-stream and started again with
+//! `--resume` on the same address. Segment `b` (in this process, over real
+//! TCP) keeps running: its files must equal an uninterrupted run's and its
+//! checker must count no gap, loss or restart.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flowmesh_model::validate::validate_text;
+use flowmesh_model::{FlowGraphDocument, Pmt};
+use flowmesh_worker::{source_groups, start_segment, Config};
+
+const N: u64 = 300_000;
+const RATE: u64 = 100_000;
+
+/// The graph, its files in `dir`, paced at `rate` items per second.
+fn yaml(dir: &Path, rate: u64) -> String {
+    format!(
+        r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {{name: sources}}
+spec:
+  blocks:
+    count:  {{kind: counter_source, segment: a}}
+    chead:  {{kind: head, params: {{type: u64, n: {N}}}, segment: a}}
+    cthr:   {{kind: throttle, params: {{type: u64, rate: {rate}, overflow: wait}}, segment: a}}
+    sine:   {{kind: signal_source, params: {{type: f32, samp_rate: {rate}, frequency: 1234.5, amplitude: 0.5}}, segment: a}}
+    noise:  {{kind: noise_source, params: {{type: f32, amplitude: 0.1, seed: 3}}, segment: a}}
+    sum:    {{kind: add, params: {{type: f32}}, segment: a}}
+    dhead:  {{kind: head, params: {{type: f32, n: {N}}}, segment: a}}
+    dthr:   {{kind: throttle, params: {{type: f32, rate: {rate}, overflow: wait}}, segment: a}}
+    check:  {{kind: stream_checker, params: {{expect: {N}}}, segment: b}}
+    cfile:  {{kind: file_sink, params: {{type: u64, path: {c}, mode: append}}, segment: b}}
+    dfile:  {{kind: file_sink, params: {{type: f32, path: {d}, mode: append}}, segment: b}}
+  connections:
+    - [count.out, chead.in]
+    - [chead.out, cthr.in]
+    - [cthr.out, check.in]
+    - [cthr.out, cfile.in]
+    - [sine.out, sum.in0]
+    - [noise.out, sum.in1]
+    - [sum.out, dhead.in]
+    - [dhead.out, dthr.in]
+    - [dthr.out, dfile.in]
+"#,
+        c = dir.join("count.u64").display(),
+        d = dir.join("dsp.f32").display(),
+    )
+}
+
+fn doc(text: &str) -> FlowGraphDocument {
+    let (doc, report) = validate_text(text);
+    assert!(report.is_ok(), "{report:?}");
+    doc.expect("parsed")
+}
+
+fn config(segment: &str, listen: &str, peers: BTreeMap<String, String>, resume: bool) -> Config {
+    Config {
+        segment: segment.into(),
+        listen: listen.into(),
+        peers,
+        token: "edge".into(),
+        generation: 0,
+        resume,
+        threads: Some(1),
+        state_dir: None,
+    }
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn free_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Set in the child: its listen address, the directory, whether it
+/// resumes.
+const CHILD_LISTEN: &str = "FM_SOURCES_CHILD_LISTEN";
+const CHILD_DIR: &str = "FM_SOURCES_CHILD_DIR";
+const CHILD_RESUME: &str = "FM_SOURCES_CHILD_RESUME";
+
+/// The child: segment `a` until its streams end, or SIGTERM stops it for a
+/// restart (as `flowmesh worker` does), or it is killed.
+fn child_if_asked() {
+    let (Ok(listen), Ok(dir)) = (std::env::var(CHILD_LISTEN), std::env::var(CHILD_DIR)) else {
+        return;
+    };
+    let resume = std::env::var(CHILD_RESUME).is_ok();
+    let v = doc(&yaml(Path::new(&dir), RATE));
+    let a = start_segment(&v, &config("a", &listen, BTreeMap::new(), resume)).expect("segment a");
+    let handle = a.running.handle();
+    flowmesh_worker::lifecycle::watch(
+        Duration::from_secs(20),
+        "[a] ".into(),
+        false,
+        move |_, _| handle.suspend(),
+    )
+    .expect("signals");
+    // Where each source starts (0 unless it resumed at an offset).
+    for block in ["count", "chead", "sine", "noise", "dhead"] {
+        println!("BASE {block} {}", a.param_log.base(block));
+    }
+    println!("READY");
+    a.running.wait().expect("segment a ends");
+    std::process::exit(0);
+}
+
+/// The child segment `a`, once it runs, and where its blocks started.
+fn spawn_a(test: &str, listen: &str, dir: &Path, resume: bool) -> (Child, BTreeMap<String, u64>) {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", test, "--nocapture"])
+        .env(CHILD_LISTEN, listen)
+        .env(CHILD_DIR, dir)
+        .stdout(Stdio::piped());
+    if resume {
+        c.env(CHILD_RESUME, "1");
+    }
+    let mut kid = c.spawn().expect("the child runs");
+    // Ready once it listens and its graph runs (a resumed one has asked
+    // its consumer where to start by then).
+    let mut lines = std::io::BufReader::new(kid.stdout.take().unwrap()).lines();
+    let mut bases = BTreeMap::new();
+    loop {
+        let line = lines.next().expect("the child says READY").unwrap();
+        if line == "READY" {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("BASE ") {
+            let (block, at) = rest.split_once(' ').unwrap();
+            bases.insert(block.to_string(), at.parse().unwrap());
+        }
+    }
+    // Whatever it prints later goes nowhere, but not into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (kid, bases)
+}
+
+fn u64s(path: &Path) -> Vec<u64> {
+    std::fs::read(path)
+        .unwrap_or_default()
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// The DSP file of the whole graph run in one process (paced as well: the
+/// sine's sample rate is the pace).
+fn reference() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let v = doc(&yaml(dir.path(), RATE));
+    flowmesh_runtime::run(flowmesh_runtime::Graph::from_spec(&v.spec).unwrap()).unwrap();
+    std::fs::read(dir.path().join("dsp.f32")).unwrap()
+}
+
+fn restart_mid_stream(test: &str, signal: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let v = doc(&yaml(dir.path(), RATE));
+    let peers = BTreeMap::from([("a".to_string(), listen.clone())]);
+    let b = start_segment(&v, &config("b", "127.0.0.1:0", peers, false)).expect("segment b");
+    let (mut a, bases) = spawn_a(test, &listen, dir.path(), false);
+    assert!(bases.values().all(|&b| b == 0), "a first start: {bases:?}");
+    let h = b.running.handle();
+    let checked = || match h.get("check", "delivered") {
+        Ok(Pmt::I64(n)) => n as u64,
+        _ => 0,
+    };
+    wait_until("a third of the stream", || checked() > N / 3);
+    let pid = a.id().to_string();
+    let o = Command::new("kill")
+        .args([signal, &pid])
+        .output()
+        .expect("kill runs");
+    assert!(o.status.success(), "kill {signal} {pid}");
+    let status = a.wait().unwrap();
+    let at = checked();
+    eprintln!("{test}: segment a stopped by {signal} ({status}) with {at} items checked");
+    assert!(at < N, "the stream was cut mid-way ({at} of {N})");
+
+    let (mut a, bases) = spawn_a(test, &listen, dir.path(), true);
+    // The sources start where b resumes, not at 0 (starting at 0 would be
+    // exact too, the net_sink holding back what b has, but regenerates it).
+    eprintln!("{test}: resumed a starts at {bases:?}");
+    for block in ["count", "chead"] {
+        assert!(
+            (at..=N).contains(&bases[block]),
+            "{block} resumes at {}, where b is (at least {at})",
+            bases[block]
+        );
+    }
+    for block in ["sine", "noise", "dhead"] {
+        assert!((1..=N).contains(&bases[block]), "{block}: {bases:?}");
+    }
+    assert_eq!(bases["count"], bases["chead"]);
+    assert_eq!(bases["sine"], bases["dhead"]);
+    assert!(
+        b.running.wait_timeout(Duration::from_secs(60)),
+        "b ends once the resumed a ends its streams"
+    );
+    assert!(a.wait().unwrap().success(), "the resumed a ends");
+    let report = match b.running.wait() {
+        Ok(r) => r,
+        Err(e) => panic!("segment b: {e}"),
+    };
+
+    let got = u64s(&dir.path().join("count.u64"));
+    let wrong = got.iter().enumerate().find(|(i, v)| *i as u64 != **v);
+    assert!(
+        got.len() as u64 == N && wrong.is_none(),
+        "the counter file holds 0..{N}: {} items, first wrong {wrong:?}",
+        got.len()
+    );
+    for (what, want) in [("lost", 0), ("gaps", 0), ("restarts", 0), ("delivered", N)] {
+        assert_eq!(
+            report.get("check", what),
+            Some(Pmt::I64(want as i64)),
+            "the checker's {what}"
+        );
+    }
+    let dsp = std::fs::read(dir.path().join("dsp.f32")).unwrap();
+    let want = reference();
+    assert_eq!(dsp.len(), want.len(), "DSP file length");
+    assert!(
+        dsp == want,
+        "the DSP file equals the uninterrupted run's byte for byte"
+    );
+}
+
+#[test]
+fn a_source_segment_sigkilled_mid_stream_resumes_where_its_consumer_is() {
+    child_if_asked();
+    restart_mid_stream(
+        "a_source_segment_sigkilled_mid_stream_resumes_where_its_consumer_is",
+        "-KILL",
+    );
+}
+
+#[test]
+fn a_source_segment_stopped_with_sigterm_resumes_where_its_consumer_is() {
+    child_if_asked();
+    restart_mid_stream(
+        "a_source_segment_stopped_with_sigterm_resumes_where_its_consumer_is",
+        "-TERM",
+    );
+}
+
+/// What keeps a group of sources from resuming at an offset is named.
+#[test]
+fn groups_that_cannot_resume_name_the_block() {
+    let text = r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {name: groups}
+spec:
+  blocks:
+    ok:    {kind: counter_source, segment: a}
+    tag:   {kind: tagger, params: {type: u64, period: 10}, segment: a}
+    sig:   {kind: signal_source, params: {type: f32, samp_rate: 1e6}, segment: a}
+    fir:   {kind: fir_filter, params: {type: f32, taps: [0.5, 0.5], decimation: 2}, segment: a}
+    file:  {kind: file_source, params: {type: f32, path: /dev/null}, segment: a}
+    nul:   {kind: null_sink, params: {type: f32}, segment: a}
+    s1:    {kind: null_sink, params: {type: u64}, segment: b}
+    s2:    {kind: null_sink, params: {type: f32}, segment: b}
+    s3:    {kind: null_sink, params: {type: f32}, segment: b}
+    s4:    {kind: null_sink, params: {type: f32}, segment: c}
+  connections:
+    - [ok.out, tag.in]
+    - [tag.out, s1.in]
+    - [sig.out, fir.in]
+    - [fir.out, s2.in]
+    - [file.out, s3.in]
+    - [file.out, nul.in]
+    - [file.out, s4.in]
+"#;
+    let v = doc(text);
+    let a = flowmesh_worker::plan(&v).unwrap().segments["a"].clone();
+    let groups = source_groups(&a);
+    let refused: Vec<(Vec<&str>, Option<&str>)> = groups
+        .iter()
+        .map(|g| {
+            let kinds: Vec<&str> = g.sinks.iter().map(|s| a.blocks[s].kind.as_str()).collect();
+            (kinds, g.refused.as_deref())
+        })
+        .collect();
+    assert_eq!(groups.len(), 3, "{refused:?}");
+    let by_first = |block: &str| {
+        groups
+            .iter()
+            .find(|g| g.blocks.iter().any(|b| b == block))
+            .unwrap()
+    };
+    assert_eq!(by_first("ok").refused, None);
+    assert_eq!(by_first("ok").sinks.len(), 1);
+    let fir = by_first("fir").refused.clone().unwrap();
+    assert!(fir.contains("`fir`") && fir.contains("rate"), "{fir}");
+    let file = by_first("file").refused.clone().unwrap();
+    assert!(
+        file.contains("`file`") && file.contains("file_source"),
+        "{file}"
+    );
+    assert_eq!(by_first("file").sinks.len(), 2, "one edge to b, one to c");
+}
