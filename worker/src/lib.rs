@@ -16,7 +16,10 @@
 //! is a network edge end, [`BlockDescriptor::history_of`] how much earlier
 //! input it needs to warm up, and [`BlockDescriptor::durability_of`] what
 //! of its output survived; the result goes to the blocks as a typed
-//! [`BlockSetup`] per block name, not as parameters.
+//! [`BlockSetup`] per block name, not as parameters. A segment's own
+//! sources resume where the consumers of its output edges are when the
+//! catalog declares them `resumable_at_offset` and every block between them
+//! and those edges `item_for_item` ([`source_groups`], [`source_starts`]).
 //!
 //! Before anything starts, [`preflight`] checks every element of the
 //! segment on this host and reports all problems at once; [`exit`] holds
@@ -601,12 +604,15 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
             match &g.refused {
                 None => adopted.extend(g.sinks.iter().cloned()),
                 Some(why) => tracing::warn!(
-                    "segment {}: {} cannot resume where {} consumers are: {why}; it starts \
-                     again from item 0 as a new producer instance and its consumers mark a \
-                     `restart` gap",
+                    "segment {}: {} cannot resume where {}: {why}; it starts again from \
+                     item 0 as a new producer instance and its consumers mark a `restart` gap",
                     cfg.segment,
                     g.sinks.join(", "),
-                    if g.sinks.len() == 1 { "its" } else { "their" },
+                    if g.sinks.len() == 1 {
+                        "its consumer is"
+                    } else {
+                        "their consumers are"
+                    },
                 ),
             }
         }
