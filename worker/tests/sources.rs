@@ -12,9 +12,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use flowmesh_model::status::WorkerStatus;
 use flowmesh_model::validate::validate_text;
 use flowmesh_model::{FlowGraphDocument, Pmt};
-use flowmesh_worker::{source_groups, start_segment, Config};
+use flowmesh_worker::control::{Control, Options};
+use flowmesh_worker::{client, source_groups, start_segment, Config};
 
 const N: u64 = 300_000;
 const RATE: u64 = 100_000;
@@ -313,4 +315,69 @@ spec:
         "{file}"
     );
     assert_eq!(by_first("file").sinks.len(), 2, "one edge to b, one to c");
+}
+
+/// A consumer restarted with `--resume` whose producer is not there (it
+/// finished and exited, or is down) says so on `/status`: which edge, since
+/// when, and why; the figure clears once the producer answers.
+#[test]
+fn a_consumer_whose_producer_is_gone_says_so_on_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let v = doc(&yaml(dir.path(), 1_000_000));
+    let peers = BTreeMap::from([("a".to_string(), listen.clone())]);
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let b = start_segment(&v, &config("b", "127.0.0.1:0", peers, true)).expect("segment b");
+    let control = Control::start(
+        &b,
+        &v,
+        Options {
+            addr: "127.0.0.1:0".into(),
+            token: Some("t".into()),
+            ..Default::default()
+        },
+    )
+    .expect("control API");
+    let status = || -> WorkerStatus {
+        let r = client::request(
+            "GET",
+            &format!("http://{}/status", control.addr()),
+            Some("t"),
+            None,
+            Duration::from_secs(10),
+        )
+        .expect("GET /status");
+        assert_eq!(r.status, 200);
+        serde_json::from_slice(&r.body).unwrap()
+    };
+    wait_until("both input edges report their producer unreachable", || {
+        let s = status();
+        s.edges.len() == 2
+            && s.edges
+                .iter()
+                .all(|e| e.producer_unreachable_since_ms.is_some())
+    });
+    for e in status().edges {
+        let since = e.producer_unreachable_since_ms.unwrap();
+        assert!(since >= t0, "{}: since {since}, started {t0}", e.edge);
+        let why = e.producer_unreachable.unwrap();
+        assert!(
+            why.contains(&listen),
+            "{}: the reason names the address: {why}",
+            e.edge
+        );
+    }
+    // The producer comes back: the edges connect and the figure clears.
+    let a = start_segment(&v, &config("a", &listen, BTreeMap::new(), false)).expect("segment a");
+    wait_until("the edges connect", || {
+        status()
+            .edges
+            .iter()
+            .all(|e| e.connections > 0 && e.producer_unreachable_since_ms.is_none())
+    });
+    a.running.wait().expect("a ends");
+    assert!(b.running.wait_timeout(Duration::from_secs(60)), "b ends");
 }
