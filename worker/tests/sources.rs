@@ -16,7 +16,7 @@ use flowmesh_model::status::WorkerStatus;
 use flowmesh_model::validate::validate_text;
 use flowmesh_model::{FlowGraphDocument, Pmt};
 use flowmesh_worker::control::{Control, Options};
-use flowmesh_worker::{client, source_groups, start_segment, Config};
+use flowmesh_worker::{client, source_groups, source_starts, start_segment, Config};
 
 const N: u64 = 300_000;
 const RATE: u64 = 100_000;
@@ -94,6 +94,7 @@ fn free_port() -> String {
 const CHILD_LISTEN: &str = "FM_SOURCES_CHILD_LISTEN";
 const CHILD_DIR: &str = "FM_SOURCES_CHILD_DIR";
 const CHILD_RESUME: &str = "FM_SOURCES_CHILD_RESUME";
+const CHILD_FANOUT: &str = "FM_SOURCES_CHILD_FANOUT";
 
 /// The child: segment `a` until its streams end, or SIGTERM stops it for a
 /// restart (as `flowmesh worker` does), or it is killed.
@@ -102,7 +103,11 @@ fn child_if_asked() {
         return;
     };
     let resume = std::env::var(CHILD_RESUME).is_ok();
-    let v = doc(&yaml(Path::new(&dir), RATE));
+    let v = doc(&if std::env::var(CHILD_FANOUT).is_ok() {
+        fanout(Path::new(&dir))
+    } else {
+        yaml(Path::new(&dir), RATE)
+    });
     let a = start_segment(&v, &config("a", &listen, BTreeMap::new(), resume)).expect("segment a");
     let handle = a.running.handle();
     flowmesh_worker::lifecycle::watch(
@@ -113,7 +118,7 @@ fn child_if_asked() {
     )
     .expect("signals");
     // Where each source starts (0 unless it resumed at an offset).
-    for block in ["count", "chead", "sine", "noise", "dhead"] {
+    for block in a.spec.blocks.keys() {
         println!("BASE {block} {}", a.param_log.base(block));
     }
     println!("READY");
@@ -130,6 +135,9 @@ fn spawn_a(test: &str, listen: &str, dir: &Path, resume: bool) -> (Child, BTreeM
         .stdout(Stdio::piped());
     if resume {
         c.env(CHILD_RESUME, "1");
+    }
+    if test.contains("two_consumers") {
+        c.env(CHILD_FANOUT, "1");
     }
     let mut kid = c.spawn().expect("the child runs");
     // Ready once it listens and its graph runs (a resumed one has asked
@@ -315,6 +323,23 @@ spec:
         "{file}"
     );
     assert_eq!(by_first("file").sinks.len(), 2, "one edge to b, one to c");
+
+    // Where the groups start: the resumable one at its consumer's offset;
+    // the refused ones are not listed (they start at 0).
+    let ok = by_first("ok");
+    let mut downstream: BTreeMap<String, u64> = groups
+        .iter()
+        .flat_map(|g| g.sinks.iter().map(|s| (s.clone(), 700)))
+        .collect();
+    let starts = source_starts(&groups, &downstream);
+    assert_eq!(
+        starts.keys().collect::<Vec<_>>(),
+        ok.blocks.iter().collect::<Vec<_>>()
+    );
+    assert!(starts.values().all(|&r| r == 700));
+    // A consumer that did not answer: the group starts at 0.
+    downstream.remove(&ok.sinks[0]);
+    assert!(source_starts(&groups, &downstream).is_empty());
 }
 
 /// A consumer restarted with `--resume` whose producer is not there (it
@@ -380,4 +405,114 @@ fn a_consumer_whose_producer_is_gone_says_so_on_status() {
     });
     a.running.wait().expect("a ends");
     assert!(b.running.wait_timeout(Duration::from_secs(60)), "b ends");
+}
+
+/// One paced counter in `a` feeding two segments, each writing it to an
+/// `append` file.
+fn fanout(dir: &Path) -> String {
+    format!(
+        r#"
+apiVersion: flowmesh.dev/v1alpha1
+kind: FlowGraph
+metadata: {{name: fanout}}
+spec:
+  blocks:
+    count:  {{kind: counter_source, segment: a}}
+    chead:  {{kind: head, params: {{type: u64, n: {N}}}, segment: a}}
+    cthr:   {{kind: throttle, params: {{type: u64, rate: {RATE}, overflow: wait}}, segment: a}}
+    bcheck: {{kind: stream_checker, params: {{expect: {N}}}, segment: b}}
+    bfile:  {{kind: file_sink, params: {{type: u64, path: {b}, mode: append}}, segment: b}}
+    ccheck: {{kind: stream_checker, params: {{expect: {N}}}, segment: c}}
+    cfile:  {{kind: file_sink, params: {{type: u64, path: {c}, mode: append}}, segment: c}}
+  connections:
+    - [count.out, chead.in]
+    - [chead.out, cthr.in]
+    - [cthr.out, bcheck.in]
+    - [cthr.out, bfile.in]
+    - [cthr.out, ccheck.in]
+    - [cthr.out, cfile.in]
+"#,
+        b = dir.join("b.u64").display(),
+        c = dir.join("c.u64").display(),
+    )
+}
+
+/// Two consumers of one group of sources resume at different offsets: `a`
+/// is killed, `c` is stopped too and its file loses half of what it held
+/// (as writes not yet on disk can), so `c` resumes far behind `b`. The
+/// restarted sources start at the smaller offset, and the `net_sink` of the
+/// consumer further on serves it from its own offset (what comes before is
+/// held, not sent): both files equal the uninterrupted run, with no gap,
+/// loss or restart.
+#[test]
+fn two_consumers_at_different_offsets_both_continue_exactly() {
+    let test = "two_consumers_at_different_offsets_both_continue_exactly";
+    child_if_asked();
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let v = doc(&fanout(dir.path()));
+    let peers = || BTreeMap::from([("a".to_string(), listen.clone())]);
+    let b = start_segment(&v, &config("b", "127.0.0.1:0", peers(), false)).expect("segment b");
+    let c = start_segment(&v, &config("c", "127.0.0.1:0", peers(), false)).expect("segment c");
+    let (mut a, _) = spawn_a(test, &listen, dir.path(), false);
+    let hb = b.running.handle();
+    let delivered = |h: &flowmesh_runtime::Handle| match h.get("bcheck", "delivered") {
+        Ok(Pmt::I64(n)) => n as u64,
+        _ => 0,
+    };
+    wait_until("b has a third of the stream", || delivered(&hb) > N / 3);
+    a.kill().unwrap();
+    a.wait().unwrap();
+    // c stops for a restart (its file syncs), then loses half its file.
+    c.running.handle().suspend();
+    assert!(c.running.wait_timeout(Duration::from_secs(30)), "c stops");
+    // Its checker reports the stream it saw as cut short: expected here.
+    let _ = c.running.wait();
+    let cfile = dir.path().join("c.u64");
+    let held = u64s(&cfile).len() as u64;
+    let r_c = held / 2;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cfile)
+        .unwrap()
+        .set_len(r_c * 8)
+        .unwrap();
+    let at_b = delivered(&hb);
+    eprintln!("{test}: b at {at_b}, c cut back to {r_c} of {held}");
+    assert!(r_c > 0 && r_c < at_b);
+    let c = start_segment(&v, &config("c", "127.0.0.1:0", peers(), true)).expect("c resumes");
+
+    let (mut a, bases) = spawn_a(test, &listen, dir.path(), true);
+    eprintln!("{test}: resumed a starts at {bases:?}");
+    assert_eq!(
+        bases["count"], r_c,
+        "the sources start where the consumer further behind (c) resumes"
+    );
+    assert_eq!(bases["chead"], r_c);
+    for (seg, s) in [("b", b), ("c", c)] {
+        assert!(
+            s.running.wait_timeout(Duration::from_secs(60)),
+            "{seg} ends once the resumed a ends its stream"
+        );
+        let report = match s.running.wait() {
+            Ok(r) => r,
+            Err(e) => panic!("segment {seg}: {e}"),
+        };
+        let check = format!("{seg}check");
+        for what in ["lost", "gaps", "restarts"] {
+            assert_eq!(
+                report.get(&check, what),
+                Some(Pmt::I64(0)),
+                "{seg}'s checker: {what}"
+            );
+        }
+        let got = u64s(&dir.path().join(format!("{seg}.u64")));
+        let wrong = got.iter().enumerate().find(|(i, v)| *i as u64 != **v);
+        assert!(
+            got.len() as u64 == N && wrong.is_none(),
+            "{seg}'s file holds 0..{N}: {} items, first wrong {wrong:?}",
+            got.len()
+        );
+    }
+    assert!(a.wait().unwrap().success(), "the resumed a ends");
 }
