@@ -441,9 +441,14 @@ fn refusal(name: &str, b: &flowmesh_model::spec::BlockSpec) -> Option<String> {
             )),
         };
     }
-    let what = if desc.outputs.is_empty() {
+    let stream = |ports: &[flowmesh_model::catalog::PortDescriptor]| {
+        ports
+            .iter()
+            .any(|p| matches!(p.kind, flowmesh_model::catalog::PortKind::Stream { .. }))
+    };
+    let what = if !stream(&desc.outputs) {
         "a sink in the same segment (resumed at an offset it would miss the items before it)"
-    } else if desc.inputs.is_empty() {
+    } else if !stream(&desc.inputs) {
         "a source that cannot start at an offset (not `resumable_at_offset` in the catalog: \
          live, or without a seekable position)"
     } else if desc.rate.eval(&p) != Some((1, 1)) {
