@@ -177,6 +177,18 @@ pub fn show_status(s: &WorkerStatus) -> String {
                 e.edge, e.connections, e.items, e.bytes, e.frames, e.gaps, lost, e.backlog_items,
                 e.retained_items, e.retention_items
             ));
+            if let (Some(ms), Some(why)) =
+                (e.producer_unreachable_since_ms, &e.producer_unreachable)
+            {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                o.push_str(&format!(
+                    "    producer unreachable for {:.0} s (since Unix time {:.3}): {why}\n",
+                    now.saturating_sub(ms) as f64 / 1000.0,
+                    ms as f64 / 1000.0
+                ));
+            }
         }
     }
     if !s.params.is_empty() {

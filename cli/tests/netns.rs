@@ -2067,10 +2067,10 @@ fn worker_status(lab: &Lab, seg: &str, ws: &mut [&mut Worker]) -> Value {
 /// moves on the link (new one added, old one removed), b's hosts file is
 /// rewritten in place, and the producer restarts at the new address: b,
 /// never restarted, resolves the name again, reconnects there, and marks
-/// the producer's restart with exactly one `restart` gap. A producer
-/// segment without inputs has nothing to resume (`--resume` continues a
-/// relay's numbering only), so the restarted producer is a new instance
-/// that counts from 0 again.
+/// the producer's restart with exactly one `restart` gap. The producer is
+/// restarted without `--resume` (with it, its counter would continue where
+/// b is: docs/worker.md, "Resuming sources"), so it is a new instance that
+/// counts from 0 again.
 #[test]
 fn consumer_finds_its_producer_by_host_name_also_at_a_new_address() {
     let Some(_lock) = prepare("consumer_finds_its_producer_by_host_name_also_at_a_new_address")

@@ -342,6 +342,20 @@ pub struct BlockDescriptor {
     /// output sits ([`BlockDescriptor::output_indexed`]).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub output_indexed: bool,
+    /// A source whose item `n` is a pure function of `n` and its parameters
+    /// (a counter, a synthetic signal, seeded noise): built with a setup
+    /// `start` of R it produces items R, R+1, … exactly as an uninterrupted
+    /// run does, so a restarted segment of such sources resumes where its
+    /// consumers are (docs/worker.md, "Resuming sources").
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub resumable_at_offset: bool,
+    /// Item for item (1:1): output item `k` is made from input item `k` of
+    /// each input alone, and the block keeps no other state — or only state
+    /// that follows the item index, which it is told as an
+    /// [`output_indexed`](Self::output_indexed) block. A chain of such blocks
+    /// after resumable sources resumes at any offset. Its rate is 1:1.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub item_for_item: bool,
     /// The files the block reads or writes (`None`: none; see
     /// [`BlockDescriptor::files_of`]).
     #[serde(skip)]
@@ -508,6 +522,8 @@ impl BlockDescriptor {
             history: None,
             durability: None,
             output_indexed: false,
+            resumable_at_offset: false,
+            item_for_item: false,
             files: None,
         }
     }
@@ -557,6 +573,20 @@ impl BlockDescriptor {
     /// first output.
     pub fn output_indexed(mut self) -> Self {
         self.output_indexed = true;
+        self
+    }
+    /// Declares a source that starts at any item offset and then produces
+    /// what an uninterrupted run produces from there (see the field
+    /// `resumable_at_offset`); its setup's `start` is
+    /// that offset.
+    pub fn resumable_at_offset(mut self) -> Self {
+        self.resumable_at_offset = true;
+        self
+    }
+    /// Declares a block that makes output item `k` from input item `k`
+    /// alone (see the field `item_for_item`).
+    pub fn item_for_item(mut self) -> Self {
+        self.item_for_item = true;
         self
     }
     /// Declares what the block makes durable (see [`DurabilityFn`]).
@@ -755,6 +785,51 @@ mod tests {
                 .collect();
             assert_eq!(kinds.len(), 1, "{role:?}: {kinds:?}");
             assert_eq!(catalog().with_role(role).map(|d| d.kind), Some(kinds[0]));
+        }
+    }
+
+    #[test]
+    fn resumable_sources_and_item_for_item_blocks_keep_the_item_rate() {
+        let (mut sources, mut one_to_one) = (vec![], vec![]);
+        for d in catalog().iter() {
+            if d.resumable_at_offset {
+                assert!(
+                    d.inputs.iter().all(|p| p.kind == PortKind::Message),
+                    "{}",
+                    d.kind
+                );
+                assert_ne!(d.source, SourceKind::No, "{}", d.kind);
+                sources.push(d.kind);
+            }
+            if d.item_for_item {
+                assert_eq!(d.rate, Rate::sync(), "{} is item for item", d.kind);
+                assert!(!d.resumable_at_offset, "{}", d.kind);
+                one_to_one.push(d.kind);
+            }
+        }
+        assert_eq!(
+            sources,
+            [
+                "counter_source",
+                "noise_source",
+                "null_source",
+                "signal_source",
+                "vector_source"
+            ]
+        );
+        for kind in [
+            "head",
+            "throttle",
+            "tagger",
+            "add",
+            "multiply",
+            "multiply_const",
+        ] {
+            assert!(one_to_one.contains(&kind), "{kind}: {one_to_one:?}");
+        }
+        for kind in ["fir_filter", "file_source", "message_strobe", "net_source"] {
+            let d = catalog().get(kind).unwrap();
+            assert!(!d.item_for_item && !d.resumable_at_offset, "{kind}");
         }
     }
 

@@ -167,6 +167,16 @@ pub struct EdgeStatus {
     /// edge: this replica's processing rate).
     #[serde(default)]
     pub messages_per_second: f64,
+    /// Since when (Unix time in ms) this consumer has failed to reach its
+    /// producer (input): set from the first failed attempt until it
+    /// connects again. A producer that finished and exited leaves it set
+    /// for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer_unreachable_since_ms: Option<u64>,
+    /// Why the last attempt to reach the producer failed (input), while
+    /// `producer_unreachable_since_ms` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer_unreachable: Option<String>,
 }
 
 /// A parameter value in force.

@@ -717,6 +717,7 @@ impl Shared {
                 } else {
                     backlog_items += g(&s.backlog);
                 }
+                let unreachable = s.unreachable();
                 EdgeStatus {
                     edge,
                     role: match role {
@@ -739,6 +740,8 @@ impl Shared {
                     pending: 0,
                     in_flight: 0,
                     messages_per_second: 0.0,
+                    producer_unreachable_since_ms: unreachable.as_ref().map(|u| u.0),
+                    producer_unreachable: unreachable.map(|u| u.1),
                 }
             })
             .collect();

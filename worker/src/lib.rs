@@ -16,7 +16,10 @@
 //! is a network edge end, [`BlockDescriptor::history_of`] how much earlier
 //! input it needs to warm up, and [`BlockDescriptor::durability_of`] what
 //! of its output survived; the result goes to the blocks as a typed
-//! [`BlockSetup`] per block name, not as parameters.
+//! [`BlockSetup`] per block name, not as parameters. A segment's own
+//! sources resume where the consumers of its output edges are when the
+//! catalog declares them `resumable_at_offset` and every block between them
+//! and those edges `item_for_item` ([`source_groups`], [`source_starts`]).
 //!
 //! Before anything starts, [`preflight`] checks every element of the
 //! segment on this host and reports all problems at once; [`exit`] holds
@@ -391,6 +394,161 @@ pub fn block_bases(sub: &FlowGraphSpec, sources: &BTreeMap<String, u64>) -> BTre
     out
 }
 
+/// A group of blocks joined by connections (in either direction) that reach
+/// `net_sink`s without a `net_source` among them: a restarted segment's
+/// own sources and what they feed. It resumes at an offset when every block
+/// in it is a source the catalog declares `resumable_at_offset`, a block it
+/// declares `item_for_item` (output-indexed ones such as `head` and
+/// `tagger` are told where their first item sits), or a `net_sink`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceGroup {
+    /// Every block of the group, by name.
+    pub blocks: Vec<String>,
+    /// Its `net_sink`s, by name.
+    pub sinks: Vec<String>,
+    /// `None` when the group resumes at an offset; otherwise why it cannot
+    /// (naming the block), and a restart is a new producer instance whose
+    /// consumers mark a `restart` gap.
+    pub refused: Option<String>,
+}
+
+/// Why block `name` keeps a group of sources from resuming at an offset, or
+/// `None` if it does not ([`SourceGroup`]).
+fn refusal(name: &str, b: &flowmesh_model::spec::BlockSpec) -> Option<String> {
+    let Some((desc, p)) = resolved(b) else {
+        return Some(format!(
+            "block `{name}` has kind `{}`, which the catalog does not know",
+            b.kind
+        ));
+    };
+    match desc.role {
+        Role::NetSink => return None,
+        Role::Plain => {}
+        _ => {
+            return Some(format!(
+                "block `{name}` ({}) is a network edge end other than a stream output",
+                desc.kind
+            ))
+        }
+    }
+    if desc.resumable_at_offset || desc.item_for_item {
+        // Item for item means 1:1; a catalog test holds the catalog to it.
+        return match desc.rate.eval(&p) {
+            Some((1, 1)) => None,
+            _ => Some(format!(
+                "block `{name}` ({}) changes the item rate",
+                desc.kind
+            )),
+        };
+    }
+    let stream = |ports: &[flowmesh_model::catalog::PortDescriptor]| {
+        ports
+            .iter()
+            .any(|p| matches!(p.kind, flowmesh_model::catalog::PortKind::Stream { .. }))
+    };
+    let what = if !stream(&desc.outputs) {
+        "a sink in the same segment (resumed at an offset it would miss the items before it)"
+    } else if !stream(&desc.inputs) {
+        "a source that cannot start at an offset (not `resumable_at_offset` in the catalog: \
+         live, or without a seekable position)"
+    } else if desc.rate.eval(&p) != Some((1, 1)) {
+        "a block that changes the item rate"
+    } else {
+        "a block whose output is not made item for item from its input (it keeps state)"
+    };
+    Some(format!("block `{name}` ({}) is {what}", desc.kind))
+}
+
+/// The groups of `sub`'s own sources that feed its `net_sink`s
+/// ([`SourceGroup`]), with whether each resumes at an offset. Groups with a
+/// `net_source` are relays ([`relay_sinks`]) and not listed.
+pub fn source_groups(sub: &FlowGraphSpec) -> Vec<SourceGroup> {
+    let mut next: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for c in &sub.connections {
+        let (Some(f), Some(t)) = (Endpoint::parse(c.from()), Endpoint::parse(c.to())) else {
+            continue;
+        };
+        let (Some((f, _)), Some((t, _))) = (
+            sub.blocks.get_key_value(f.block.as_str()),
+            sub.blocks.get_key_value(t.block.as_str()),
+        ) else {
+            continue;
+        };
+        next.entry(f.as_str()).or_default().push(t.as_str());
+        next.entry(t.as_str()).or_default().push(f.as_str());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for name in sub.blocks.keys() {
+        if seen.contains(name.as_str()) {
+            continue;
+        }
+        let mut group = vec![];
+        let mut stack = vec![name.as_str()];
+        seen.insert(name.as_str());
+        while let Some(b) = stack.pop() {
+            group.push(b.to_string());
+            for &n in next.get(b).into_iter().flatten() {
+                if seen.insert(n) {
+                    stack.push(n);
+                }
+            }
+        }
+        group.sort();
+        let sinks: Vec<String> = group
+            .iter()
+            .filter(|b| role(&sub.blocks[*b]) == Role::NetSink)
+            .cloned()
+            .collect();
+        let relay = group
+            .iter()
+            .any(|b| role(&sub.blocks[b]) == Role::NetSource);
+        if sinks.is_empty() || relay {
+            continue;
+        }
+        let refused = group.iter().find_map(|b| refusal(b, &sub.blocks[b]));
+        out.push(SourceGroup {
+            blocks: group,
+            sinks,
+            refused,
+        });
+    }
+    out
+}
+
+/// Where each resumable group of sources starts ([`SourceGroup`]), given
+/// where the consumers of its `net_sink`s resume (`downstream`: `net_sink`
+/// → offset): at the smallest of them, when every one of its consumers
+/// answered (a `net_sink` whose consumer is further on serves it from its
+/// own offset; what comes before is held, not sent). Returns every block of
+/// those groups → that offset, which is also where each block's first item
+/// sits in an uninterrupted run. Groups whose consumers did not all answer,
+/// or that are all at 0, are not listed (they start at 0: exact for the
+/// consumers that answered, whose stream the `net_sink`s continue, and a
+/// `restart` for the others).
+pub fn source_starts(
+    groups: &[SourceGroup],
+    downstream: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for g in groups.iter().filter(|g| g.refused.is_none()) {
+        let at: Option<Vec<u64>> = g.sinks.iter().map(|s| downstream.get(s).copied()).collect();
+        let Some(r) = at.and_then(|v| v.into_iter().min()) else {
+            continue;
+        };
+        if r > 0 {
+            out.extend(g.blocks.iter().map(|b| (b.clone(), r)));
+        }
+    }
+    out
+}
+
+/// How long a restarted segment of sources waits for the consumers of its
+/// `net_sink`s: longer than a relay ([`RESUME_WAIT`]), since its consumer
+/// may be a relay that first asks its own consumers (each hop of a chain
+/// restarted at once takes up to [`RESUME_WAIT`]).
+pub const SOURCE_RESUME_WAIT: Duration = Duration::from_secs(15);
+
 /// A segment that has been built and started.
 pub struct Segment {
     pub name: String,
@@ -443,15 +601,62 @@ pub fn start_segment(doc: &FlowGraphDocument, cfg: &Config) -> Result<Segment> {
     }
     if cfg.resume {
         let relays = relay_sinks(&sub);
-        let downstream = if relays.is_empty() {
+        let groups = source_groups(&sub);
+        // The net_sinks whose consumers' streams a restart continues: the
+        // relays', and those of groups of sources that resume at an offset.
+        let mut adopted = relays.clone();
+        for g in &groups {
+            match &g.refused {
+                None => adopted.extend(g.sinks.iter().cloned()),
+                Some(why) => tracing::warn!(
+                    "segment {}: {} cannot resume where {}: {why}; it starts again from \
+                     item 0 as a new producer instance and its consumers mark a `restart` gap",
+                    cfg.segment,
+                    g.sinks.join(", "),
+                    if g.sinks.len() == 1 {
+                        "its consumer is"
+                    } else {
+                        "their consumers are"
+                    },
+                ),
+            }
+        }
+        adopted.sort();
+        let downstream = if adopted.is_empty() {
             BTreeMap::new()
         } else {
-            announce_edges(&sub, &env, &relays);
+            announce_edges(&sub, &env, &adopted);
             listening = Some(listen(&env, cfg)?);
-            ask_consumers(&sub, &env, &relays, &cfg.segment)
+            let wait = if adopted.len() > relays.len() {
+                SOURCE_RESUME_WAIT
+            } else {
+                RESUME_WAIT
+            };
+            ask_consumers(&sub, &env, &adopted, &cfg.segment, wait)
         };
         let sources = plan_resume(&sub, &downstream, &states, &cfg.segment, &mut setup);
         bases = block_bases(&sub, &sources);
+        for g in groups.iter().filter(|g| g.refused.is_none()) {
+            if let Some(missing) = g.sinks.iter().find(|s| !downstream.contains_key(*s)) {
+                tracing::warn!(
+                    "segment {}: the consumer of {missing} did not say where it resumes; the \
+                     sources of {} start at item 0 (the consumers that answered continue \
+                     exactly, that one sees a restarted producer)",
+                    cfg.segment,
+                    g.sinks.join(", ")
+                );
+            }
+        }
+        for (block, at) in source_starts(&groups, &downstream) {
+            let desc = resolved(&sub.blocks[&block]).map(|(d, _)| d);
+            if desc.is_some_and(|d| {
+                d.resumable_at_offset || d.output_indexed || d.role == Role::NetSink
+            }) {
+                tracing::info!("segment {}: {block} resumes at item {at}", cfg.segment);
+                setup.entry(block.clone()).or_default().start = at;
+            }
+            bases.insert(block, at);
+        }
         if let Some(dir) = &cfg.state_dir {
             let changes = param_log::load(dir)?;
             param_log::replay(&mut sub, &changes, &bases, &mut setup);
@@ -559,16 +764,18 @@ fn announce_edges(sub: &FlowGraphSpec, env: &NetEnv, relays: &[String]) {
     }
 }
 
-/// Waits up to [`RESUME_WAIT`] in all for the consumers of a relay's
-/// announced edges; returns `net_sink` block → where its consumer resumes
-/// (those that came).
+/// Waits up to `wait` in all for the consumers of a restarted segment's
+/// announced edges ([`RESUME_WAIT`] for a relay, [`SOURCE_RESUME_WAIT`]
+/// with sources that resume); returns `net_sink` block → where its consumer
+/// resumes (those that came).
 fn ask_consumers(
     sub: &FlowGraphSpec,
     env: &NetEnv,
     relays: &[String],
     segment: &str,
+    wait: Duration,
 ) -> BTreeMap<String, u64> {
-    let deadline = Instant::now() + RESUME_WAIT;
+    let deadline = Instant::now() + wait;
     let mut downstream = BTreeMap::new();
     for name in relays {
         let edge = edge_of(&sub.blocks[name]);
@@ -579,7 +786,7 @@ fn ask_consumers(
                 downstream.insert(name.clone(), r);
             }
             None => tracing::warn!(
-                "segment {segment}: no consumer of {edge} within {RESUME_WAIT:?}; it will see a \
+                "segment {segment}: no consumer of {edge} within {wait:?}; it will see a \
                  restarted producer"
             ),
         }

@@ -77,5 +77,6 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             "decibels",
         )),
     );
-    v
+    // Every conversion maps each item on its own.
+    v.into_iter().map(BlockDescriptor::item_for_item).collect()
 }

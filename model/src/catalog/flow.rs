@@ -23,6 +23,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .input(PortDescriptor::typed("in", "items"))
         .output(PortDescriptor::typed("out", "the same items, paced"))
         .source(SourceKind::Live)
+        .item_for_item()
         .rate_param("rate"),
         BlockDescriptor::new(
             "head",
@@ -33,7 +34,9 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::vlen())
         .param(ParamDescriptor::new("n", ParamType::Int, "items to pass").min(0.0))
         .input(PortDescriptor::typed("in", "items"))
-        .output(PortDescriptor::typed("out", "the first n items")),
+        .output(PortDescriptor::typed("out", "the first n items"))
+        .item_for_item()
+        .output_indexed(),
         BlockDescriptor::new(
             "tagger",
             Category::Flow,
@@ -50,6 +53,8 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             "tag value: the tag's offset, or the wall-clock time in ns when it was added (for latency_probe)",
         ).default("offset"))
         .input(PortDescriptor::typed("in", "items"))
-        .output(PortDescriptor::typed("out", "the same items, tagged")),
+        .output(PortDescriptor::typed("out", "the same items, tagged"))
+        .item_for_item()
+        .output_indexed(),
     ]
 }

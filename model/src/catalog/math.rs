@@ -39,6 +39,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(constant("the factor").default(1.0))
         .input(PortDescriptor::typed("in", "items"))
         .output(PortDescriptor::typed("out", "items × constant"))
+        .item_for_item()
         .check(real_constant_check),
         BlockDescriptor::new(
             "add_const",
@@ -50,6 +51,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(constant("the addend").default(0.0))
         .input(PortDescriptor::typed("in", "items"))
         .output(PortDescriptor::typed("out", "items + constant"))
+        .item_for_item()
         .check(real_constant_check),
         BlockDescriptor::new(
             "add",
@@ -60,7 +62,8 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::vlen())
         .param(n_inputs())
         .input(PortDescriptor::typed("in", "addends").counted("num_inputs"))
-        .output(PortDescriptor::typed("out", "the sum")),
+        .output(PortDescriptor::typed("out", "the sum"))
+        .item_for_item(),
         BlockDescriptor::new(
             "multiply",
             Category::Math,
@@ -70,6 +73,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::vlen())
         .param(n_inputs())
         .input(PortDescriptor::typed("in", "factors").counted("num_inputs"))
-        .output(PortDescriptor::typed("out", "the product")),
+        .output(PortDescriptor::typed("out", "the product"))
+        .item_for_item(),
     ]
 }

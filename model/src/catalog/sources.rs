@@ -16,6 +16,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             .param(samp_rate().optional())
             .output(PortDescriptor::typed("out", "zeros"))
             .source(SourceKind::Replayable)
+            .resumable_at_offset()
             .rate_param("samp_rate"),
         BlockDescriptor::new(
             "signal_source",
@@ -37,6 +38,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::new("phase", ParamType::Float, "initial phase").unit("rad").default(0.0))
         .output(PortDescriptor::scalar("out", "the waveform"))
         .source(SourceKind::Replayable)
+        .resumable_at_offset()
         .rate_param("samp_rate"),
         BlockDescriptor::new(
             "noise_source",
@@ -51,6 +53,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(samp_rate().optional())
         .output(PortDescriptor::scalar("out", "noise"))
         .source(SourceKind::Replayable)
+        .resumable_at_offset()
         .rate_param("samp_rate"),
         BlockDescriptor::new("vector_source", Category::Source, "Plays a list of items, once or repeated.")
             .param(ParamDescriptor::item_type(&ItemType::ALL))
@@ -60,6 +63,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
             .param(samp_rate().optional())
             .output(PortDescriptor::typed("out", "the items"))
             .source(SourceKind::Replayable)
+            .resumable_at_offset()
             .rate_param("samp_rate"),
         BlockDescriptor::new(
             "file_source",
@@ -87,6 +91,7 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(samp_rate().optional())
         .output(PortDescriptor::fixed("out", U64, "the counter"))
         .source(SourceKind::Replayable)
+        .resumable_at_offset()
         .rate_param("samp_rate"),
         BlockDescriptor::new(
             "message_strobe",

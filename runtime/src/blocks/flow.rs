@@ -14,7 +14,7 @@ use super::{stream_type, Implementation};
 pub(super) const BLOCKS: &[Implementation] = &[
     Implementation {
         kind: "head",
-        build: |c| head(c.params),
+        build: |c| head(c.params, c.setup.start),
     },
     Implementation {
         kind: "throttle",
@@ -22,7 +22,7 @@ pub(super) const BLOCKS: &[Implementation] = &[
     },
     Implementation {
         kind: "tagger",
-        build: |c| tagger(c.params),
+        build: |c| tagger(c.params, c.setup.start),
     },
     Implementation {
         kind: "latency_probe",
@@ -31,6 +31,10 @@ pub(super) const BLOCKS: &[Implementation] = &[
 ];
 
 /// `head`: passes the first `n` items, then ends. Input `in`, output `out`.
+///
+/// Its setup's `start` (a restarted segment resuming mid-stream, the
+/// catalog declares it `output_indexed`) is the index of its first item in
+/// the whole stream: it then passes the `n − start` items left.
 pub struct Head {
     remaining: u64,
     item_size: usize,
@@ -54,10 +58,10 @@ impl Block for Head {
     }
 }
 
-pub fn head(p: &Params) -> Result<BuiltBlock, String> {
+pub fn head(p: &Params, start: u64) -> Result<BuiltBlock, String> {
     let st = stream_type(p);
     Ok(BuiltBlock::new(Head {
-        remaining: p.u64("n").unwrap_or(0),
+        remaining: p.u64("n").unwrap_or(0).saturating_sub(start),
         item_size: st.item_size(),
     }))
 }
@@ -228,6 +232,8 @@ pub fn throttle(p: &Params) -> Result<BuiltBlock, String> {
 
 /// `tagger`: passes items and tags every `period`-th offset with its offset.
 pub struct Tagger {
+    /// Index in the whole stream of its first item (setup `start`).
+    start: u64,
     time: bool,
     period: u64,
     key: std::sync::Arc<str>,
@@ -242,7 +248,9 @@ impl Block for Tagger {
         }
         let b = n * self.item_size;
         io.output_bytes(0)[..b].copy_from_slice(&io.input_bytes(0)[..b]);
-        let start = io.nitems_written(0);
+        // In the whole stream's numbering (`self.start` on), like the tags'
+        // values; the tags themselves sit at this block's own offsets.
+        let start = self.start + io.nitems_written(0);
         let end = start + n as u64;
         let mut o = start.div_ceil(self.period) * self.period;
         while o < end {
@@ -250,7 +258,7 @@ impl Block for Tagger {
             io.add_tag(
                 0,
                 Tag {
-                    offset: o,
+                    offset: o - self.start,
                     key: self.key.clone(),
                     value: Pmt::I64(v),
                 },
@@ -263,9 +271,10 @@ impl Block for Tagger {
     }
 }
 
-pub fn tagger(p: &Params) -> Result<BuiltBlock, String> {
+pub fn tagger(p: &Params, start: u64) -> Result<BuiltBlock, String> {
     let st = stream_type(p);
     Ok(BuiltBlock::new(Tagger {
+        start,
         time: p.str("value") == Some("time"),
         period: p.u64("period").unwrap_or(1024).max(1),
         key: p.str("key").unwrap_or("tick").into(),

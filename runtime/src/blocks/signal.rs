@@ -69,11 +69,11 @@ use super::Implementation;
 pub(super) const BLOCKS: &[Implementation] = &[
     Implementation {
         kind: "signal_source",
-        build: |c| signal_source(c.params),
+        build: |c| signal_source(c.params, c.setup.start),
     },
     Implementation {
         kind: "noise_source",
-        build: |c| noise_source(c.params),
+        build: |c| noise_source(c.params, c.setup.start),
     },
 ];
 
@@ -432,7 +432,10 @@ fn finite(p: &Params, name: &str, default: f64) -> Result<f64, String> {
     }
 }
 
-pub fn signal_source(p: &Params) -> Result<BuiltBlock, String> {
+/// Builds a `signal_source` whose first item is item `start` of the whole
+/// stream (0, or where a resumed segment continues): the phase is computed
+/// from the index, so the samples equal an uninterrupted run's bit for bit.
+pub fn signal_source(p: &Params, start: u64) -> Result<BuiltBlock, String> {
     let complex = source_type(p, "signal_source")?;
     let wname = p.str("waveform").unwrap_or("cos");
     let waveform = Waveform::parse(wname)
@@ -459,7 +462,7 @@ pub fn signal_source(p: &Params) -> Result<BuiltBlock, String> {
         phase,
         phase0: turns_to_phase(phase / TAU),
         phase_inc: turns_to_phase(frequency / samp_rate),
-        next: 0,
+        next: start,
     };
     Ok(BuiltBlock::new(block))
 }
@@ -575,7 +578,10 @@ impl Block for NoiseSource {
     }
 }
 
-pub fn noise_source(p: &Params) -> Result<BuiltBlock, String> {
+/// Builds a `noise_source` whose first item is item `start` of the whole
+/// stream (0, or where a resumed segment continues): the generator is
+/// counter-based, so it jumps there directly.
+pub fn noise_source(p: &Params, start: u64) -> Result<BuiltBlock, String> {
     let complex = source_type(p, "noise_source")?;
     let amplitude = finite(p, "amplitude", 1.0)?;
     if amplitude < 0.0 {
@@ -593,7 +599,7 @@ pub fn noise_source(p: &Params) -> Result<BuiltBlock, String> {
         seed,
         key: noise_key(seed),
         samp_rate: p.f64("samp_rate"),
-        next: 0,
+        next: start,
     }))
 }
 

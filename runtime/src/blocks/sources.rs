@@ -15,11 +15,11 @@ pub(super) const BLOCKS: &[Implementation] = &[
     },
     Implementation {
         kind: "counter_source",
-        build: |c| counter_source(c.params),
+        build: |c| counter_source(c.params, c.setup.start),
     },
     Implementation {
         kind: "vector_source",
-        build: |c| vector_source(c.params),
+        build: |c| vector_source(c.params, c.setup.start),
     },
 ];
 
@@ -51,6 +51,8 @@ pub fn null_source(_: &Params) -> Result<BuiltBlock, String> {
 }
 
 /// `counter_source`: u64 items equal to their own offset; `n` items (0: endless).
+/// Its setup's `start` (a resumed segment, see the catalog's
+/// `resumable_at_offset`) is the offset of its first item.
 pub struct CounterSource {
     next: u64,
     n: u64,
@@ -81,14 +83,17 @@ impl Block for CounterSource {
     }
 }
 
-pub fn counter_source(p: &Params) -> Result<BuiltBlock, String> {
+pub fn counter_source(p: &Params, start: u64) -> Result<BuiltBlock, String> {
+    let n = p.u64("n").unwrap_or(0);
     Ok(BuiltBlock::new(CounterSource {
-        next: 0,
+        next: if n > 0 { start.min(n) } else { start },
         n: p.u64("n").unwrap_or(0),
     }))
 }
 
 /// `vector_source`: plays `data` (bytes of whole items), once or repeated.
+/// Its setup's `start` is the index of its first item in the whole stream
+/// (a resumed segment): it plays on from there.
 pub struct VectorSource {
     data: Vec<u8>,
     item_size: usize,
@@ -141,7 +146,7 @@ pub fn items_to_bytes(v: &Pmt, t: ItemType) -> Result<Vec<u8>, String> {
     Ok(crate::dispatch_item!(t, conv(&cs)))
 }
 
-pub fn vector_source(p: &Params) -> Result<BuiltBlock, String> {
+pub fn vector_source(p: &Params, start: u64) -> Result<BuiltBlock, String> {
     let st = stream_type(p);
     let data = items_to_bytes(p.get("data").unwrap_or(&Pmt::Null), st.item)?;
     if data.len() % st.item_size() != 0 {
@@ -151,10 +156,17 @@ pub fn vector_source(p: &Params) -> Result<BuiltBlock, String> {
             st.vlen
         ));
     }
+    let repeat = p.bool("repeat").unwrap_or(false);
+    let items = (data.len() / st.item_size()) as u64;
+    let first = match items {
+        0 => 0,
+        _ if repeat => start % items,
+        _ => start.min(items),
+    };
     Ok(BuiltBlock::new(VectorSource {
+        pos: first as usize * st.item_size(),
         data,
         item_size: st.item_size(),
-        pos: 0,
-        repeat: p.bool("repeat").unwrap_or(false),
+        repeat,
     }))
 }

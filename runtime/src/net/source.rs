@@ -795,11 +795,30 @@ impl NetSource {
     }
 }
 
+/// How long a consumer tries to reach its producer before it warns that
+/// the producer may be gone for good (`/status` shows the absence from the
+/// first failed attempt on).
+pub const PRODUCER_ABSENT_WARNING: Duration = Duration::from_secs(10);
+
+/// `HH:MM:SS UTC` of a wall-clock time, for log lines.
+fn utc_time(t: std::time::SystemTime) -> String {
+    let s = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let d = s % 86_400;
+    format!("{:02}:{:02}:{:02} UTC", d / 3600, d / 60 % 60, d % 60)
+}
+
 /// Connects (with backoff) whenever the block asks, and hands over the
 /// established connection; a refusal that retrying cannot fix is reported
 /// as the block's error.
 pub(crate) fn connector(shared: Arc<Connector>, env: Arc<NetEnv>, from: String, hello: Hello) {
     let mut backoff = Duration::from_millis(20);
+    // Since when the producer has not been reachable (wall clock for
+    // `/status`, monotonic for the warning), and whether that was said.
+    let stats = env.edge_stats(&hello.edge, super::stats::Role::Source);
+    let mut absent: Option<(Instant, std::time::SystemTime)> = None;
+    let mut warned = false;
     // A producer that does not serve our edge may still be building its
     // graph; one that keeps saying so runs a different FlowGraph.
     let mut unknown_since: Option<Instant> = None;
@@ -896,6 +915,17 @@ pub(crate) fn connector(shared: Arc<Connector>, env: Arc<NetEnv>, from: String, 
                 g.want = false;
                 backoff = Duration::from_millis(20);
                 unknown_since = None;
+                if let Some((t0, _)) = absent.take() {
+                    stats.set_unreachable(None, "");
+                    if warned {
+                        tracing::warn!(
+                            "edge {}: segment `{from}` answers again after {:.0} s",
+                            hello.edge,
+                            t0.elapsed().as_secs_f64()
+                        );
+                    }
+                    warned = false;
+                }
             }
             Err((true, msg)) => {
                 tracing::error!("{msg}");
@@ -905,6 +935,22 @@ pub(crate) fn connector(shared: Arc<Connector>, env: Arc<NetEnv>, from: String, 
             Err((false, msg)) => {
                 if g.attempts % 50 == 1 {
                     tracing::info!("edge {}: {msg}; retrying", hello.edge);
+                }
+                let (t0, wall) =
+                    *absent.get_or_insert_with(|| (Instant::now(), std::time::SystemTime::now()));
+                stats.set_unreachable(Some(wall), &msg);
+                if !warned && t0.elapsed() >= PRODUCER_ABSENT_WARNING {
+                    warned = true;
+                    tracing::warn!(
+                        "edge {}: its producer, segment `{from}`, has not been reachable since \
+                         {} ({:.0} s): {msg}. Still trying; if that segment's stream already \
+                         ended and its worker exited, this consumer waits for it for ever (a \
+                         consumer ends only on end of stream): stop this segment (`flowmesh \
+                         compose --down`, SIGTERM) or start the producer again",
+                        hello.edge,
+                        utc_time(wall),
+                        t0.elapsed().as_secs_f64()
+                    );
                 }
                 drop(g);
                 std::thread::sleep(backoff);

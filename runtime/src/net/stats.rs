@@ -64,6 +64,12 @@ pub struct EdgeStats {
     pub item_size: AtomicU64,
     /// The edge's generation this end runs (its `generation` parameter).
     pub generation: AtomicU64,
+    /// Unix time in ms since which the consumer has failed to reach its
+    /// producer, 0 while it is connected or has not tried yet (source).
+    pub unreachable_since_ms: AtomicU64,
+    /// Why the last attempt to reach the producer failed, while
+    /// `unreachable_since_ms` is set (source).
+    pub unreachable: std::sync::Mutex<String>,
 }
 
 impl EdgeStats {
@@ -80,6 +86,25 @@ impl EdgeStats {
             .position(|c| *c == cause)
             .expect("every cause");
         Self::add(&self.lost[i], n);
+    }
+    /// Records that the producer could not be reached (`since`: when the
+    /// attempts began failing), or that it was, with `None`.
+    pub(crate) fn set_unreachable(&self, since: Option<std::time::SystemTime>, why: &str) {
+        let ms = since.map_or(0, |t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_millis().max(1) as u64)
+        });
+        Self::set(&self.unreachable_since_ms, ms);
+        *self.unreachable.lock().unwrap_or_else(|e| e.into_inner()) = why.to_string();
+    }
+    /// Since when (Unix ms) and why the consumer has failed to reach its
+    /// producer; `None` while connected.
+    pub fn unreachable(&self) -> Option<(u64, String)> {
+        let ms = Self::get(&self.unreachable_since_ms);
+        (ms != 0).then(|| {
+            let why = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
+            (ms, why.clone())
+        })
     }
     /// Reads a counter.
     pub fn get(c: &AtomicU64) -> u64 {
