@@ -98,9 +98,6 @@ fn free_form_params(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SegmentSpec {
-    /// Number of replicas (segments that can be replicated only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replicas: Option<u32>,
     /// Host or node this segment should run on (in a cluster: a node
     /// selector on `kubernetes.io/hostname`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,6 +125,10 @@ pub struct Scaling {
     pub min: u32,
     /// Most replicas (at least `min`).
     pub max: u32,
+    /// Deliver the segment's results downstream in `id` order (held back
+    /// until every lower id arrived); by default in arrival order.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ordered: bool,
 }
 
 fn free_form_kubernetes(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
