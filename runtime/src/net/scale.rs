@@ -179,6 +179,9 @@ struct Replica {
     in_flight: BTreeSet<u64>,
     /// Sent LEAVE: gets nothing new.
     leaving: bool,
+    /// When it was last given a message (a counter): among replicas with
+    /// as many in flight, the one that waited longest gets the next.
+    last_given: u64,
     eos_sent: bool,
     last_rx: Instant,
     last_tx: Instant,
@@ -198,6 +201,7 @@ pub struct DistributeSink {
     last_seq: u64,
     conns: BTreeMap<u64, Replica>,
     next_conn: u64,
+    given: u64,
     done: u64,
     redelivered: u64,
     /// EOS went out whole to at least one replica.
@@ -223,6 +227,7 @@ impl DistributeSink {
             last_seq: 0,
             conns: BTreeMap::new(),
             next_conn: 0,
+            given: 0,
             done: 0,
             redelivered: 0,
             eos_delivered: false,
@@ -289,14 +294,16 @@ impl DistributeSink {
                 .conns
                 .iter()
                 .filter(|(_, r)| !r.leaving && r.in_flight.len() < self.window)
-                .min_by_key(|(k, r)| (r.in_flight.len(), **k))
+                .min_by_key(|(k, r)| (r.in_flight.len(), r.last_given, **k))
                 .map(|(k, _)| *k);
             let Some(k) = best else { break };
             self.pending.pop_front();
+            self.given += 1;
             let m = self.msgs.get_mut(&seq).expect("checked");
             m.1 = Some(k);
             let r = self.conns.get_mut(&k).expect("chosen");
             r.in_flight.insert(seq);
+            r.last_given = self.given;
             r.out
                 .extend_from_slice(&frame::control(FrameType::Msg, seq, 0, &m.0, true));
         }
@@ -339,6 +346,7 @@ impl Block for DistributeSink {
                     out: vec![],
                     in_flight: BTreeSet::new(),
                     leaving: false,
+                    last_given: 0,
                     eos_sent: false,
                     last_rx: now,
                     last_tx: now,
