@@ -1297,3 +1297,46 @@ impl Block for GatherSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_keeps_a_watermark_and_only_the_ids_above_it() {
+        let mut d = Dedup::default();
+        // Ids arrive out of order in windows of 8, every one twice.
+        let mut most_above = 0;
+        for base in (0..1000).step_by(8) {
+            for k in [3, 1, 0, 7, 2, 6, 4, 5] {
+                let id = base + k + 1;
+                assert!(d.first(id), "{id} is new");
+                assert!(!d.first(id), "{id} again is a duplicate");
+                most_above = most_above.max(d.above.len());
+            }
+            assert_eq!(d.watermark, base + 8, "a window completes the watermark");
+            assert!(d.above.is_empty());
+        }
+        assert!(most_above < 8, "memory is bounded by what is in flight");
+        assert!(!d.first(1), "far below the watermark: still a duplicate");
+    }
+
+    #[test]
+    fn the_replica_track_reports_input_messages_when_their_result_is_acknowledged() {
+        let t = ReplicaTrack::default();
+        t.track(7, 1);
+        t.track(8, 2);
+        t.track(7, 5); // message 7 redelivered to this replica
+        assert_eq!(t.in_flight(), 3);
+        t.complete(7);
+        let mut done = t.take_done();
+        done.sort_unstable();
+        assert_eq!(done, vec![1, 5]);
+        assert_eq!(t.in_flight(), 1);
+        t.complete(99); // not tracked here: nothing
+        assert!(t.take_done().is_empty());
+        assert!(!t.is_final());
+        t.set_final();
+        assert!(t.is_final());
+    }
+}
