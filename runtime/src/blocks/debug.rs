@@ -480,16 +480,22 @@ pub fn message_strobe(p: &Params) -> Result<BuiltBlock, String> {
 /// and benchmarks of scalable segments).
 ///
 /// Ports: message input `in`, message output `out`. Parameters: `work_us`
-/// (busy work per message, µs; default 0). The work is a spin on the
-/// calling DSP thread, measured with `Instant`, so it costs real CPU time
-/// the way an analysis would; the message (and its `id`) is not changed.
+/// (busy work per message, µs; default 0), `drop_payload` (forward a map
+/// without its `payload` field, as an analysis that keeps features, not
+/// samples; default false). The work is a spin on the calling DSP thread,
+/// measured with `Instant`, so it costs real CPU time the way an analysis
+/// would; the message's `id` is never changed.
 pub struct MessageRelay {
     work: Duration,
+    drop_payload: bool,
     forwarded: u64,
 }
 
 impl Block for MessageRelay {
-    fn message(&mut self, _port: usize, msg: Pmt, out: &mut Poster<'_>) -> Result<()> {
+    fn message(&mut self, _port: usize, mut msg: Pmt, out: &mut Poster<'_>) -> Result<()> {
+        if let (true, Pmt::Map(m)) = (self.drop_payload, &mut msg) {
+            m.remove("payload");
+        }
         if !self.work.is_zero() {
             let until = Instant::now() + self.work;
             let mut x = 0u64;
@@ -517,6 +523,7 @@ impl Block for MessageRelay {
 pub fn message_relay(p: &Params) -> Result<BuiltBlock, String> {
     Ok(BuiltBlock::new(MessageRelay {
         work: Duration::from_micros(p.u64("work_us").unwrap_or(0)),
+        drop_payload: p.bool("drop_payload").unwrap_or(false),
         forwarded: 0,
     }))
 }
