@@ -265,7 +265,7 @@ def scale(runs):
     def wall(path, single):
         t0 = time.perf_counter()
         cmd = [FM, "run", "-q", path] if single else [FM, "run", "--distributed", "-q", path]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
         if p.returncode != 0:
             sys.exit(f"{path} failed:\n{p.stderr}")
         return time.perf_counter() - t0

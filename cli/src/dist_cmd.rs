@@ -533,6 +533,7 @@ pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
     }
     drop(tx);
     let mut failed = vec![];
+    let mut replicas_stopped = false;
     while let Ok((i, status)) = rx.recv() {
         let Some((seg, _)) = live.remove(&i) else {
             continue;
@@ -541,16 +542,34 @@ pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
         // A replica of a scalable segment may go away (killed, stopped):
         // the producer gives what it held to the other replicas.
         if !status.success() && replica_of(&seg).is_some() {
-            eprintln!("replica {seg} ended ({status}): the other replicas take over what it held");
-            continue;
-        }
-        // Once we stopped the others, their ends are ours, not failures.
-        if !status.success() && failed.is_empty() {
+            if !replicas_stopped {
+                eprintln!(
+                    "replica {seg} ended ({status}): the other replicas take over what it held"
+                );
+            }
+        } else if !status.success() && failed.is_empty() {
+            // Once we stopped the others, their ends are ours, not failures.
             failed.push(format!("{seg} ({status})"));
             for (other, pid) in live.values() {
                 eprintln!("stopping segment `{other}`: another segment failed");
                 if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
+        // Every other segment has ended, so the flow is complete: a replica
+        // still running came too late for the end of stream (it was still
+        // connecting when its producer finished): stop it.
+        if failed.is_empty()
+            && !replicas_stopped
+            && !live.is_empty()
+            && live.values().all(|(s, _)| replica_of(s).is_some())
+        {
+            replicas_stopped = true;
+            for (other, pid) in live.values() {
+                eprintln!("stopping replica {other}: the flow has ended");
+                if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
                 }
             }
         }

@@ -61,6 +61,11 @@ use crate::signal::Signal;
 /// Messages a replica may hold unacknowledged unless `window` says otherwise.
 pub const DEFAULT_WINDOW: usize = 8;
 
+/// How long a replica's output that has nothing left to send but the end of
+/// stream tries to reach a gathering consumer it is not connected to: the
+/// consumer ends at the first replica's EOS and may be gone already.
+const FINAL_LINGER: Duration = Duration::from_secs(5);
+
 /// How far back the messages-per-second figures look.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
 
@@ -808,6 +813,9 @@ pub struct PushSink {
     rx: Decoder,
     out: Vec<u8>,
     eos_sent: bool,
+    /// When it had nothing left to send but the end of stream and no
+    /// connection ([`FINAL_LINGER`]).
+    final_since: Option<Instant>,
     last_rx: Instant,
     last_tx: Instant,
     stats: Arc<EdgeStats>,
@@ -834,6 +842,7 @@ impl PushSink {
             rx: Decoder::new(),
             out: vec![],
             eos_sent: false,
+            final_since: None,
             last_rx: Instant::now(),
             last_tx: Instant::now(),
         }
@@ -897,6 +906,22 @@ impl Block for PushSink {
             // its input failed): close without EOS.
             return Ok(Work::Ok);
         }
+        // Every result was acknowledged and the producer's end of stream
+        // came: only the final marker is left, which any replica may give.
+        let nothing_left = ended && self.queue.is_empty() && self.env.replica.is_final();
+        if nothing_left && self.conn.is_none() {
+            let since = *self.final_since.get_or_insert(now);
+            if now.duration_since(since) >= FINAL_LINGER {
+                tracing::info!(
+                    "message edge {}: every result is acknowledged; the gathering consumer \
+                     cannot be reached for {} s (it ends at the first replica's end of stream): \
+                     ending without sending it",
+                    self.edge,
+                    FINAL_LINGER.as_secs()
+                );
+                return Ok(Work::Ok);
+            }
+        }
         if self.conn.is_none() {
             let mut g = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(e) = g.error.take() {
@@ -917,7 +942,12 @@ impl Block for PushSink {
                         g.want = true;
                         self.shared.cv.notify_all();
                     }
-                    return Ok(Work::Deadline(now + Duration::from_secs(1)));
+                    let wait = if nothing_left {
+                        Duration::from_millis(100)
+                    } else {
+                        Duration::from_secs(1)
+                    };
+                    return Ok(Work::Deadline(now + wait));
                 }
             }
         }
@@ -936,6 +966,18 @@ impl Block for PushSink {
                         }
                     }
                     FrameType::Heartbeat => {}
+                    FrameType::Close => {
+                        // The gathering consumer ended: it had every
+                        // result (what this replica still holds can only
+                        // be a repeat).
+                        tracing::info!(
+                            "message edge {}: the gathering consumer has ended ({} result(s) \
+                             here unacknowledged, repeats of what it had)",
+                            self.edge,
+                            self.queue.len()
+                        );
+                        return Ok(Work::Ok);
+                    }
                     other => {
                         self.drop_conn(&format!("unexpected {other:?} frame"));
                         break;
@@ -949,8 +991,9 @@ impl Block for PushSink {
             }
         }
         if let Some(e) = lost {
-            if e == CLOSED && self.eos_sent {
-                // The gatherer had the end of the stream and closed.
+            if (e == CLOSED && self.eos_sent) || nothing_left {
+                // The gatherer had the end of the stream (ours or another
+                // replica's) and closed.
                 return Ok(Work::Ok);
             }
             self.drop_conn(&e);
@@ -1258,6 +1301,15 @@ impl Block for GatherSource {
         EdgeStats::set(&self.stats.in_flight, self.held.len() as u64);
         self.rate.update(now, self.delivered, &self.stats.rate_bits);
         if self.final_eos && self.conns.values().all(|p| p.out.is_empty()) {
+            // Tell every replica still connected that this is the end (a
+            // replica whose end of stream comes later need not send it).
+            let bye = frame::control(FrameType::Close, 0, 0, b"end of stream", false);
+            for p in self.conns.values_mut() {
+                flush_blocking(&mut p.conn, &bye, Duration::from_millis(100));
+            }
+            for mut inc in self.served.take_all() {
+                flush_blocking(&mut inc.conn, &bye, Duration::from_millis(100));
+            }
             if !self.held.is_empty() {
                 tracing::warn!(
                     "message edge {}: end of stream with {} result(s) held for lower ids that \
