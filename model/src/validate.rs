@@ -1453,7 +1453,8 @@ fn check_scalable(
         return;
     }
     for name in sorted_keys(m) {
-        if m[name].get("scaling").is_none() {
+        // A segment no block names runs nothing: nothing to check.
+        if m[name].get("scaling").is_none() || !used.contains(name.as_str()) {
             continue;
         }
         let path = join(&join(&format!("{sp}.segments"), name), "scaling");
@@ -1565,7 +1566,7 @@ fn check_segments(v: Option<&Value>, sp: &str, dups: &mut Dups, report: &mut Rep
         }
     };
     report_dups_at(&path, dups, report);
-    const FIELDS: [&str; 4] = ["replicas", "host", "kubernetes", "scaling"];
+    const FIELDS: [&str; 3] = ["host", "kubernetes", "scaling"];
     for name in sorted_keys(m) {
         let spath = join(&path, name);
         if !is_dns_label(name) {
@@ -1587,7 +1588,10 @@ fn check_segments(v: Option<&Value>, sp: &str, dups: &mut Dups, report: &mut Rep
             continue;
         };
         report_dups_at(&spath, dups, report);
-        unknown_fields(s, &spath, &FIELDS, "a segment", report);
+        // `replicas` is reported below as removed, not as unknown.
+        let mut known = s.clone();
+        known.remove("replicas");
+        unknown_fields(&known, &spath, &FIELDS, "a segment", report);
         if s.contains_key("replicas") {
             report.push(
                 join(&spath, "replicas"),
