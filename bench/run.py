@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """FlowMesh benchmarks, each beside its peer from the same run.
 
-Usage: python3 bench/run.py [chain] [memory] [cpu] [net] [net-crc] [tags] [latency] [--runs 5]
+Usage: python3 bench/run.py [chain] [memory] [cpu] [net] [net-crc] [tags] [latency] [scale] [--runs 5]
   chain   bench/chain-{f32,cf32}.yaml vs bench/peers/gnuradio/gr_chain.py, alternating runs;
           plus the same graph with constants 0.999 (f32) and 0.6+0.8j (cf32), the same graph with a
           source that writes every item on both sides (FlowMesh signal_source `const` vs GNU Radio
@@ -17,6 +17,9 @@ Usage: python3 bench/run.py [chain] [memory] [cpu] [net] [net-crc] [tags] [laten
   tags    bench/net-tags.yaml (one tag per 1024 items, every offset checked) vs the same graph with one
           tag in all (and bench/net-counter.yaml, no tagger, for reference).
   latency bench/net-latency.yaml: p50/p99 through one edge at 10 Msps.
+  scale   bench/scale.yaml: messages/s through a scalable segment (32 KiB messages, results without the
+          payload) with 1 and 2 replicas under `flowmesh run --distributed`, beside the same graph in one
+          process (`flowmesh run`), at 0 and 1000 us of work per message; alternating runs.
   cpu     CPU use of bench/tone-throttled.yaml (tone -> filter -> file, throttled to 1 Msps, 10 s)
           and the throttle's achieved rate.
 The figure for FlowMesh is items / wall time of the whole `flowmesh run` process.
@@ -244,6 +247,47 @@ def latency(runs):
         print([l for l in err.splitlines() if "latency_probe" in l][-1])
 
 
+def scale(runs):
+    path = os.path.join(ROOT, "bench", "scale.yaml")
+    text = open(path).read()
+
+    def graph(n, work, replicas, single):
+        t = text.replace("count: 5000", f"count: {n}").replace("work_us: 0", f"work_us: {work}")
+        t = t.replace("min: 1,", f"min: {replicas},")
+        if single:
+            t = re.sub(r", segment: \w+", "", t)
+            t = t[:t.index("  segments:")]
+        f = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+        f.write(t)
+        f.close()
+        return f.name
+
+    def wall(path, single):
+        t0 = time.perf_counter()
+        cmd = [FM, "run", "-q", path] if single else [FM, "run", "--distributed", "-q", path]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        if p.returncode != 0:
+            sys.exit(f"{path} failed:\n{p.stderr}")
+        return time.perf_counter() - t0
+
+    print("Message: a map {id, message, payload} with a 32768-byte payload (4096 cf32), CBOR-encoded "
+          "32.8 KB on the wire; results: the same map without the payload.")
+    print("Rate: N / (wall time of the run - wall time of the same run with N = 1), i.e. without "
+          "process start-up and connection set-up.")
+    print("| work per message | N | one process msg/s min/med/max | 1 replica msg/s | 2 replicas msg/s | 2 / 1 replicas |")
+    print("|---|---|---|---|---|---|")
+    for work, n in ((0, 20000), (1000, 4000)):
+        cases = [("single", 1, True), ("r1", 1, False), ("r2", 2, False)]
+        base = {c: statistics.median([wall(graph(1, work, r, s), s) for _ in range(3)]) for c, r, s in cases}
+        rates = {c: [] for c, _, _ in cases}
+        for _ in range(runs):
+            for c, r, s in cases:
+                rates[c].append(n / max(wall(graph(n, work, r, s), s) - base[c], 1e-3))
+        med = {c: statistics.median(v) for c, v in rates.items()}
+        print(f"| {work} us | {n} | {stats(rates['single'])} | {stats(rates['r1'])} | {stats(rates['r2'])} "
+              f"| {med['r2'] / med['r1']:.2f} |")
+
+
 def cpu_model():
     """The CPU's model name and the features the CRC kernels depend on."""
     info = open("/proc/cpuinfo").read()
@@ -267,7 +311,7 @@ def main():
           f"nproc={os.cpu_count()} cpu={cpu_model()}")
     for w in what:
         {"chain": lambda: chain(runs), "memory": memory, "cpu": lambda: cpu(runs), "net": lambda: net(runs), "net-crc": lambda: net_crc(runs),
-         "tags": lambda: tags(runs), "latency": lambda: latency(3)}[w]()
+         "tags": lambda: tags(runs), "latency": lambda: latency(3), "scale": lambda: scale(runs)}[w]()
 
 
 if __name__ == "__main__":

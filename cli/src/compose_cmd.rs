@@ -80,12 +80,6 @@ pub fn project(doc: &FlowGraphDocument, o: &Options) -> Result<Project> {
                  the segment's pod in a cluster only)"
             ));
         }
-        if s.replicas.is_some_and(|r| r > 1) {
-            warnings.push(format!(
-                "spec.segments.{seg}.replicas: Compose runs one container for the segment \
-                 (replicated segments are not supported by this generator)"
-            ));
-        }
     }
     // Service names must stay distinct after cleaning.
     let mut services = BTreeMap::new();
@@ -142,7 +136,12 @@ pub fn project(doc: &FlowGraphDocument, o: &Options) -> Result<Project> {
         }
         // The worker's own deadline for a planned stop, inside Compose's.
         let grace = o.stop_grace_seconds.saturating_sub(5).max(1).to_string();
-        let cmd = [
+        // A scalable segment runs `scaling.min` containers of one service
+        // (`docker-compose up --scale SERVICE=N` changes it); its replicas
+        // keep no state of their own: what one held is redelivered to
+        // another (docs/scaling.md).
+        let scaling = flowmesh_model::partition::scaling(&doc.spec, seg);
+        let mut cmd = vec![
             "worker",
             "/flowgraph.yaml",
             "--segment",
@@ -153,15 +152,16 @@ pub fn project(doc: &FlowGraphDocument, o: &Options) -> Result<Project> {
             "0.0.0.0:9400",
             "--peer-template",
             PEER_TEMPLATE,
-            "--resume",
-            "--state-dir",
-            STATE_DIR,
-            "--grace-period",
-            grace.as_str(),
-            "--quiet",
         ];
+        if scaling.is_none() {
+            cmd.extend(["--resume", "--state-dir", STATE_DIR]);
+        }
+        cmd.extend(["--grace-period", grace.as_str(), "--quiet"]);
         y.push_str(&format!("  {label}:\n"));
         y.push_str(&format!("    image: {}\n", q(&o.image)));
+        if let Some(sc) = scaling {
+            y.push_str(&format!("    scale: {}\n", sc.min));
+        }
         y.push_str(&format!(
             "    command: [{}]\n",
             cmd.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
@@ -180,11 +180,13 @@ pub fn project(doc: &FlowGraphDocument, o: &Options) -> Result<Project> {
             "      - {}\n",
             q(&format!("./{GRAPH_FILE}:/flowgraph.yaml:ro"))
         ));
-        y.push_str(&format!(
-            "      - {}\n",
-            q(&format!("{label}-state:{STATE_DIR}"))
-        ));
-        volumes.push(format!("{label}-state"));
+        if scaling.is_none() {
+            y.push_str(&format!(
+                "      - {}\n",
+                q(&format!("{label}-state:{STATE_DIR}"))
+            ));
+            volumes.push(format!("{label}-state"));
+        }
         if writes {
             y.push_str(&format!(
                 "      - {}\n",

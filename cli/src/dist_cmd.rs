@@ -83,6 +83,8 @@ pub struct WorkerArgs {
     pub quiet: bool,
     /// How long a planned stop (SIGTERM, SIGINT) may take.
     pub grace: Duration,
+    /// The replica's name in logs and /status (a scalable segment's).
+    pub replica_name: Option<String>,
 }
 
 /// Why `flowmesh worker` did not end with its segment: the error, and the
@@ -204,7 +206,10 @@ pub fn worker(source: Source, a: WorkerArgs) -> Result<u8, WorkerFailure> {
         threads: a.threads,
         state_dir: a.state_dir.clone(),
     };
-    let seg = start_segment(&doc, &cfg).before_start()?;
+    let mut seg = start_segment(&doc, &cfg).before_start()?;
+    if let Some(n) = &a.replica_name {
+        seg.name = n.clone();
+    }
     let control = Arc::new(
         Control::start(
             &seg,
@@ -372,10 +377,30 @@ pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
             }
         });
     }
-    let mut children = vec![];
+    // A scalable segment runs `scaling.min` replicas at once, `SEG#0`,
+    // `SEG#1`, …: each dials the producer of its input and pushes to its
+    // consumer, so none needs an address of its own (docs/scaling.md).
+    let mut instances = vec![];
     for seg in plan.segments.keys() {
+        match flowmesh_model::partition::scaling(&doc.spec, seg) {
+            Some(sc) => {
+                for i in 0..sc.min.max(1) {
+                    instances.push((seg.clone(), Some(format!("{seg}#{i}"))));
+                }
+            }
+            None => instances.push((seg.clone(), None)),
+        }
+    }
+    let mut children = vec![];
+    for (seg, replica) in &instances {
+        let name = replica.clone().unwrap_or_else(|| seg.clone());
         let listen = match &sockets {
-            Some(dir) => format!("unix:{}", dir.path().join(format!("{seg}.sock")).display()),
+            Some(dir) => format!(
+                "unix:{}",
+                dir.path()
+                    .join(format!("{}.sock", name.replace('#', "-")))
+                    .display()
+            ),
             None => "127.0.0.1:0".to_string(),
         };
         let mut c = Command::new(&exe);
@@ -388,14 +413,19 @@ pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if let Some(r) = replica {
+            c.args(["--replica-name", r]);
+        }
         if quiet {
             c.arg("--quiet");
         }
         let child = c
             .spawn()
-            .with_context(|| format!("cannot start the worker for segment `{seg}`"))?;
-        children.push((seg.clone(), child));
+            .with_context(|| format!("cannot start the worker for segment `{name}`"))?;
+        children.push((name, child));
     }
+    let replica_of =
+        |name: &str| -> Option<String> { name.split_once('#').map(|(s, _)| s.to_string()) };
     // Collect every worker's address, then tell everyone.
     let mut addrs = vec![];
     let mut controls = vec![];
@@ -410,7 +440,10 @@ pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
             if let Some(addr) = line.strip_prefix("CONTROL ") {
                 controls.push(format!("{seg} http://{addr}"));
             } else if let Some(addr) = line.strip_prefix("LISTEN ") {
-                addrs.push((seg.clone(), addr.to_string()));
+                // Nobody dials a replica: only the other segments are peers.
+                if replica_of(seg).is_none() {
+                    addrs.push((seg.clone(), addr.to_string()));
+                }
                 break;
             } else {
                 failed_start = Some(seg.clone());
@@ -434,12 +467,45 @@ pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
     }
     if !quiet {
         let list: Vec<String> = addrs.iter().map(|(s, a)| format!("{s} on {a}")).collect();
-        eprintln!("started {} workers: {}", addrs.len(), list.join(", "));
+        let replicas: Vec<&str> = children
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| n.contains('#'))
+            .collect();
+        eprintln!(
+            "started {} workers: {}{}",
+            children.len(),
+            list.join(", "),
+            if replicas.is_empty() {
+                String::new()
+            } else {
+                format!(", replicas {}", replicas.join(", "))
+            }
+        );
         eprintln!(
             "control APIs: {} (token: --token-file {})",
             controls.join(", "),
             token_file.display()
         );
+    }
+    // How to add a replica of a scalable segment to this run by hand (it
+    // dials the producer of its input and its consumer, which take any
+    // number of replicas; SIGTERM takes it out again).
+    let peers: Vec<String> = addrs
+        .iter()
+        .map(|(s, a)| format!("--peer {s}={a}"))
+        .collect();
+    for seg in plan.segments.keys() {
+        if flowmesh_model::partition::scaling(&doc.spec, seg).is_some() {
+            eprintln!(
+                "add a replica of `{seg}`: FLOWMESH_TOKEN=$(cat {}) {} worker {} --segment {seg} \
+                 --listen 127.0.0.1:0 --control 127.0.0.1:0 {}",
+                token_file.display(),
+                exe.display(),
+                file.display(),
+                peers.join(" ")
+            );
+        }
     }
     // Forward what the segments print (e.g. detections) to our stdout.
     let forwarders: Vec<_> = outs
@@ -467,18 +533,43 @@ pub fn distributed(file: &Path, quiet: bool, unix: bool) -> Result<()> {
     }
     drop(tx);
     let mut failed = vec![];
+    let mut replicas_stopped = false;
     while let Ok((i, status)) = rx.recv() {
         let Some((seg, _)) = live.remove(&i) else {
             continue;
         };
         let status = status.with_context(|| format!("waiting for segment `{seg}`"))?;
-        // Once we stopped the others, their ends are ours, not failures.
-        if !status.success() && failed.is_empty() {
+        // A replica of a scalable segment may go away (killed, stopped):
+        // the producer gives what it held to the other replicas.
+        if !status.success() && replica_of(&seg).is_some() {
+            if !replicas_stopped {
+                eprintln!(
+                    "replica {seg} ended ({status}): the other replicas take over what it held"
+                );
+            }
+        } else if !status.success() && failed.is_empty() {
+            // Once we stopped the others, their ends are ours, not failures.
             failed.push(format!("{seg} ({status})"));
             for (other, pid) in live.values() {
                 eprintln!("stopping segment `{other}`: another segment failed");
                 if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
+        // Every other segment has ended, so the flow is complete: a replica
+        // still running came too late for the end of stream (it was still
+        // connecting when its producer finished): stop it.
+        if failed.is_empty()
+            && !replicas_stopped
+            && !live.is_empty()
+            && live.values().all(|(s, _)| replica_of(s).is_some())
+        {
+            replicas_stopped = true;
+            for (other, pid) in live.values() {
+                eprintln!("stopping replica {other}: the flow has ended");
+                if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
                 }
             }
         }

@@ -126,6 +126,11 @@ enum Cmd {
         /// (Kubernetes: terminationGracePeriodSeconds, 30 by default).
         #[arg(long, value_name = "SECONDS", default_value_t = 25.0)]
         grace_period: f64,
+        /// The name of this replica of a scalable segment in its log lines
+        /// and /status (`run --distributed` names them `SEGMENT#0`,
+        /// `SEGMENT#1`, …; docs/scaling.md).
+        #[arg(long, value_name = "NAME")]
+        replica_name: Option<String>,
     },
     /// Write a Docker Compose project for a FlowGraph (one service per
     /// segment; docs/compose.md), and start or stop it.
@@ -333,6 +338,7 @@ fn main() -> ExitCode {
             preflight,
             quiet,
             grace_period,
+            replica_name,
         } => {
             // Its exit code tells how the segment ended (docs/worker.md).
             return match dist_cmd::worker(
@@ -351,6 +357,7 @@ fn main() -> ExitCode {
                     preflight,
                     quiet,
                     grace: Duration::from_secs_f64(grace_period.clamp(0.0, 86_400.0)),
+                    replica_name,
                 },
             ) {
                 Ok(code) => ExitCode::from(code),

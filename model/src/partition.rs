@@ -285,6 +285,27 @@ pub fn partition(spec: &FlowGraphSpec) -> Result<Partition> {
         source_params["edge"] = json!(e.id);
         source_params["generation"] = json!(e.generation);
         source_params["from"] = json!(e.from_segment);
+        if e.kind == EdgeKind::Message {
+            // Scalable segments (docs/scaling.md): their replicas dial the
+            // producer of their input, which hands each message to one of
+            // them, and push their results to the consumer, which gathers
+            // and de-duplicates them.
+            if scaling(spec, &e.to_segment).is_some() {
+                sink_params["distribute"] = json!(true);
+                source_params["replica"] = json!(true);
+                if !has_message_output(&edges, &e.to_segment) {
+                    source_params["ack_on_take"] = json!(true);
+                }
+            }
+            if let Some(sc) = scaling(spec, &e.from_segment) {
+                sink_params["push"] = json!(true);
+                sink_params["to"] = json!(e.to_segment);
+                source_params["gather"] = json!(true);
+                if sc.ordered {
+                    source_params["ordered"] = json!(true);
+                }
+            }
+        }
         let (from, _) = e.id.split_once('>').expect("edge id has >");
         let to_map = |v: serde_json::Value| -> BTreeMap<String, serde_json::Value> {
             serde_json::from_value(v).expect("params are a map")
@@ -322,6 +343,18 @@ pub fn partition(spec: &FlowGraphSpec) -> Result<Partition> {
         segments,
         edges: edges.into_values().collect(),
     })
+}
+
+/// The scaling of segment `segment`, if it is scalable.
+pub fn scaling<'a>(spec: &'a FlowGraphSpec, segment: &str) -> Option<&'a crate::spec::Scaling> {
+    spec.segments.get(segment).and_then(|s| s.scaling.as_ref())
+}
+
+/// Whether `segment` sends a message edge to another segment.
+fn has_message_output(edges: &BTreeMap<String, NetEdge>, segment: &str) -> bool {
+    edges
+        .values()
+        .any(|e| e.kind == EdgeKind::Message && e.from_segment == segment)
 }
 
 /// Serializes a sub-spec to the string a worker rebuilds it from.

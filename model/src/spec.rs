@@ -98,9 +98,6 @@ fn free_form_params(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SegmentSpec {
-    /// Number of replicas (segments that can be replicated only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replicas: Option<u32>,
     /// Host or node this segment should run on (in a cluster: a node
     /// selector on `kubernetes.io/hostname`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,6 +141,10 @@ pub struct Scaling {
     /// removes at most half as many (at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_step: Option<u32>,
+    /// Deliver the segment's results downstream in `id` order (held back
+    /// until every lower id arrived); by default in arrival order.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ordered: bool,
     /// Emit a standard `autoscaling/v2` HorizontalPodAutoscaler on CPU
     /// instead of the operator's autoscaler (Kubernetes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -870,6 +870,7 @@ fn check_spec(spec: &Value, sp: &str, dups: &mut Dups, report: &mut Report) -> A
     }
     check_cycles(&blocks, &stream_edges, sp, report);
     let rates = check_rates(&blocks, &stream_edges, sp, report);
+    check_scalable(m.get("segments"), &blocks, &edges, sp, report);
 
     analysis.edges = edges
         .iter()
@@ -1460,6 +1461,7 @@ fn check_scaling(v: &Value, path: &str, report: &mut Report) {
         &[
             "min",
             "max",
+            "ordered",
             "targetSecondsOfBacklog",
             "cooldownSeconds",
             "lookbackSeconds",
@@ -1470,6 +1472,13 @@ fn check_scaling(v: &Value, path: &str, report: &mut Report) {
         report,
     );
     check_autoscaler_knobs(m, path, report);
+    if let Some(o) = m.get("ordered").filter(|o| !o.is_boolean()) {
+        report.push(
+            join(path, "ordered"),
+            format!("must be true or false, got {}", describe(o)),
+            "write `ordered: true` to have results delivered in `id` order",
+        );
+    }
     let mut bound = |k: &str| match m.get(k) {
         None => {
             report.push(
@@ -1502,6 +1511,126 @@ fn check_scaling(v: &Value, path: &str, report: &mut Report) {
     }
 }
 
+/// Scalable segments (`segments.<s>.scaling`): every input a message edge
+/// from another segment, at most one message output edge to another
+/// segment, and no stream output to another segment (docs/scaling.md).
+fn check_scalable(
+    segments: Option<&Value>,
+    blocks: &BTreeMap<String, Block>,
+    edges: &[Edge],
+    sp: &str,
+    report: &mut Report,
+) {
+    let Some(m) = segments.and_then(Value::as_object) else {
+        return;
+    };
+    let seg_of = |b: &str| {
+        blocks
+            .get(b)
+            .map(|b| b.info.segment.as_deref().unwrap_or("default").to_string())
+    };
+    // One segment (a worker's own sub-graph, or a graph run in one
+    // process): nothing crosses segments, nothing to check.
+    let used: BTreeSet<String> = blocks.keys().filter_map(|b| seg_of(b)).collect();
+    if used.len() < 2 {
+        return;
+    }
+    for name in sorted_keys(m) {
+        // A segment no block names runs nothing: nothing to check.
+        if m[name].get("scaling").is_none() || !used.contains(name.as_str()) {
+            continue;
+        }
+        let path = join(&join(&format!("{sp}.segments"), name), "scaling");
+        let mut inputs = BTreeSet::new();
+        let mut outputs = BTreeSet::new();
+        for e in edges {
+            let (Some(fs), Some(ts)) = (seg_of(&e.from.block), seg_of(&e.to.block)) else {
+                continue;
+            };
+            if fs == ts || (fs != *name && ts != *name) {
+                continue;
+            }
+            let stream = matches!(e.kind, EdgeKind::Stream(_));
+            if ts == *name {
+                if stream {
+                    report.push(
+                        &path,
+                        format!(
+                            "segment `{name}` is scalable but its input {} -> {} is a stream: a \
+                             stream edge has one consumer position and cannot be shared between \
+                             replicas",
+                            e.from, e.to
+                        ),
+                        "put the stream blocks in another segment and send messages (e.g. \
+                         detection snippets) into the scalable one",
+                    );
+                } else {
+                    inputs.insert(e.from.to_string());
+                }
+            } else if stream {
+                report.push(
+                    &path,
+                    format!(
+                        "segment `{name}` is scalable but its output {} -> {} is a stream: the \
+                         replicas' streams could not be merged into one",
+                        e.from, e.to
+                    ),
+                    "send messages (with the `id` of the message they answer) out of a scalable \
+                     segment",
+                );
+            } else {
+                if m.get(&ts).and_then(|t| t.get("scaling")).is_some() {
+                    report.push(
+                        &path,
+                        format!(
+                            "segment `{name}` is scalable and sends {} -> {} to segment `{ts}`, \
+                             which is scalable too: replicas feed one gathering consumer, not \
+                             other replicas",
+                            e.from, e.to
+                        ),
+                        "put a segment that is not scalable between the two",
+                    );
+                }
+                outputs.insert((e.from.to_string(), ts));
+            }
+        }
+        if inputs.is_empty() {
+            report.push(
+                &path,
+                format!(
+                    "segment `{name}` is scalable but has no message input from another segment: \
+                     there is nothing to share between replicas"
+                ),
+                "connect a message output of another segment to it, or remove `scaling`",
+            );
+        } else if inputs.len() > 1 {
+            report.push(
+                &path,
+                format!(
+                    "segment `{name}` is scalable and has {} message inputs ({}): a scalable \
+                     segment takes one (its replicas acknowledge messages by `id`, and ids of \
+                     two inputs would collide)",
+                    inputs.len(),
+                    inputs.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                "merge the inputs into one message port before the segment",
+            );
+        }
+        if outputs.len() > 1 {
+            report.push(
+                &path,
+                format!(
+                    "segment `{name}` is scalable and has {} message outputs to other segments: \
+                     a replica acknowledges its input when the one result carrying its `id` was \
+                     acknowledged downstream, so it takes at most one",
+                    outputs.len()
+                ),
+                "send the results of a scalable segment out of one port to one segment",
+            );
+        }
+    }
+}
+
 fn check_segments(v: Option<&Value>, sp: &str, dups: &mut Dups, report: &mut Report) {
     let path = format!("{sp}.segments");
     let m = match v {
@@ -1514,13 +1643,13 @@ fn check_segments(v: Option<&Value>, sp: &str, dups: &mut Dups, report: &mut Rep
                     "must be a map of segment names to settings, got {}",
                     describe(v)
                 ),
-                "write `segments: {name: {replicas: 1}}`",
+                "write `segments: {name: {host: node-1}}`",
             );
             return;
         }
     };
     report_dups_at(&path, dups, report);
-    const FIELDS: [&str; 4] = ["replicas", "host", "kubernetes", "scaling"];
+    const FIELDS: [&str; 3] = ["host", "kubernetes", "scaling"];
     for name in sorted_keys(m) {
         let spath = join(&path, name);
         if !is_dns_label(name) {
@@ -1537,20 +1666,23 @@ fn check_segments(v: Option<&Value>, sp: &str, dups: &mut Dups, report: &mut Rep
                     "must be a map of segment settings, got {}",
                     describe(&m[name])
                 ),
-                "write `{}` for the defaults, or `{replicas: 2, host: node-1}`",
+                "write `{}` for the defaults, or `{host: node-1, scaling: {min: 1, max: 4}}`",
             );
             continue;
         };
         report_dups_at(&spath, dups, report);
-        unknown_fields(s, &spath, &FIELDS, "a segment", report);
-        if let Some(r) = s.get("replicas") {
-            if r.as_u64().is_none_or(|n| n > u32::MAX as u64) {
-                report.push(
-                    join(&spath, "replicas"),
-                    format!("must be a whole number of at least 0, got {}", describe(r)),
-                    "write it as digits, e.g. `replicas: 2`",
-                );
-            }
+        // `replicas` is reported below as removed, not as unknown.
+        let mut known = s.clone();
+        known.remove("replicas");
+        unknown_fields(&known, &spath, &FIELDS, "a segment", report);
+        if s.contains_key("replicas") {
+            report.push(
+                join(&spath, "replicas"),
+                "was removed: a fixed replica count does nothing; a segment whose inputs are all \
+                 message edges scales between bounds"
+                    .to_string(),
+                "use `scaling: {min: 1, max: 4}` (docs/scaling.md), or remove `replicas`",
+            );
         }
         if let Some(sc) = s.get("scaling") {
             check_scaling(sc, &join(&spath, "scaling"), report);

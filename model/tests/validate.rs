@@ -307,7 +307,7 @@ fn unknown_fields_everywhere() {
             (
                 "spec.segments.edge.replics",
                 "unknown field `replics`",
-                "did you mean `replicas`? a segment takes: replicas, host, kubernetes, scaling",
+                "a segment takes: host, kubernetes, scaling",
             ),
             (
                 "spec.runtime.buffer_bytes",
@@ -412,13 +412,14 @@ fn segments_and_runtime_values() {
             ),
             (
                 "spec.segments.Edge_1.replicas",
-                "must be a whole number of at least 0, got a number -1",
-                "write it as digits, e.g. `replicas: 2`",
+                "was removed: a fixed replica count does nothing; a segment whose inputs are all \
+                 message edges scales between bounds",
+                "use `scaling: {min: 1, max: 4}` (docs/scaling.md), or remove `replicas`",
             ),
             (
                 "spec.segments.b",
                 "must be a map of segment settings, got a number 3",
-                "write `{}` for the defaults, or `{replicas: 2, host: node-1}`",
+                "write `{}` for the defaults, or `{host: node-1, scaling: {min: 1, max: 4}}`",
             ),
             (
                 "spec.segments.c.host",
@@ -459,7 +460,7 @@ fn scaling_needs_whole_bounds_with_min_at_most_max() {
             (
                 "spec.segments.c.scaling.maxx",
                 "unknown field `maxx`",
-                "did you mean `max`? scaling takes: min, max, targetSecondsOfBacklog, cooldownSeconds, lookbackSeconds, maxStep, hpa",
+                "did you mean `max`? scaling takes: min, max, ordered, targetSecondsOfBacklog, cooldownSeconds, lookbackSeconds, maxStep, hpa",
             ),
             (
                 "spec.segments.c.scaling.min",
@@ -525,7 +526,7 @@ fn implicit_segments_are_fine() {
     let text = doc(
         "  blocks:\n    src: {kind: signal_source, params: {type: f32, samp_rate: 1e6}, segment: front}\n\
          \x20   sink: {kind: null_sink, params: {type: f32}, segment: back}\n\
-         \x20 connections:\n    - [src.out, sink.in]\n  segments:\n    back: {replicas: 2}\n",
+         \x20 connections:\n    - [src.out, sink.in]\n  segments:\n    back: {host: node-1}\n",
     );
     check(&text, &[]);
 }
@@ -1567,4 +1568,71 @@ fn survey_blocks_are_validated_like_every_other_block() {
     ))
     .unwrap();
     assert_eq!(problems(&survey), vec![]);
+}
+
+#[test]
+fn a_scalable_segment_takes_messages_only() {
+    // Messages in and out: fine, and the partitioner sets the modes.
+    let ok = doc(
+        "  blocks:\n    src: {kind: message_strobe, params: {numbered: true}, segment: a}\n\
+         \x20   work: {kind: message_relay, segment: s}\n\
+         \x20   dbg: {kind: message_debug, segment: c}\n\
+         \x20 connections:\n    - [src.out, work.in]\n    - [work.out, dbg.in]\n\
+         \x20 segments:\n    s: {scaling: {min: 1, max: 3, ordered: true}}\n",
+    );
+    check(&ok, &[]);
+    let (d, _) = validate_text(&ok);
+    let p = flowmesh_model::partition::partition(&d.unwrap().spec).unwrap();
+    let param =
+        |seg: &str, block: &str, k: &str| p.segments[seg].blocks[block].params.get(k).cloned();
+    let (into, out) = (&p.edges[0], &p.edges[1]);
+    assert_eq!(
+        param("a", &into.sink_block, "distribute"),
+        Some(serde_json::json!(true))
+    );
+    assert_eq!(
+        param("s", &into.source_block, "replica"),
+        Some(serde_json::json!(true))
+    );
+    assert_eq!(
+        param("s", &out.sink_block, "push"),
+        Some(serde_json::json!(true))
+    );
+    assert_eq!(
+        param("s", &out.sink_block, "to"),
+        Some(serde_json::json!("c"))
+    );
+    assert_eq!(
+        param("c", &out.source_block, "gather"),
+        Some(serde_json::json!(true))
+    );
+    assert_eq!(
+        param("c", &out.source_block, "ordered"),
+        Some(serde_json::json!(true))
+    );
+
+    // A stream into it: refused, saying why.
+    check(
+        &doc(
+            "  blocks:\n    src: {kind: signal_source, params: {type: f32, samp_rate: 1e6}, segment: a}\n\
+             \x20   sink: {kind: null_sink, params: {type: f32}, segment: s}\n\
+             \x20 connections:\n    - [src.out, sink.in]\n\
+             \x20 segments:\n    s: {scaling: {min: 1, max: 2}}\n",
+        ),
+        &[
+            (
+                "spec.segments.s.scaling",
+                "segment `s` is scalable but its input src.out -> sink.in is a stream: a stream \
+                 edge has one consumer position and cannot be shared between replicas",
+                "put the stream blocks in another segment and send messages (e.g. detection \
+                 snippets) into the scalable one",
+            ),
+            (
+                "spec.segments.s.scaling",
+                "segment `s` is scalable but has no message input from another segment: there \
+                 is nothing to share between replicas",
+                "connect a message output of another segment to it, or remove `scaling`",
+            ),
+        ],
+    );
 }

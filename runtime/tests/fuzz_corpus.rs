@@ -85,6 +85,7 @@ fn hello() -> Hello {
         crc: true,
         instance: INSTANCE,
         eos_tags: false,
+        replica: 0,
     }
 }
 
@@ -173,6 +174,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>, Expect)> {
         0,
         &frame::Hello {
             eos_tags: true,
+            replica: 0,
             ..hello()
         }
         .encode(),

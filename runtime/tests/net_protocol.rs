@@ -841,6 +841,7 @@ fn hello(edge: &str, instance: u64, resume_offset: u64) -> frame::Hello {
         crc: true,
         instance,
         eos_tags: true,
+        replica: 0,
     }
 }
 

@@ -735,11 +735,11 @@ impl Shared {
                     backlog_items: g(&s.backlog),
                     retained_items: g(&s.retained),
                     retention_items: g(&s.retention),
-                    // Filled in by the message edges of scalable segments.
-                    replicas: 0,
-                    pending: 0,
-                    in_flight: 0,
-                    messages_per_second: 0.0,
+                    // The message edges of scalable segments (docs/scaling.md).
+                    replicas: g(&s.replicas),
+                    pending: g(&s.pending),
+                    in_flight: g(&s.in_flight),
+                    messages_per_second: f64::from_bits(g(&s.rate_bits)),
                     producer_unreachable_since_ms: unreachable.as_ref().map(|u| u.0),
                     producer_unreachable: unreachable.map(|u| u.1),
                 }

@@ -36,6 +36,28 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         )
         .input(PortDescriptor::message("in", "messages to print").optional()),
         BlockDescriptor::new(
+            "message_relay",
+            Category::Debug,
+            "Forwards every message after `work_us` µs of CPU work (its `id` unchanged; `drop_payload` removes \
+             its `payload`): a stand-in for per-message analysis (tests and benchmarks of scalable segments).",
+        )
+        .param(
+            ParamDescriptor::new("work_us", ParamType::Int, "busy work per message")
+                .unit("µs")
+                .default(0i64)
+                .min(0.0),
+        )
+        .param(
+            ParamDescriptor::new(
+                "drop_payload",
+                ParamType::Bool,
+                "forward a map without its `payload` field (an analysis keeps features, not samples)",
+            )
+            .default(false),
+        )
+        .input(PortDescriptor::message("in", "messages to forward"))
+        .output(PortDescriptor::message("out", "the same messages")),
+        BlockDescriptor::new(
             "rate_probe",
             Category::Debug,
             "Measures the item rate; posts {rate, items} every `interval` seconds on `rate`.",

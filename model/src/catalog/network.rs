@@ -62,20 +62,32 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         BlockDescriptor::new(
             "net_message_sink",
             Category::Sink,
-            "Producing end of a message edge: sends messages in order with sequence numbers, retried until acknowledged.",
+            "Producing end of a message edge: sends messages in order with sequence numbers, retried until acknowledged. \
+             Into a scalable segment (`distribute`) it serves every replica that dials it and balances messages by \
+             acknowledgement; out of one (`push`) it dials the consuming segment (docs/scaling.md).",
         )
         .param(edge())
         .param(generation())
+        .param(ParamDescriptor::new("distribute", ParamType::Bool, "the edge feeds a scalable segment: serve any number of replicas, each message to one replica with room, redelivered if that replica goes away before it is done end to end (set by the partitioner)").default(false))
+        .param(ParamDescriptor::new("window", ParamType::Int, "with `distribute`: most messages one replica may hold unacknowledged").default(8i64).min(1.0))
+        .param(ParamDescriptor::new("push", ParamType::Bool, "the output of a scalable segment's replica: dial segment `to` instead of being dialed (set by the partitioner)").default(false))
+        .param(ParamDescriptor::new("to", ParamType::String, "with `push`: the segment that consumes the edge").default(""))
         .input(PortDescriptor::message("in", "messages to send"))
         .role(Role::NetMessageSink),
         BlockDescriptor::new(
             "net_message_source",
             Category::Source,
-            "Consuming end of a message edge: delivers each message once, in order.",
+            "Consuming end of a message edge: delivers each message once, in order. As a scalable segment's input \
+             (`replica`) it acknowledges each message when the result carrying its `id` was acknowledged downstream; \
+             after a scalable segment (`gather`) it takes every replica's results and drops repeated ids (docs/scaling.md).",
         )
         .param(edge())
         .param(generation())
-        .param(ParamDescriptor::new("from", ParamType::String, "segment that produces the edge"))
+        .param(ParamDescriptor::new("from", ParamType::String, "segment that produces the edge").default(""))
+        .param(ParamDescriptor::new("replica", ParamType::Bool, "the input of a scalable segment's replica: messages need an integer `id` and are acknowledged end to end (set by the partitioner)").default(false))
+        .param(ParamDescriptor::new("ack_on_take", ParamType::Bool, "with `replica`: acknowledge a message once the graph took it (a scalable segment without a message output)").default(false))
+        .param(ParamDescriptor::new("gather", ParamType::Bool, "the edge comes out of a scalable segment: served here, any number of replicas push to it, results de-duplicated by `id` (set by the partitioner)").default(false))
+        .param(ParamDescriptor::new("ordered", ParamType::Bool, "with `gather`: deliver results in `id` order (from `segments.<s>.scaling.ordered` of the scalable segment)").default(false))
         .output(PortDescriptor::message("out", "received messages"))
         .role(Role::NetMessageSource),
         BlockDescriptor::new(

@@ -102,6 +102,8 @@ pub(super) fn all() -> Vec<BlockDescriptor> {
         .param(ParamDescriptor::new("message", ParamType::String, "text of the message").default("strobe"))
         .param(ParamDescriptor::new("period", ParamType::Float, "time between messages").unit("s").default(1.0).min(0.0).settable())
         .param(ParamDescriptor::new("count", ParamType::Int, "messages to send, 0 for endless").default(0i64).min(0.0))
+        .param(ParamDescriptor::new("numbered", ParamType::Bool, "post maps `{id, message}` with `id` 1, 2, 3, … instead of the bare text (the ids a scalable segment acknowledges and de-duplicates by)").default(false))
+        .param(ParamDescriptor::new("payload_bytes", ParamType::Int, "with `numbered`: add a `payload` of this many bytes").unit("B").default(0i64).min(0.0))
         .output(PortDescriptor::message("out", "the messages"))
         .source(SourceKind::Live),
     ]

@@ -1,11 +1,12 @@
 //! Debug and message blocks: tag_debug, message_debug, rate_probe, jsonl_sink,
-//! message_strobe.
+//! message_strobe, message_relay.
 //!
 //! - [`TagDebug`] prints and keeps the stream tags it sees;
 //! - [`MessageDebug`] prints and keeps the messages it receives;
 //! - [`RateProbe`] measures a stream's item rate and posts reports;
 //! - [`JsonlSink`] writes each message as one JSON line (file or stdout);
-//! - [`MessageStrobe`] posts a text message periodically.
+//! - [`MessageStrobe`] posts a text message periodically (or numbered maps);
+//! - [`MessageRelay`] forwards each message after a set amount of CPU work.
 //!
 //! Printing goes to standard output one line at a time; a closed standard
 //! output (e.g. a pipe into `head`) is ignored by the debug printers rather
@@ -46,6 +47,10 @@ pub(super) const BLOCKS: &[Implementation] = &[
     Implementation {
         kind: "message_strobe",
         build: |c| message_strobe(c.params),
+    },
+    Implementation {
+        kind: "message_relay",
+        build: |c| message_relay(c.params),
     },
 ];
 
@@ -364,9 +369,14 @@ pub fn jsonl_sink(p: &Params) -> Result<BuiltBlock, String> {
 /// messages it waits with `Work::Deadline` (no busy wait; a parameter change
 /// wakes it, so a new `period`, which applies from the last message sent,
 /// takes effect at once). After `count` messages it finishes,
-/// and end of stream travels along its message edges.
+/// and end of stream travels along its message edges. With `numbered` it
+/// posts maps `{id, message}` with `id` 1, 2, 3, … (the ids scalable
+/// segments acknowledge and de-duplicate by) and, with `payload_bytes`, a
+/// `payload` of that many bytes.
 pub struct MessageStrobe {
     message: String,
+    numbered: bool,
+    payload_bytes: usize,
     period: Duration,
     count: u64,
     sent: u64,
@@ -392,7 +402,19 @@ impl Block for MessageStrobe {
         if now < next {
             return Ok(Work::Deadline(next));
         }
-        io.post(0, Pmt::String(self.message.clone()));
+        let msg = if self.numbered {
+            let mut m = vec![
+                ("id", Pmt::I64(self.sent as i64 + 1)),
+                ("message", Pmt::String(self.message.clone())),
+            ];
+            if self.payload_bytes > 0 {
+                m.push(("payload", Pmt::Bytes(vec![0x5a; self.payload_bytes])));
+            }
+            Pmt::map(m)
+        } else {
+            Pmt::String(self.message.clone())
+        };
+        io.post(0, msg);
         self.sent += 1;
         self.last = Some(next);
         if self.count > 0 && self.sent >= self.count {
@@ -442,6 +464,8 @@ pub fn message_strobe(p: &Params) -> Result<BuiltBlock, String> {
         .map_err(|_| format!("period must be a non-negative number of seconds, got {period}"))?;
     Ok(BuiltBlock::new(MessageStrobe {
         message: p.str("message").unwrap_or("strobe").to_string(),
+        numbered: p.bool("numbered").unwrap_or(false),
+        payload_bytes: p.u64("payload_bytes").unwrap_or(0) as usize,
         period,
         count: p.u64("count").unwrap_or(0),
         sent: 0,
@@ -449,4 +473,57 @@ pub fn message_strobe(p: &Params) -> Result<BuiltBlock, String> {
         next: None,
     })
     .live())
+}
+
+/// `message_relay`: forwards every message unchanged after `work_us`
+/// microseconds of CPU work (a stand-in for per-message analysis in tests
+/// and benchmarks of scalable segments).
+///
+/// Ports: message input `in`, message output `out`. Parameters: `work_us`
+/// (busy work per message, µs; default 0), `drop_payload` (forward a map
+/// without its `payload` field, as an analysis that keeps features, not
+/// samples; default false). The work is a spin on the calling DSP thread,
+/// measured with `Instant`, so it costs real CPU time the way an analysis
+/// would; the message's `id` is never changed.
+pub struct MessageRelay {
+    work: Duration,
+    drop_payload: bool,
+    forwarded: u64,
+}
+
+impl Block for MessageRelay {
+    fn message(&mut self, _port: usize, mut msg: Pmt, out: &mut Poster<'_>) -> Result<()> {
+        if let (true, Pmt::Map(m)) = (self.drop_payload, &mut msg) {
+            m.remove("payload");
+        }
+        if !self.work.is_zero() {
+            let until = Instant::now() + self.work;
+            let mut x = 0u64;
+            while Instant::now() < until {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        out.post(0, msg);
+        self.forwarded += 1;
+        Ok(())
+    }
+    fn work(&mut self, io: &mut WorkIo<'_>) -> Result<Work> {
+        let _ = io;
+        Ok(Work::Ok)
+    }
+    fn get(&self, name: &str) -> Option<Pmt> {
+        match name {
+            "forwarded" => Some(Pmt::I64(self.forwarded as i64)),
+            "work_us" => Some(Pmt::I64(self.work.as_micros() as i64)),
+            _ => None,
+        }
+    }
+}
+
+pub fn message_relay(p: &Params) -> Result<BuiltBlock, String> {
+    Ok(BuiltBlock::new(MessageRelay {
+        work: Duration::from_micros(p.u64("work_us").unwrap_or(0)),
+        drop_payload: p.bool("drop_payload").unwrap_or(false),
+        forwarded: 0,
+    }))
 }

@@ -8,6 +8,7 @@ use flowmesh_model::{Params, Pmt};
 use crate::block::{Block, BlockError, BuiltBlock, Result, Work};
 use crate::io::WorkIo;
 use crate::net::msg::{NetMessageSink, NetMessageSource};
+use crate::net::scale::{DistributeSink, GatherSource, PushSink, ReplicaSource, DEFAULT_WINDOW};
 use crate::net::sink::{NetSink, MAX_FRAME_PAYLOAD};
 use crate::net::source::NetSource;
 use crate::tag::keys;
@@ -87,6 +88,27 @@ pub fn net_source(p: &Params, env: &Env, setup: &BlockSetup) -> Result<BuiltBloc
 
 pub fn net_message_sink(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
     let edge = p.str("edge").ok_or("missing edge")?;
+    if p.bool("distribute").unwrap_or(false) {
+        let window = p.u64("window").unwrap_or(DEFAULT_WINDOW as u64).max(1) as usize;
+        return Ok(BuiltBlock::new(DistributeSink::new(
+            &env.net,
+            edge,
+            generation(p),
+            window,
+        )));
+    }
+    if p.bool("push").unwrap_or(false) {
+        let to = p
+            .str("to")
+            .filter(|t| !t.is_empty())
+            .ok_or("`push: true` needs `to`, the segment to push to")?;
+        return Ok(BuiltBlock::new(PushSink::new(
+            env.net.clone(),
+            edge,
+            to,
+            generation(p),
+        )));
+    }
     Ok(BuiltBlock::new(NetMessageSink::new(
         &env.net,
         edge,
@@ -96,7 +118,24 @@ pub fn net_message_sink(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
 
 pub fn net_message_source(p: &Params, env: &Env) -> Result<BuiltBlock, String> {
     let edge = p.str("edge").ok_or("missing edge")?;
+    if p.bool("gather").unwrap_or(false) {
+        return Ok(BuiltBlock::new(GatherSource::new(
+            &env.net,
+            edge,
+            generation(p),
+            p.bool("ordered").unwrap_or(false),
+        )));
+    }
     let from = p.str("from").ok_or("missing from")?;
+    if p.bool("replica").unwrap_or(false) {
+        return Ok(BuiltBlock::new(ReplicaSource::new(
+            env.net.clone(),
+            edge,
+            from,
+            generation(p),
+            p.bool("ack_on_take").unwrap_or(false),
+        )));
+    }
     Ok(BuiltBlock::new(
         NetMessageSource::new(env.net.clone(), edge, from).generation(generation(p)),
     ))

@@ -65,6 +65,12 @@ pub struct Served {
     /// acknowledged everything (it waited its linger time): consumers that
     /// come later are refused with `finished` and told what is lost.
     pub finished: Mutex<Option<Finished>>,
+    /// Whether the edge takes many connections at once (the producer of an
+    /// edge into a scalable segment, a gathering consumer): accepted
+    /// connections queue in `many` instead of replacing each other in `slot`.
+    pub multi: AtomicBool,
+    /// Accepted connections of a `multi` edge, oldest first.
+    pub many: Mutex<Vec<Incoming>>,
 }
 
 /// What a producer that gave up on its consumer tells consumers that come
@@ -98,6 +104,10 @@ impl Served {
     pub fn take(&self) -> Option<Incoming> {
         self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
+    /// Takes every connection accepted for a `multi` edge, oldest first.
+    pub fn take_all(&self) -> Vec<Incoming> {
+        std::mem::take(&mut *self.many.lock().unwrap_or_else(|e| e.into_inner()))
+    }
     fn adoption(&self) -> std::sync::MutexGuard<'_, Adoption> {
         self.adoption.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -118,6 +128,9 @@ pub struct NetEnv {
     peers_cv: Condvar,
     served: Mutex<HashMap<String, Arc<Served>>>,
     edge_stats: Mutex<BTreeMap<(String, Role), Arc<EdgeStats>>>,
+    /// A scalable segment's replica: which input messages its output
+    /// carries on, for end-to-end acknowledgement ([`super::scale`]).
+    pub replica: super::scale::ReplicaTrack,
 }
 
 impl NetEnv {
@@ -136,6 +149,7 @@ impl NetEnv {
             peers_cv: Condvar::new(),
             served: Mutex::new(HashMap::new()),
             edge_stats: Mutex::new(BTreeMap::new()),
+            replica: Default::default(),
         })
     }
 
@@ -218,6 +232,8 @@ impl NetEnv {
                     prepared: AtomicBool::new(false),
                     adoption: Mutex::new(Adoption::Off),
                     finished: Mutex::new(None),
+                    multi: AtomicBool::new(false),
+                    many: Mutex::new(vec![]),
                 })
             })
             .clone();
@@ -304,6 +320,17 @@ impl NetEnv {
         (served, instance)
     }
 
+    /// Registers an edge that takes any number of connections at once: the
+    /// producer of an edge into a scalable segment (replicas dial it) or a
+    /// gathering consumer (replicas push to it). Returns the entry and its
+    /// instance id; accepted connections wait in [`Served::take_all`].
+    pub fn serve_many(&self, edge: &str, generation: u64) -> (Arc<Served>, u64) {
+        let (served, instance) = self.serve(edge, ServedKind::Message, true, generation);
+        served.multi.store(true, Ordering::Release);
+        drop(served.take_all());
+        (served, instance)
+    }
+
     /// Starts accepting consumers on `addr`; returns the bound address.
     pub fn listen(self: &Arc<Self>, addr: &str) -> io::Result<String> {
         let env = Arc::downgrade(self);
@@ -342,11 +369,20 @@ impl NetEnv {
                     hello.edge,
                     if crc { "on" } else { "off" }
                 );
-                *served.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Incoming {
+                let inc = Incoming {
                     conn,
                     hello: Hello { crc, ..hello },
                     instance,
-                });
+                };
+                if served.multi.load(Ordering::Acquire) {
+                    served
+                        .many
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(inc);
+                } else {
+                    *served.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(inc);
+                }
                 if let Some(sig) = served
                     .signal
                     .lock()

@@ -93,6 +93,12 @@ pub enum FrameType {
     Eos = 10,
     /// Orderly close with a reason code in `b` and text body.
     Close = 11,
+    /// Replica → producer of an edge into a scalable segment: message `a`
+    /// is done end to end (selective, not cumulative; docs/scaling.md).
+    MsgDone = 12,
+    /// Replica → producer: assign this connection nothing new (a replica
+    /// leaving on SIGTERM; what it holds is finished or redelivered).
+    Leave = 13,
 }
 
 impl FrameType {
@@ -110,6 +116,8 @@ impl FrameType {
             9 => Heartbeat,
             10 => Eos,
             11 => Close,
+            12 => MsgDone,
+            13 => Leave,
             _ => return None,
         })
     }
@@ -430,6 +438,10 @@ pub struct Hello {
     /// Sent only when true, so a HELLO without it is byte-identical to one
     /// from a build that predates it; absent reads as false.
     pub eos_tags: bool,
+    /// The replica id of a scalable segment's replica (random, non-zero)
+    /// dialing its producer or its gathering consumer; 0 otherwise. Sent
+    /// only when non-zero; absent reads as 0.
+    pub replica: u64,
 }
 
 fn map_get<'a>(
@@ -444,7 +456,8 @@ fn map_get<'a>(
 impl Hello {
     pub fn encode(&self) -> Vec<u8> {
         let eos_tags = self.eos_tags.then_some(("eos_tags", Pmt::Bool(true)));
-        cbor::encode(&Pmt::map(eos_tags.into_iter().chain([
+        let replica = (self.replica != 0).then_some(("replica", Pmt::I64(self.replica as i64)));
+        cbor::encode(&Pmt::map(eos_tags.into_iter().chain(replica).chain([
             ("flowgraph", Pmt::String(self.flowgraph.clone())),
             ("generation", Pmt::I64(self.generation as i64)),
             ("edge", Pmt::String(self.edge.clone())),
@@ -497,6 +510,10 @@ impl Hello {
                 Some(v) => v
                     .as_bool()
                     .ok_or_else(|| bad("`eos_tags` is not a boolean".into()))?,
+            },
+            replica: match m.get("replica") {
+                None => 0,
+                Some(_) => u("replica")?,
             },
         })
     }
@@ -726,6 +743,7 @@ mod tests {
             crc: true,
             instance: 0x1234_5678_9abc_def0,
             eos_tags: true,
+            replica: 0,
         }
     }
 
@@ -853,6 +871,7 @@ mod tests {
     fn hello_without_eos_tags_is_encoded_as_before() {
         let old = Hello {
             eos_tags: false,
+            replica: 0,
             ..hello()
         };
         let bytes = old.encode();

@@ -73,7 +73,7 @@ pub fn check_frame_bytes(data: &[u8]) -> Checked {
     // An answer under a header made up from the input: type from the first
     // byte, reason from the next four, the rest as body.
     if let Some((&k, rest)) = data.split_first() {
-        let kind = FrameType::from_u8(k % 11 + 1).expect("1..=11 is a frame type");
+        let kind = FrameType::from_u8(k % 13 + 1).expect("1..=13 is a frame type");
         let b = rest
             .get(..4)
             .map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
@@ -196,7 +196,11 @@ fn body_ok(f: &Frame) -> bool {
         FrameType::Gap => body.len() == 8,
         FrameType::Msg => check_message(body).is_some(),
         FrameType::Eos => frame::eos_tags(&f.header, body).is_ok(),
-        FrameType::Ack | FrameType::MsgAck | FrameType::Heartbeat => body.is_empty(),
+        FrameType::Ack
+        | FrameType::MsgAck
+        | FrameType::MsgDone
+        | FrameType::Leave
+        | FrameType::Heartbeat => body.is_empty(),
         FrameType::Close => true,
     }
 }

@@ -5,6 +5,7 @@ pub mod env;
 pub mod frame;
 pub mod fuzzing;
 pub mod msg;
+pub mod scale;
 pub mod sink;
 pub mod source;
 pub mod stats;

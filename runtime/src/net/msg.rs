@@ -30,11 +30,11 @@ use crate::block::{Block, BlockError, Result, Work};
 use crate::io::{Poster, WorkIo};
 
 /// Why [`pump`] stops when the peer closed its side in order.
-const CLOSED: &str = "connection closed";
+pub(crate) const CLOSED: &str = "connection closed";
 
 /// Reads everything available into a decoder; `Err` with a reason when the
 /// connection is gone.
-fn pump(
+pub(crate) fn pump(
     conn: &mut Box<dyn Conn>,
     rx: &mut Decoder,
     last_rx: &mut Instant,
@@ -57,7 +57,7 @@ fn pump(
 /// Writes `out` as far as the socket takes it, asks to be woken for the
 /// peer's frames (and for room if a write blocked), and checks the peer is
 /// not silent; `Err` with the reason to drop the connection.
-fn send(
+pub(crate) fn send(
     conn: &mut Box<dyn Conn>,
     out: &mut Vec<u8>,
     last_tx: &mut Instant,
@@ -362,6 +362,7 @@ impl Block for NetMessageSource {
                 crc: true,
                 instance: 0,
                 eos_tags: false,
+                replica: 0,
             };
             let (shared, env, from) = (self.shared.clone(), self.env.clone(), self.from.clone());
             std::thread::Builder::new()

@@ -334,6 +334,7 @@ impl NetSource {
             crc: self.crc,
             instance: 0,
             eos_tags: true,
+            replica: 0,
         };
         let from = self.from.clone();
         self.thread = Some(

@@ -70,6 +70,18 @@ pub struct EdgeStats {
     /// Why the last attempt to reach the producer failed, while
     /// `unreachable_since_ms` is set (source).
     pub unreachable: std::sync::Mutex<String>,
+    /// Replicas connected (the producer of an edge into a scalable segment).
+    pub replicas: AtomicU64,
+    /// Messages waiting for a replica with room (that producer).
+    pub pending: AtomicU64,
+    /// Messages handed out and not yet done end to end (that producer: at
+    /// all replicas; a replica's input edge: at this replica).
+    pub in_flight: AtomicU64,
+    /// Messages done end to end per second over the last few seconds, as
+    /// `f64` bits (that producer: all replicas; a replica: its own rate).
+    pub rate_bits: AtomicU64,
+    /// Messages dropped as duplicates by id (a gathering consumer).
+    pub duplicates: AtomicU64,
 }
 
 impl EdgeStats {
