@@ -86,7 +86,15 @@ pub fn watch(
                 } else {
                     StopKind::Restart
                 };
-                first(name, kind);
+                // On a thread of its own: if starting the stop blocks, the
+                // grace period below still ends the process.
+                if let Err(e) = std::thread::Builder::new()
+                    .name("fm-stop".into())
+                    .spawn(move || first(name, kind))
+                {
+                    eprintln!("{label}cannot start the planned stop ({e}): exiting at once");
+                    std::process::exit(crate::exit::STOPPED.into());
+                }
                 let code = match kind {
                     StopKind::Restart => crate::exit::STOPPED,
                     // As `flowmesh run`: a second Ctrl-C aborts.
