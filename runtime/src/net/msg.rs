@@ -28,6 +28,7 @@ use super::stats::{EdgeStats, Role};
 use super::transport::Conn;
 use crate::block::{Block, BlockError, Result, Work};
 use crate::io::{Poster, WorkIo};
+use crate::signal::Signal;
 
 /// Why [`pump`] stops when the peer closed its side in order.
 pub(crate) const CLOSED: &str = "connection closed";
@@ -79,6 +80,45 @@ pub(crate) fn send(
     if now.duration_since(last_rx) > PEER_TIMEOUT {
         return Err("silent for too long".into());
     }
+    Ok(())
+}
+
+/// Starts the thread that dials `peer` for message edge `edge` at
+/// `generation` (as `replica` when that is not 0) and hands the welcomed
+/// connection to `shared`, waking `signal`.
+pub(super) fn start_connector(
+    shared: &Arc<Connector>,
+    env: &Arc<NetEnv>,
+    edge: &str,
+    generation: u64,
+    peer: &str,
+    replica: u64,
+    signal: &Arc<Signal>,
+) -> std::io::Result<()> {
+    shared
+        .state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .signal = Some(signal.clone());
+    let hello = Hello {
+        flowgraph: env.flowgraph.clone(),
+        generation,
+        edge: edge.to_string(),
+        item_type: ItemType::U8,
+        vlen: 0,
+        item_size: 0,
+        token: env.token.clone(),
+        resume_offset: 0,
+        resume_msg_seq: 0,
+        crc: true,
+        instance: 0,
+        eos_tags: false,
+        replica,
+    };
+    let (shared, env, peer) = (shared.clone(), env.clone(), peer.to_string());
+    std::thread::Builder::new()
+        .name("flowmesh-connect".into())
+        .spawn(move || connector(shared, env, peer, hello))?;
     Ok(())
 }
 
@@ -344,30 +384,15 @@ impl Block for NetMessageSource {
         let now = Instant::now();
         if !self.started {
             self.started = true;
-            self.shared
-                .state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .signal = Some(io.waker().clone());
-            let hello = Hello {
-                flowgraph: self.env.flowgraph.clone(),
-                generation: self.generation,
-                edge: self.edge.clone(),
-                item_type: ItemType::U8,
-                vlen: 0,
-                item_size: 0,
-                token: self.env.token.clone(),
-                resume_offset: 0,
-                resume_msg_seq: 0,
-                crc: true,
-                instance: 0,
-                eos_tags: false,
-                replica: 0,
-            };
-            let (shared, env, from) = (self.shared.clone(), self.env.clone(), self.from.clone());
-            std::thread::Builder::new()
-                .name("flowmesh-connect".into())
-                .spawn(move || connector(shared, env, from, hello))?;
+            start_connector(
+                &self.shared,
+                &self.env,
+                &self.edge,
+                self.generation,
+                &self.from,
+                0,
+                io.waker(),
+            )?;
         }
         if self.conn.is_none() {
             let mut g = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -514,12 +539,7 @@ impl Block for NetMessageSource {
     }
 
     fn stop(&mut self) -> Result<()> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .stop = true;
-        self.shared.cv.notify_all();
+        self.shared.stop();
         Ok(())
     }
 
@@ -535,11 +555,6 @@ impl Block for NetMessageSource {
 
 impl Drop for NetMessageSource {
     fn drop(&mut self) {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .stop = true;
-        self.shared.cv.notify_all();
+        self.shared.stop();
     }
 }

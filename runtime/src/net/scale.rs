@@ -45,13 +45,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowmesh_model::pmt::cbor;
-use flowmesh_model::{ItemType, Pmt};
+use flowmesh_model::Pmt;
 
 use super::env::{new_instance, NetEnv, Served};
-use super::frame::{self, Decoder, FrameType, Hello};
-use super::msg::{pump, send, CLOSED};
+use super::frame::{self, Decoder, FrameType};
+use super::msg::{pump, send, start_connector, CLOSED};
 use super::sink::HEARTBEAT;
-use super::source::{connector, Connector, Welcomed};
+use super::source::{Connector, Welcomed};
 use super::stats::{EdgeStats, Role};
 use super::transport::Conn;
 use crate::block::{Block, BlockError, Result, Work};
@@ -576,30 +576,15 @@ impl Block for ReplicaSource {
         if !self.started {
             self.started = true;
             self.env.replica.set_signal(io.waker());
-            self.shared
-                .state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .signal = Some(io.waker().clone());
-            let hello = Hello {
-                flowgraph: self.env.flowgraph.clone(),
-                generation: self.generation,
-                edge: self.edge.clone(),
-                item_type: ItemType::U8,
-                vlen: 0,
-                item_size: 0,
-                token: self.env.token.clone(),
-                resume_offset: 0,
-                resume_msg_seq: 0,
-                crc: true,
-                instance: 0,
-                eos_tags: false,
-                replica: self.replica,
-            };
-            let (shared, env, from) = (self.shared.clone(), self.env.clone(), self.from.clone());
-            std::thread::Builder::new()
-                .name("flowmesh-connect".into())
-                .spawn(move || connector(shared, env, from, hello))?;
+            start_connector(
+                &self.shared,
+                &self.env,
+                &self.edge,
+                self.generation,
+                &self.from,
+                self.replica,
+                io.waker(),
+            )?;
         }
         self.unsent.extend(self.env.replica.take_done());
         if self.conn.is_none() {
@@ -771,12 +756,7 @@ impl Block for ReplicaSource {
     }
 
     fn stop(&mut self) -> Result<()> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .stop = true;
-        self.shared.cv.notify_all();
+        self.shared.stop();
         Ok(())
     }
 
@@ -875,30 +855,15 @@ impl Block for PushSink {
         let now = Instant::now();
         if !self.started {
             self.started = true;
-            self.shared
-                .state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .signal = Some(io.waker().clone());
-            let hello = Hello {
-                flowgraph: self.env.flowgraph.clone(),
-                generation: self.generation,
-                edge: self.edge.clone(),
-                item_type: ItemType::U8,
-                vlen: 0,
-                item_size: 0,
-                token: self.env.token.clone(),
-                resume_offset: 0,
-                resume_msg_seq: 0,
-                crc: true,
-                instance: 0,
-                eos_tags: false,
-                replica: self.replica,
-            };
-            let (shared, env, to) = (self.shared.clone(), self.env.clone(), self.to.clone());
-            std::thread::Builder::new()
-                .name("flowmesh-connect".into())
-                .spawn(move || connector(shared, env, to, hello))?;
+            start_connector(
+                &self.shared,
+                &self.env,
+                &self.edge,
+                self.generation,
+                &self.to,
+                self.replica,
+                io.waker(),
+            )?;
         }
         let ended = io.messages_ended();
         if ended && self.queue.is_empty() && !self.env.replica.is_final() {
@@ -1048,12 +1013,7 @@ impl Block for PushSink {
     }
 
     fn stop(&mut self) -> Result<()> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .stop = true;
-        self.shared.cv.notify_all();
+        self.shared.stop();
         Ok(())
     }
 

@@ -88,6 +88,12 @@ impl Connector {
             cv: Condvar::new(),
         })
     }
+
+    /// Tells the connecting thread to give up and return.
+    pub(crate) fn stop(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
+        self.cv.notify_all();
+    }
 }
 
 /// A frame being received.
@@ -1075,10 +1081,7 @@ impl Block for NetSource {
     }
 
     fn stop(&mut self) -> Result<()> {
-        let mut g = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        g.stop = true;
-        self.shared.cv.notify_all();
-        drop(g);
+        self.shared.stop();
         // Ended on purpose (downstream done, or end of stream): tell the
         // producer, which then ends like a writer whose readers are done.
         if let Some(conn) = self.conn.as_mut() {
@@ -1126,10 +1129,7 @@ impl Block for NetSource {
     /// connection is simply closed: the producer keeps what it holds for
     /// this edge's return.
     fn suspend(&mut self) -> Result<()> {
-        let mut g = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        g.stop = true;
-        self.shared.cv.notify_all();
-        drop(g);
+        self.shared.stop();
         self.save_state();
         if let Some(path) = self.state_path.as_deref().filter(|p| p.exists()) {
             if let Err(e) = crate::blocks::file::sync_file(path) {
@@ -1200,8 +1200,6 @@ impl Block for NetSource {
 
 impl Drop for NetSource {
     fn drop(&mut self) {
-        let mut g = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        g.stop = true;
-        self.shared.cv.notify_all();
+        self.shared.stop();
     }
 }
